@@ -1,0 +1,68 @@
+"""Request dependencies as `Annotated` aliases: the container, the caller, the admin."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from app.container import Container
+from app.errors import Forbidden, Unauthorized
+from app.services.tokens import AccessClaims
+
+
+def get_container(request: Request) -> Container:
+    container: Container = request.app.state.container
+    return container
+
+
+ContainerDep = Annotated[Container, Depends(get_container)]
+
+
+def bearer_token(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip() or len(token) > 4096:
+        raise Unauthorized("Missing or malformed Authorization header")
+    return token.strip()
+
+
+async def current_user(request: Request, container: ContainerDep) -> AccessClaims:
+    return await container.auth.authenticate(bearer_token(request))
+
+
+CurrentUser = Annotated[AccessClaims, Depends(current_user)]
+
+
+async def current_admin(caller: CurrentUser) -> AccessClaims:
+    if caller.role != "admin":
+        raise Forbidden("Admins only")
+    return caller
+
+
+CurrentAdmin = Annotated[AccessClaims, Depends(current_admin)]
+
+
+def client_ip(request: Request, trusted_proxies: list[str]) -> str:
+    """The peer address, or X-Forwarded-For's last untrusted hop behind a trusted proxy."""
+    peer = request.client.host if request.client else "unknown"
+    if not trusted_proxies or peer not in trusted_proxies:
+        return peer
+    forwarded = request.headers.get("x-forwarded-for", "")
+    hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if hop in trusted_proxies:
+            continue
+        try:
+            return str(ipaddress.ip_address(hop))
+        except ValueError:
+            return peer
+    return peer
+
+
+def get_client_ip(request: Request, container: ContainerDep) -> str:
+    return client_ip(request, container.settings.trusted_proxies)
+
+
+ClientIP = Annotated[str, Depends(get_client_ip)]

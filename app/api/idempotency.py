@@ -1,0 +1,93 @@
+"""Idempotency-Key for authenticated writes.
+
+Scope is (user, method, path, key). The first response (any status below 500)
+is kept 24 h and replayed byte for byte; the same key with another body is
+422 IDEMPOTENCY_KEY_REUSED; a repeat that arrives while the first is running
+waits for it. A 5xx is not kept, so a retry after a store fault runs again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import time
+from collections.abc import Awaitable, Callable
+
+import orjson
+from fastapi import Request
+from redis.asyncio import Redis
+from starlette.responses import Response
+
+from app.api.problems import app_error_response
+from app.errors import AppError, IdempotencyKeyReused, ServiceUnavailable, ValidationFailed
+from app.store import keys
+
+KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
+KEEP_SECONDS = 24 * 3600
+PENDING_MS = 30_000  # a first attempt that died leaves its marker at most this long
+WAIT_SECONDS = 30.0
+POLL_SECONDS = 0.02
+
+Handler = Callable[[], Awaitable[Response]]
+
+
+async def idempotent(
+    request: Request, redis: Redis, user_id: str, body: bytes, handler: Handler
+) -> Response:
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return await handler()
+    if not KEY_RE.match(key):
+        raise ValidationFailed("Idempotency-Key must be 1 to 255 printable ASCII characters")
+    scope = f"{request.method} {request.url.path} {key}"
+    redis_key = keys.idempotency(user_id, hashlib.sha256(scope.encode()).hexdigest())
+    fingerprint = hashlib.sha256(body).hexdigest()
+    deadline = time.monotonic() + WAIT_SECONDS
+    pending = orjson.dumps({"state": "pending", "fp": fingerprint})
+    while True:
+        if await redis.set(redis_key, pending, nx=True, px=PENDING_MS):
+            return await _run_first(redis, redis_key, fingerprint, handler)
+        raw = await redis.get(redis_key)
+        if raw is None:
+            continue  # the first attempt failed and let go; try to be first
+        stored = orjson.loads(raw)
+        if stored["fp"] != fingerprint:
+            raise IdempotencyKeyReused(
+                "This Idempotency-Key was used with a different request body"
+            )
+        if stored["state"] == "done":
+            return Response(
+                stored["body"].encode(),
+                status_code=stored["status"],
+                media_type=stored["type"],
+                headers={"Idempotent-Replayed": "true"},
+            )
+        if time.monotonic() > deadline:
+            raise ServiceUnavailable("The first request with this Idempotency-Key is still running")
+        await asyncio.sleep(POLL_SECONDS)  # waiting on another request, polled
+
+
+async def _run_first(redis: Redis, redis_key: str, fingerprint: str, handler: Handler) -> Response:
+    try:
+        try:
+            response = await handler()
+        except AppError as exc:
+            if exc.status >= 500:
+                raise
+            response = app_error_response(exc)
+    except BaseException:
+        await redis.delete(redis_key)
+        raise
+    if response.status_code >= 500:
+        await redis.delete(redis_key)
+        return response
+    record = {
+        "state": "done",
+        "fp": fingerprint,
+        "status": response.status_code,
+        "type": response.media_type or response.headers.get("content-type", "application/json"),
+        "body": bytes(response.body).decode(),
+    }
+    await redis.set(redis_key, orjson.dumps(record), ex=KEEP_SECONDS)
+    return response

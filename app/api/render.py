@@ -1,0 +1,78 @@
+"""Domain objects to wire dicts (camelCase), in one place."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+
+from app.db.models import Purchase, User
+from app.domain import iso
+from app.services.auth import Session
+from app.services.drops import DropView
+from app.services.reservations import Reservation
+
+
+def user(row: User) -> dict[str, Any]:
+    return {"id": row.id, "email": row.email, "displayName": row.display_name, "role": row.role}
+
+
+def session(value: Session) -> dict[str, Any]:
+    return {
+        "user": user(value.user),
+        "accessToken": value.access_token,
+        "refreshToken": value.refresh_token,
+        "tokenType": "Bearer",
+        "expiresIn": value.expires_in,
+    }
+
+
+def drop(view: DropView) -> dict[str, Any]:
+    d, c = view.definition, view.counters
+    return {
+        "id": d.id,
+        "name": d.name,
+        "brand": d.brand,
+        "imageUrl": d.image_url,
+        "priceCents": d.price_cents,
+        "currency": d.currency,
+        "totalStock": c.total,
+        "availableStock": max(c.available, 0),
+        "perUserLimit": d.per_user_limit,
+        "startsAt": iso(d.starts_at),
+        "endsAt": iso(d.ends_at) if d.ends_at else None,
+        "status": view.status.value,
+        "activeReservations": c.live_holds,
+        "recentBuyers": c.recent_buyers,
+    }
+
+
+def reservation(value: Reservation) -> dict[str, Any]:
+    return {
+        "id": value.id,
+        "dropId": value.drop_id,
+        "status": value.status,
+        "expiresAt": iso(value.expires_at),
+        "createdAt": iso(value.created_at),
+    }
+
+
+def purchase(row: Purchase) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "reservationId": row.reservation_id,
+        "dropId": row.drop_id,
+        "priceCents": row.price_cents,
+        "currency": row.currency,
+        "purchasedAt": iso(row.purchased_at),
+    }
+
+
+class JSONBody(Response):
+    """A JSON response serialised by orjson (fast, and UTC datetimes already rendered)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)

@@ -1,0 +1,54 @@
+"""Operations: liveness, readiness, Prometheus metrics, the small live page."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from fastapi import APIRouter
+from fastapi.responses import HTMLResponse
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from starlette.responses import Response
+
+from app.api import render
+from app.api.deps import ContainerDep
+from app.api.responses import UNAVAILABLE, errors
+
+router = APIRouter(tags=["operations"])
+PAGE = Path(__file__).resolve().parent.parent / "static" / "index.html"
+
+
+@router.get("/healthz")
+async def healthz() -> Response:
+    return render.JSONBody({"status": "ok"})
+
+
+@router.get("/readyz", responses=errors(UNAVAILABLE))
+async def readyz(container: ContainerDep) -> Response:
+    postgres = await container.db.ping()
+    try:
+        redis = bool(await container.redis.ping())
+    except Exception:
+        redis = False
+    body = {
+        "status": "ok" if postgres and redis else "unavailable",
+        "postgres": postgres,
+        "redis": redis,
+    }
+    return render.JSONBody(body, status_code=200 if postgres and redis else 503)
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics() -> Response:
+    registry: CollectorRegistry = REGISTRY
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+async def index() -> Response:
+    return HTMLResponse(PAGE.read_text() if PAGE.exists() else "<h1>sneakerdrop</h1>")

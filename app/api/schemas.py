@@ -1,0 +1,182 @@
+"""Wire models: camelCase JSON, unknown fields rejected, sizes bounded."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    HttpUrl,
+    StringConstraints,
+    field_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from app.services.passwords import MAX_PASSWORD_BYTES, MIN_PASSWORD_BYTES
+
+
+class WireModel(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", str_strip_whitespace=False
+    )
+
+
+def _no_control_chars(value: str) -> str:
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+def _aware(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("must include a time zone (e.g. a trailing Z)")
+    return value
+
+
+Text = Annotated[str, StringConstraints(strip_whitespace=True), AfterValidator(_no_control_chars)]
+AwareDatetime = Annotated[datetime, AfterValidator(_aware)]
+Timestamp = Annotated[datetime, Field(json_schema_extra={"format": "date-time"})]
+
+
+# --- auth ---------------------------------------------------------------------
+
+
+class SignupBody(WireModel):
+    email: EmailStr = Field(max_length=254)
+    password: str = Field(max_length=1024)
+    display_name: Annotated[Text, Field(min_length=1, max_length=64)] | None = None
+
+    @field_validator("password")
+    @classmethod
+    def _password_bytes(cls, value: str) -> str:
+        size = len(value.encode())
+        if not MIN_PASSWORD_BYTES <= size <= MAX_PASSWORD_BYTES:
+            raise ValueError(
+                f"password must be {MIN_PASSWORD_BYTES} to {MAX_PASSWORD_BYTES} bytes in UTF-8"
+            )
+        if "\x00" in value:
+            raise ValueError("password must not contain NUL")
+        return value
+
+
+class LoginBody(WireModel):
+    email: str = Field(min_length=1, max_length=320)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class RefreshBody(WireModel):
+    refresh_token: str = Field(min_length=1, max_length=4096)
+
+
+class UserOut(WireModel):
+    id: str
+    email: str
+    display_name: str
+    role: Literal["customer", "admin"]
+
+
+class SessionOut(WireModel):
+    user: UserOut
+    access_token: str
+    refresh_token: str
+    token_type: Literal["Bearer"] = "Bearer"
+    expires_in: int
+
+
+# --- drops --------------------------------------------------------------------
+
+
+class RecentBuyer(WireModel):
+    display_name: str
+    purchased_at: Timestamp
+
+
+DropStatusName = Literal["scheduled", "live", "sold_out", "ended", "cancelled"]
+
+
+class DropOut(WireModel):
+    id: str
+    name: str
+    brand: str | None
+    image_url: str | None
+    price_cents: int
+    currency: str
+    total_stock: int
+    available_stock: int
+    per_user_limit: int
+    starts_at: Timestamp
+    ends_at: Timestamp | None
+    status: DropStatusName
+    active_reservations: int
+    recent_buyers: list[RecentBuyer]
+
+
+MAX_STOCK = 10_000_000
+Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+
+
+class DropCreateBody(WireModel):
+    name: Annotated[Text, Field(min_length=1, max_length=200)]
+    brand: Annotated[Text, Field(min_length=1, max_length=100)] | None = None
+    image_url: HttpUrl | None = Field(default=None)
+    price_cents: int = Field(ge=0, le=100_000_000_00)
+    currency: Currency = "USD"
+    total_stock: int = Field(ge=0, le=MAX_STOCK)
+    per_user_limit: int = Field(default=1, ge=1, le=1000)
+    starts_at: AwareDatetime | None = None
+    ends_at: AwareDatetime | None = None
+
+    @field_validator("image_url")
+    @classmethod
+    def _url_length(cls, value: HttpUrl | None) -> HttpUrl | None:
+        if value is not None and len(str(value)) > 2048:
+            raise ValueError("imageUrl must be at most 2048 characters")
+        return value
+
+
+class DropPatchBody(WireModel):
+    name: Annotated[Text, Field(min_length=1, max_length=200)] | None = None
+    starts_at: AwareDatetime | None = None
+    ends_at: AwareDatetime | None = None
+    status: Literal["cancelled"] | None = None
+
+
+class RestockBody(WireModel):
+    quantity: int = Field(ge=1, le=1_000_000)
+
+
+# --- holds and purchases ------------------------------------------------------
+
+
+class ReservationOut(WireModel):
+    id: str
+    drop_id: str
+    status: Literal["ACTIVE", "PURCHASED", "EXPIRED", "CANCELLED"]
+    expires_at: Timestamp
+    created_at: Timestamp
+
+
+class PurchaseOut(WireModel):
+    id: str
+    reservation_id: str
+    drop_id: str
+    price_cents: int
+    currency: str
+    purchased_at: Timestamp
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    instance: str | None = None
+    errors: list[dict[str, object]] | None = None

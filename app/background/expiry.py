@@ -1,0 +1,90 @@
+"""Layer 1 of expiry: keyspace notifications on hold timer keys (the fast path).
+
+Redis publishes `__keyevent@<db>__:expired` when a timer key expires; the
+listener releases that hold at once. Notifications are fire-and-forget: lost
+while disconnected, node-local on a cluster. So the listener reconnects with
+backoff, re-applies `notify-keyspace-events` where the server allows it, and
+subscribes to every primary; the sweeper covers whatever it still misses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
+
+from app import metrics
+from app.store import keys
+from app.store.holds import HoldStore, ReleaseOutcome, ReleaseReason
+
+log = logging.getLogger(__name__)
+
+
+async def enable_expiry_events(redis: Redis) -> bool:
+    """Add 'E' and 'x' to notify-keyspace-events, keeping flags already set. False if refused."""
+    try:
+        config = await redis.config_get("notify-keyspace-events")
+        current = str(config.get("notify-keyspace-events") or "")
+        flags = set(current)
+        if {"E", "x"} <= flags or ("E" in flags and "A" in flags):
+            return True
+        await redis.config_set("notify-keyspace-events", "".join(sorted(flags | {"E", "x"})))
+        return True
+    except ResponseError:
+        # Managed Redis often forbids CONFIG: the operator must set it; the sweeper still works.
+        log.warning("cannot set notify-keyspace-events; relying on the sweeper")
+        return False
+
+
+class ExpiryListener:
+    def __init__(self, holds: HoldStore, node_clients: Callable[[], list[Redis]]) -> None:
+        self.holds = holds
+        self.node_clients = node_clients
+        self.subscribed = asyncio.Event()
+
+    async def run(self) -> None:
+        nodes = self.node_clients()
+        await asyncio.gather(*(self._listen(node) for node in nodes))
+
+    async def _listen(self, node: Redis) -> None:
+        backoff = 0.1
+        first = True
+        while True:
+            try:
+                await enable_expiry_events(node)
+                db = node.connection_pool.connection_kwargs.get("db", 0)
+                async with node.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(f"__keyevent@{db}__:expired")
+                    if not first:
+                        metrics.REDIS_RECONNECTS.labels(task="expiry").inc()
+                        log.info("expiry listener resubscribed")
+                    first = False
+                    self.subscribed.set()
+                    backoff = 0.1
+                    async for message in pubsub.listen():
+                        if message.get("type") == "message":
+                            await self._on_expired(str(message["data"]))
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                self.subscribed.clear()
+                metrics.BACKGROUND_ERRORS.labels(task="expiry").inc()
+                log.warning("expiry listener lost Redis: %s; retrying", type(exc).__name__)
+                await asyncio.sleep(backoff)  # reconnect backoff, not synchronisation
+                backoff = min(backoff * 2, 5.0)
+
+    async def _on_expired(self, key: str) -> None:
+        ref = keys.parse_timer_key(key)
+        if ref is None:
+            return
+        try:
+            result = await self.holds.release(ref, ReleaseReason.EXPIRED)
+        except RedisError:
+            metrics.BACKGROUND_ERRORS.labels(task="expiry").inc()
+            return  # the sweeper will release it
+        if result.outcome is ReleaseOutcome.RELEASED:
+            metrics.HOLDS_EXPIRED.labels(layer="keyspace").inc()
+            metrics.EXPIRY_LAG.observe(max(result.lag_ms, 0) / 1000)

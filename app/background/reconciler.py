@@ -1,0 +1,153 @@
+"""Layer 3: the once-a-minute safety net that checks and repairs each drop.
+
+For every drop in PostgreSQL it compares Redis's counters with the facts:
+  total (PostgreSQL) == total (Redis)
+  sold  (PostgreSQL purchases) == sold (Redis)
+  available + live holds + sold == total, and available >= 0.
+A drop Redis lost is rebuilt; holds Redis still has but PostgreSQL shows as
+purchased (Redis rolled back to an older snapshot) are committed; drifted
+counters are repaired by drop_rebuild.lua, which refuses while a purchase is in
+flight (retried next pass). Overdue holds are swept as well.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import cast
+
+import orjson
+
+from app import metrics
+from app.background.sweeper import Sweeper
+from app.db import drops as drop_rows
+from app.db import purchases as purchase_rows
+from app.db.session import Database
+from app.domain import iso
+from app.store import keys
+from app.store.drops import DropStore, RebuildMode, RebuildOutcome
+from app.store.holds import HoldStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class DropCheck:
+    drop_id: str
+    name: str
+    total_pg: int
+    sold_pg: int
+    total: int | None  # None: Redis does not have the drop
+    available: int
+    sold: int
+    live_holds: int
+
+    @property
+    def drift(self) -> int:
+        """Units off the invariant, counted against PostgreSQL's facts (0 when healthy)."""
+        if self.total is None:
+            return self.total_pg - self.sold_pg
+        return self.available + self.live_holds + self.sold_pg - self.total_pg
+
+    @property
+    def healthy(self) -> bool:
+        return (
+            self.total is not None
+            and self.total == self.total_pg
+            and self.sold == self.sold_pg
+            and self.available >= 0
+            and self.available + self.live_holds + self.sold == self.total
+        )
+
+
+class Reconciler:
+    def __init__(self, db: Database, drops: DropStore, holds: HoldStore) -> None:
+        self.db = db
+        self.drops = drops
+        self.holds = holds
+        self.redis = holds.redis
+        self.sweeper = Sweeper(holds, db)
+
+    async def check(self) -> list[DropCheck]:
+        async with self.db.begin() as session:
+            rows = await drop_rows.all_drops(session)
+            sold = await drop_rows.sold_counts(session)
+        checks = []
+        for row in rows:
+            counters = await self.drops.counters(row.id)
+            total, available, redis_sold, live = counters or (None, 0, 0, 0)
+            checks.append(
+                DropCheck(
+                    row.id,
+                    row.name,
+                    row.total_stock,
+                    sold.get(row.id, 0),
+                    total,
+                    available,
+                    redis_sold,
+                    live,
+                )
+            )
+        return checks
+
+    async def run_once(self) -> list[DropCheck]:
+        """One pass: sweep, check, repair. Returns the checks as found before repair."""
+        metrics.RECONCILER_RUNS.inc()
+        checks = await self.check()
+        await self.sweeper.sweep([c.drop_id for c in checks if c.total is not None], "reconciler")
+        for check in checks:
+            metrics.DRIFT.labels(drop=check.drop_id).set(check.drift)
+            if not check.healthy:
+                await self._repair(check)
+        await self.drops.mark_index_loaded()
+        return checks
+
+    async def _repair(self, check: DropCheck) -> None:
+        async with self.db.begin() as session:
+            row = await drop_rows.get(session, check.drop_id)
+            if row is None:
+                return
+            definition = drop_rows.to_definition(row)
+        if check.total is None:
+            async with self.db.begin() as session:
+                sold = await drop_rows.sold_count(session, row.id)
+                by_user = await drop_rows.purchases_by_user(session, row.id)
+            await self.drops.rebuild(RebuildMode.INIT, definition, sold, by_user)
+            metrics.RECONCILER_REPAIRS.labels(kind="rebuilt").inc()
+            log.warning("drop rebuilt from PostgreSQL", extra={"drop": row.id})
+            return
+        if check.sold != check.sold_pg:
+            await self._commit_purchased_holds(row.id)
+        expected_sold = (await self.drops.counters(row.id) or (0, 0, 0, 0))[2]
+        async with self.db.begin() as session:
+            sold = await drop_rows.sold_count(session, row.id)
+            by_user = await drop_rows.purchases_by_user(session, row.id)
+        outcome, _ = await self.drops.rebuild(
+            RebuildMode.REPAIR, definition, sold, by_user, expected_sold=expected_sold
+        )
+        if outcome is RebuildOutcome.BUSY:
+            log.info("repair deferred: purchase in flight", extra={"drop": row.id})
+            return
+        metrics.RECONCILER_REPAIRS.labels(kind=outcome.value.lower()).inc()
+        log.warning(
+            "drop counters repaired",
+            extra={"drop": row.id, "drift": check.drift, "outcome": outcome.value},
+        )
+
+    async def _commit_purchased_holds(self, drop_id: str) -> None:
+        """Live holds that PostgreSQL says were purchased (Redis rolled back): commit them."""
+        live = cast(list[str], await self.redis.hkeys(keys.DropKeys(drop_id).holds))
+        async with self.db.begin() as session:
+            purchased = await purchase_rows.purchased_among(session, live)
+            names = {
+                rid: await purchase_rows.buyer_name(session, rid.split(".")[1]) for rid in purchased
+            }
+        for reservation_id, purchased_at in purchased.items():
+            ref = keys.parse_reservation_id(reservation_id)
+            if ref is None:
+                continue
+            buyer = orjson.dumps(
+                {"displayName": names[reservation_id], "purchasedAt": iso(purchased_at)}
+            )
+            await self.holds.commit(ref, buyer.decode())
+            metrics.RECONCILER_REPAIRS.labels(kind="committed").inc()

@@ -1,0 +1,112 @@
+"""Starts and stops the background loops of one process.
+
+Every process listens for expiry events (the fast path; duplicates are harmless).
+The sweeper, the reconciler and the broadcaster each run under a leader lease,
+so one process per deployment does each, and another takes over within a lease
+time when it dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from app import metrics
+from app.background.expiry import ExpiryListener
+from app.background.lease import Lease
+from app.background.reconciler import Reconciler
+from app.background.sweeper import Sweeper
+from app.container import Container
+from app.realtime.broadcaster import Broadcaster
+from app.store import keys
+
+log = logging.getLogger(__name__)
+
+
+def _node_clients(redis: Redis) -> Callable[[], list[Redis]]:
+    def nodes() -> list[Redis]:
+        get_primaries = getattr(redis, "get_primaries", None)
+        if get_primaries is None:
+            return [redis]
+        return [redis.get_redis_connection(node) for node in get_primaries()]  # type: ignore[attr-defined]
+
+    return nodes
+
+
+async def _every(
+    name: str, interval: float, lease: Lease, work: Callable[[], Awaitable[object]]
+) -> None:
+    """Run `work` every `interval` seconds while this process holds `lease`."""
+    while True:
+        try:
+            if await lease.refresh():
+                await work()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            metrics.BACKGROUND_ERRORS.labels(task=name).inc()
+            log.warning("%s pass failed", name, exc_info=True)
+        await asyncio.sleep(interval)  # the period of the loop
+
+
+class BackgroundTasks:
+    def __init__(self, container: Container) -> None:
+        self.container = container
+        self.tasks: list[asyncio.Task[None]] = []
+        settings = container.settings
+        self.sweeper = Sweeper(container.holds, container.db)
+        self.reconciler = Reconciler(container.db, container.drops, container.holds)
+        self.listener = ExpiryListener(container.holds, _node_clients(container.redis))
+        self.sweep_lease = Lease(container.redis, "sneakerdrop:lease:sweeper", 10)
+        self.reconcile_lease = Lease(
+            container.redis, keys.RECONCILER_LEASE, max(settings.reconcile_interval_seconds * 2, 10)
+        )
+        self.broadcaster = (
+            Broadcaster(
+                container.redis,
+                container.scripts,
+                container.sio,
+                settings.stock_broadcast_interval_ms,
+            )
+            if container.sio is not None
+            else None
+        )
+
+    async def _sweep(self) -> None:
+        await self.sweeper.sweep(await self.container.drops.index())
+
+    def start(self) -> None:
+        settings = self.container.settings
+        self.tasks = [
+            asyncio.create_task(self.listener.run(), name="expiry-listener"),
+            asyncio.create_task(
+                _every("sweeper", settings.sweep_interval_ms / 1000, self.sweep_lease, self._sweep),
+                name="sweeper",
+            ),
+            asyncio.create_task(
+                _every(
+                    "reconciler",
+                    settings.reconcile_interval_seconds,
+                    self.reconcile_lease,
+                    self.reconciler.run_once,
+                ),
+                name="reconciler",
+            ),
+        ]
+        if self.broadcaster is not None:
+            self.tasks.append(asyncio.create_task(self.broadcaster.run(), name="broadcaster"))
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
+                await task
+        for lease in (self.sweep_lease, self.reconcile_lease):
+            with contextlib.suppress(RedisError, OSError):
+                await lease.release()

@@ -1,0 +1,229 @@
+"""The `sneakerdrop` command: serve, migrate and the operator commands.
+
+Every subcommand first makes sure both stores exist: what `DATABASE_URL` / `REDIS_URL`
+leave unset runs embedded under `DATA_DIR` (app.embedded) for as long as the command
+runs, and is stopped in order at the end, also after Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import importlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any
+
+from pydantic import ValidationError
+
+from app.config import Settings, load_settings
+from app.embedded import DataDirInUse, EmbeddedStartError, EmbeddedStores
+
+logger = logging.getLogger("sneakerdrop.cli")
+
+# A later tuning task picks this from measurements; `--workers` overrides it.
+DEFAULT_WORKERS = 1
+# How long uvicorn waits for open connections (long-polls, websockets) after a stop signal.
+GRACEFUL_SHUTDOWN_SECONDS = 10
+
+
+def _terminate_as_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Let no SIGINT / SIGTERM cut the ordered stop of the stores short."""
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextmanager
+def backing_stores(settings: Settings, *, redis: bool = True) -> Iterator[tuple[Settings, bool]]:
+    """Settings whose DATABASE_URL (and REDIS_URL) are set, starting embedded servers if needed.
+
+    The embedded URLs are exported to os.environ so that uvicorn workers and anything
+    calling load_settings() see them. Yields (settings, whether PostgreSQL is embedded).
+    """
+    want_postgres = settings.database_url is None
+    want_redis = redis and settings.redis_url is None
+    if not (want_postgres or want_redis):
+        yield settings, False
+        return
+    stores = EmbeddedStores(settings.data_dir)
+    try:
+        database_url, redis_url = stores.start(postgres=want_postgres, redis=want_redis)
+        if database_url:
+            os.environ["DATABASE_URL"] = database_url
+        if redis_url:
+            os.environ["REDIS_URL"] = redis_url
+        yield load_settings(), want_postgres
+    finally:
+        with _signals_deferred():
+            stores.stop()
+
+
+def _migrate(database_url: str | None) -> None:
+    from app.db.migrate import run_migrations
+
+    assert database_url is not None
+    logger.info("applying database migrations")
+    run_migrations(database_url)
+
+
+def _command(name: str) -> Callable[..., Coroutine[Any, Any, Any]]:
+    """An async operator command of app.commands (imported late: it pulls in the whole app)."""
+    module = importlib.import_module("app.commands")
+    function: Callable[..., Coroutine[Any, Any, Any]] = getattr(module, name)
+    return function
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    host = args.host or settings.host
+    port = args.port or settings.port
+    with backing_stores(settings) as (settings, _):
+        _migrate(settings.database_url)
+        logger.info("serving on http://%s:%d with %d worker(s)", host, port, args.workers)
+        uvicorn.run(
+            "app.main:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=args.workers,
+            loop="uvloop",
+            http="httptools",
+            lifespan="on",
+            # X-Forwarded-For is believed only from TRUSTED_PROXIES.
+            proxy_headers=bool(settings.trusted_proxies),
+            forwarded_allow_ips=settings.trusted_proxies or None,
+            access_log=False,
+            log_level=settings.log_level.lower(),
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        )
+    # uvicorn returns after a graceful stop on SIGINT / SIGTERM: a normal end.
+    return 0
+
+
+def _migrate_only(args: argparse.Namespace, settings: Settings) -> int:
+    with backing_stores(settings, redis=False) as (settings, _):
+        _migrate(settings.database_url)
+    print("database is up to date")
+    return 0
+
+
+def _read_password(given: str | None) -> str:
+    if given:
+        return given
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("Password: ")
+    if getpass.getpass("Password (again): ") != first:
+        raise SystemExit("passwords do not match")
+    return first
+
+
+def _operator(name: str) -> Callable[[argparse.Namespace, Settings], int]:
+    """Run app.commands.<name>(settings, ...) with the stores up (schema too when embedded)."""
+
+    def handler(args: argparse.Namespace, settings: Settings) -> int:
+        extra: list[Any] = []
+        if name == "create_admin":
+            password = _read_password(args.password)
+            if not password:
+                raise SystemExit("a password is required")
+            extra = [args.email, password]
+        function = _command(name)
+        with backing_stores(settings) as (settings, embedded_postgres):
+            if embedded_postgres:  # ours, maybe brand-new: give it its schema
+                _migrate(settings.database_url)
+            result = asyncio.run(function(settings, *extra))
+        return result if isinstance(result, int) else 0
+
+    return handler
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sneakerdrop",
+        description="Reservation service for limited sneaker drops.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the API (embedded stores for unset URLs)")
+    serve.add_argument("--host", help="listen address (default: HOST, 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="listen port (default: PORT, 4000)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=DEFAULT_WORKERS,
+        help=f"API processes (default: {DEFAULT_WORKERS})",
+    )
+    serve.set_defaults(handler=_serve)
+
+    migrate = sub.add_parser("migrate", help="apply the database migrations")
+    migrate.set_defaults(handler=_migrate_only)
+
+    admin = sub.add_parser("create-admin", help="create an admin account (or promote one)")
+    admin.add_argument("email")
+    admin.add_argument("--password", help="default: prompted, or read from stdin")
+    admin.set_defaults(handler=_operator("create_admin"))
+
+    demo = sub.add_parser("demo", help="create a sample drop")
+    demo.set_defaults(handler=_operator("demo"))
+
+    reconcile = sub.add_parser("reconcile", help="rebuild Redis from PostgreSQL and repair drift")
+    reconcile.add_argument("--once", action="store_true", required=True, help="one pass, then exit")
+    reconcile.set_defaults(handler=_operator("reconcile_once"))
+
+    check = sub.add_parser("check", help="print each drop's invariant; non-zero exit on drift")
+    check.set_defaults(handler=_operator("check"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "serve" and args.workers < 1:
+        print("sneakerdrop: --workers must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        settings = load_settings()
+    except ValidationError as exc:
+        print(f"sneakerdrop: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # chatty at import
+    # SIGTERM behaves like Ctrl-C: uvicorn stops gracefully on both (and re-raises the
+    # signal afterwards, which this turns into a KeyboardInterrupt it swallows), and
+    # before or after uvicorn runs it unwinds through the `finally` that stops the stores.
+    signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    handler: Callable[[argparse.Namespace, Settings], int] = args.handler
+    try:
+        return handler(args, settings)
+    except DataDirInUse as exc:
+        print(f"sneakerdrop: {exc}", file=sys.stderr)
+        return 1
+    except EmbeddedStartError as exc:
+        print(f"sneakerdrop: an embedded store did not start: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("sneakerdrop: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

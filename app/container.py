@@ -1,0 +1,70 @@
+"""The process's resources and services, built once in the lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import socketio
+from redis.asyncio import Redis
+
+from app.config import Settings
+from app.db.session import Database
+from app.services.auth import AuthService
+from app.services.drops import DropService
+from app.services.passwords import PasswordHasher
+from app.services.ratelimit import RateLimiter
+from app.services.reservations import ReservationService
+from app.store.client import create_redis
+from app.store.drops import DropStore
+from app.store.holds import HoldStore
+from app.store.scripts import Scripts
+
+
+@dataclass
+class Container:
+    settings: Settings
+    db: Database
+    redis: Redis
+    scripts: Scripts
+    holds: HoldStore
+    drops: DropStore
+    auth: AuthService
+    drop_service: DropService
+    reservations: ReservationService
+    rate_limiter: RateLimiter
+    sio: socketio.AsyncServer | None = None
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+        await self.db.dispose()
+
+
+async def build_container(settings: Settings) -> Container:
+    """Connect to both stores and load the Lua scripts (a broken script fails here)."""
+    if not settings.database_url or not settings.redis_url:
+        raise RuntimeError(
+            "DATABASE_URL and REDIS_URL must be set (`sneakerdrop serve` starts embedded ones)"
+        )
+    db = Database(
+        settings.database_url,
+        pool_size=settings.db_pool_size,
+        statement_timeout_ms=settings.db_statement_timeout_ms,
+    )
+    redis = create_redis(settings.redis_url, cluster=settings.redis_cluster)
+    scripts = Scripts(redis)
+    await scripts.load_all()
+    holds = HoldStore(redis, scripts)
+    drops = DropStore(redis, scripts)
+    drop_service = DropService(db, drops, holds)
+    return Container(
+        settings=settings,
+        db=db,
+        redis=redis,
+        scripts=scripts,
+        holds=holds,
+        drops=drops,
+        auth=AuthService(settings, db, redis, PasswordHasher(settings.bcrypt_rounds)),
+        drop_service=drop_service,
+        reservations=ReservationService(settings, db, holds, drops, drop_service.ensure_mirrored),
+        rate_limiter=RateLimiter(settings, scripts),
+    )

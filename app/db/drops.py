@@ -1,0 +1,55 @@
+"""Drop rows and the purchase facts the mirror is built from."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db.models import Drop, Purchase
+from app.domain import DropDefinition
+
+
+def to_definition(row: Drop) -> DropDefinition:
+    return DropDefinition(
+        id=row.id,
+        name=row.name,
+        brand=row.brand,
+        image_url=row.image_url,
+        price_cents=row.price_cents,
+        currency=row.currency,
+        total_stock=row.total_stock,
+        per_user_limit=row.per_user_limit,
+        starts_at=row.starts_at,
+        ends_at=row.ends_at,
+        cancelled=row.state == "cancelled",
+    )
+
+
+async def get(session: AsyncSession, drop_id: str, *, lock: bool = False) -> Drop | None:
+    stmt = select(Drop).where(Drop.id == drop_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def all_drops(session: AsyncSession) -> list[Drop]:
+    return list((await session.execute(select(Drop).order_by(Drop.starts_at))).scalars())
+
+
+async def sold_count(session: AsyncSession, drop_id: str) -> int:
+    stmt = select(func.count()).select_from(Purchase).where(Purchase.drop_id == drop_id)
+    return int((await session.execute(stmt)).scalar_one())
+
+
+async def sold_counts(session: AsyncSession) -> dict[str, int]:
+    stmt = select(Purchase.drop_id, func.count()).group_by(Purchase.drop_id)
+    return {drop_id: int(n) for drop_id, n in (await session.execute(stmt)).all()}
+
+
+async def purchases_by_user(session: AsyncSession, drop_id: str) -> dict[str, int]:
+    stmt = (
+        select(Purchase.user_id, func.count())
+        .where(Purchase.drop_id == drop_id)
+        .group_by(Purchase.user_id)
+    )
+    return {user_id: int(n) for user_id, n in (await session.execute(stmt)).all()}

@@ -1,0 +1,142 @@
+"""PostgreSQL schema: the durable system of record.
+
+Users, refresh-token families, drops and purchases. Constraints guard what
+must never be false even if application code has a bug: stock is never
+negative, an email is unique whatever its case, a reservation is purchased
+at most once.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def _now() -> DateTime:
+    return DateTime(timezone=True)
+
+
+class User(Base):
+    __tablename__ = "users"
+    __table_args__ = (
+        Index("uq_users_email_lower", func.lower(text("email")), unique=True),
+        CheckConstraint("role IN ('customer', 'admin')", name="role"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    email: Mapped[str] = mapped_column(String(320))
+    password_hash: Mapped[str] = mapped_column(String(100))
+    display_name: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(16), server_default="customer")
+    created_at: Mapped[datetime] = mapped_column(_now(), server_default=func.now())
+
+
+class RefreshFamily(Base):
+    """One login session: every refresh token rotated from one sign-in."""
+
+    __tablename__ = "refresh_families"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(_now(), server_default=func.now())
+    revoked_at: Mapped[datetime | None] = mapped_column(_now())
+    revoke_reason: Mapped[str | None] = mapped_column(String(32))
+
+
+class RefreshToken(Base):
+    """A refresh token, stored as the SHA-256 of the token, never the token."""
+
+    __tablename__ = "refresh_tokens"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    family_id: Mapped[str] = mapped_column(
+        ForeignKey("refresh_families.id", ondelete="CASCADE"), index=True
+    )
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    expires_at: Mapped[datetime] = mapped_column(_now())
+    created_at: Mapped[datetime] = mapped_column(_now(), server_default=func.now())
+    rotated_at: Mapped[datetime | None] = mapped_column(_now())
+
+
+class Drop(Base):
+    __tablename__ = "drops"
+    __table_args__ = (
+        CheckConstraint("total_stock >= 0", name="total_stock_non_negative"),
+        CheckConstraint("price_cents >= 0", name="price_non_negative"),
+        CheckConstraint("per_user_limit >= 1", name="per_user_limit_positive"),
+        CheckConstraint("ends_at IS NULL OR ends_at > starts_at", name="ends_after_start"),
+        CheckConstraint("state IN ('active', 'cancelled')", name="state"),
+        Index("ix_drops_starts_at", "starts_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    brand: Mapped[str | None] = mapped_column(String(100))
+    image_url: Mapped[str | None] = mapped_column(Text)
+    price_cents: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    total_stock: Mapped[int] = mapped_column(Integer)
+    per_user_limit: Mapped[int] = mapped_column(Integer, server_default="1")
+    starts_at: Mapped[datetime] = mapped_column(_now())
+    ends_at: Mapped[datetime | None] = mapped_column(_now())
+    state: Mapped[str] = mapped_column(String(16), server_default="active")
+    created_at: Mapped[datetime] = mapped_column(_now(), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(_now(), server_default=func.now())
+
+
+class Purchase(Base):
+    """A sale. Unique per reservation, so a hold is bought at most once."""
+
+    __tablename__ = "purchases"
+    __table_args__ = (
+        CheckConstraint("price_cents >= 0", name="price_non_negative"),
+        Index("ix_purchases_drop_time", "drop_id", "purchased_at"),
+        Index("ix_purchases_user_time", "user_id", "purchased_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    reservation_id: Mapped[str] = mapped_column(String(80), unique=True)
+    drop_id: Mapped[str] = mapped_column(ForeignKey("drops.id", ondelete="RESTRICT"))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"))
+    price_cents: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    purchased_at: Mapped[datetime] = mapped_column(_now(), server_default=func.now())
+
+
+class VoidedClaim(Base):
+    """A purchase claim the sweeper gave up on after its deadline.
+
+    Its row fences out a late insert of the same reservation's purchase (see
+    `app.db.purchases`), so a hold is never both released and sold.
+    """
+
+    __tablename__ = "voided_claims"
+
+    reservation_id: Mapped[str] = mapped_column(String(80), primary_key=True)
+    voided_at: Mapped[datetime] = mapped_column(_now(), server_default=func.now())

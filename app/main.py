@@ -1,0 +1,106 @@
+"""create_app(): the FastAPI API and the Socket.IO server as one ASGI app.
+
+The lifespan owns every resource: it connects both stores, loads the Lua
+scripts, makes sure the admin account exists, mirrors drops into Redis and
+starts the background loops; on shutdown it stops them in reverse order.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import socketio
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from app.api import routes_auth, routes_drops, routes_ops, routes_reservations
+from app.api.middleware import RequestContextMiddleware
+from app.api.problems import install_problem_handlers
+from app.background.expiry import enable_expiry_events
+from app.background.runner import BackgroundTasks
+from app.config import Settings, get_settings
+from app.container import Container, build_container
+from app.logs import configure_logging
+from app.realtime.socket import close_socket_server, create_socket_server, register_handlers
+
+log = logging.getLogger(__name__)
+
+
+def _storefront_snapshot(container: Container) -> Any:
+    async def snapshot() -> list[tuple[str, int]]:
+        views = await container.drop_service.list(None)
+        return [(v.definition.id, max(v.counters.available, 0)) for v in views]
+
+    return snapshot
+
+
+def _drop_stock(container: Container) -> Any:
+    async def stock(drop_id: str) -> int | None:
+        counters = await container.drops.counters(drop_id)
+        return None if counters is None else max(counters[1], 0)
+
+    return stock
+
+
+def create_fastapi(settings: Settings, sio: socketio.AsyncServer | None) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        container = await build_container(settings)
+        container.sio = sio
+        app.state.container = container
+        if sio is not None:
+            register_handlers(sio, _storefront_snapshot(container), _drop_stock(container))
+        await enable_expiry_events(container.redis)
+        if settings.admin_email and settings.admin_password:
+            await container.auth.ensure_admin(settings.admin_email, settings.admin_password)
+        await container.drop_service.mirror_all()
+        background = BackgroundTasks(container)
+        app.state.background = background
+        background.start()
+        log.info("sneakerdrop ready")
+        try:
+            yield
+        finally:
+            await background.stop()
+            if sio is not None:
+                await close_socket_server(sio)
+            await container.close()
+
+    app = FastAPI(
+        title="sneakerdrop",
+        version="0.1.0",
+        summary="Redis-first reservation engine for limited sneaker drops",
+        lifespan=lifespan,
+    )
+    install_problem_handlers(app)
+    for router in (
+        routes_auth.router,
+        routes_drops.router,
+        routes_reservations.router,
+        routes_ops.router,
+    ):
+        app.include_router(router)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+        )
+    app.add_middleware(RequestContextMiddleware)
+    return app
+
+
+def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
+    """The ASGI app uvicorn serves (`app.main:create_app`, factory)."""
+    settings = settings or get_settings()
+    configure_logging(settings.log_level)
+    sio = create_socket_server(settings.redis_url, settings.cors_origins)
+    api = create_fastapi(settings, sio)
+    asgi = socketio.ASGIApp(sio, other_asgi_app=api, socketio_path="socket.io")
+    asgi.api = api  # for tests and tools: the FastAPI app inside
+    return asgi

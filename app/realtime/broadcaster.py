@@ -1,0 +1,124 @@
+"""The stock broadcaster: at most one `stock_update` per drop per interval.
+
+Every script that changes a drop's available stock sets the drop's `dirty` flag
+and, only when the flag was clear, publishes the drop id: one message per burst,
+not one per reserve. One broadcaster per deployment (a leader lease) listens,
+and for each dirty drop reads the value at send time with stock_take.lua
+(which clears the flag). A change after that read sets the flag again and
+publishes again, so the last event of a burst carries the final value. Pushes
+are spaced by STOCK_BROADCAST_INTERVAL_MS per drop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import cast
+
+import socketio
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from app import metrics
+from app.background.lease import Lease
+from app.realtime.socket import STOCK_EVENT
+from app.store import keys
+from app.store.scripts import ScriptName, Scripts
+
+log = logging.getLogger(__name__)
+
+LEASE_TTL_SECONDS = 5.0
+
+
+class Broadcaster:
+    def __init__(
+        self, redis: Redis, scripts: Scripts, sio: socketio.AsyncServer, interval_ms: int
+    ) -> None:
+        self.redis = redis
+        self.scripts = scripts
+        self.sio = sio
+        self.interval = interval_ms / 1000
+        self.lease = Lease(redis, keys.BROADCASTER_LEASE, LEASE_TTL_SECONDS)
+        self._last_sent: dict[str, float] = {}
+        self._pending: dict[str, asyncio.Task[None]] = {}
+        self._again: set[str] = set()
+        self.leading = asyncio.Event()
+
+    async def run(self) -> None:
+        try:
+            while True:
+                try:
+                    if await self.lease.refresh():
+                        await self._lead()
+                    else:
+                        await asyncio.sleep(LEASE_TTL_SECONDS / 3)  # wait to try for the lease
+                except (RedisError, OSError) as exc:
+                    self.leading.clear()
+                    metrics.BACKGROUND_ERRORS.labels(task="broadcaster").inc()
+                    metrics.REDIS_RECONNECTS.labels(task="broadcaster").inc()
+                    log.warning("broadcaster lost Redis: %s; retrying", type(exc).__name__)
+                    await asyncio.sleep(0.5)  # reconnect backoff
+        finally:
+            for task in self._pending.values():
+                task.cancel()
+            await self.lease.release()
+
+    async def _lead(self) -> None:
+        renew_every = LEASE_TTL_SECONDS / 3
+        async with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+            await pubsub.subscribe(keys.STOCK_DIRTY_CHANNEL)
+            self.leading.set()
+            # Changes made while no one led left their flags set without a listener.
+            for drop_id in await self._dirty_drops():
+                self.schedule(drop_id)
+            renewed = time.monotonic()
+            while True:
+                message = await pubsub.get_message(timeout=renew_every)
+                if message and message.get("type") == "message":
+                    self.schedule(str(message["data"]))
+                if time.monotonic() - renewed >= renew_every:
+                    if not await self.lease.refresh():
+                        self.leading.clear()
+                        return
+                    renewed = time.monotonic()
+
+    async def _dirty_drops(self) -> list[str]:
+        ids = cast(list[str], await self.redis.zrange(keys.DROP_INDEX, 0, -1))
+        if not ids:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for drop_id in ids:
+            pipe.hget(keys.DropKeys(drop_id).drop, "dirty")
+        flags = await pipe.execute()
+        return [drop_id for drop_id, flag in zip(ids, flags, strict=True) if flag]
+
+    def schedule(self, drop_id: str) -> None:
+        if not keys.DROP_ID_RE.match(drop_id):
+            return
+        if drop_id in self._pending:
+            # A push is under way; it may already have read the value. Go again after it.
+            self._again.add(drop_id)
+            return
+        wait = self._last_sent.get(drop_id, 0.0) + self.interval - time.monotonic()
+        self._pending[drop_id] = asyncio.create_task(self._push_after(drop_id, max(wait, 0.0)))
+
+    async def _push_after(self, drop_id: str, delay: float) -> None:
+        try:
+            if delay > 0:
+                await asyncio.sleep(delay)  # the rate limit itself
+            self._again.discard(drop_id)  # what changed until now, the read below includes
+            take = self.scripts.script(ScriptName.STOCK_TAKE)
+            available = int(await take(keys=[keys.DropKeys(drop_id).drop]))
+            self._last_sent[drop_id] = time.monotonic()
+            if available >= 0:
+                await self.sio.emit(STOCK_EVENT, {"dropId": drop_id, "availableStock": available})
+                metrics.STOCK_PUSHES.inc()
+        except (RedisError, OSError):
+            metrics.BACKGROUND_ERRORS.labels(task="broadcaster").inc()
+            log.warning("stock push failed", extra={"drop": drop_id})
+        finally:
+            self._pending.pop(drop_id, None)
+            if drop_id in self._again:
+                self._again.discard(drop_id)
+                self.schedule(drop_id)

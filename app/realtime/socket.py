@@ -1,0 +1,97 @@
+"""The Socket.IO server: `stock_update {dropId, availableStock}` to every client.
+
+Emits go through python-socketio's Redis manager, so an event emitted by any
+process reaches the clients of every process and host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import socketio
+
+from app.store import keys
+
+log = logging.getLogger(__name__)
+
+STOCK_EVENT = "stock_update"
+SOCKETIO_CHANNEL = "sneakerdrop:socketio"
+
+StockSnapshot = Callable[[], Awaitable[list[tuple[str, int]]]]
+DropStock = Callable[[str], Awaitable[int | None]]
+
+
+def room_of(drop_id: str) -> str:
+    return f"drop:{drop_id}"
+
+
+def create_socket_server(
+    redis_url: str | None, cors_origins: list[str], *, write_only: bool = False
+) -> socketio.AsyncServer:
+    manager = (
+        socketio.AsyncRedisManager(redis_url, channel=SOCKETIO_CHANNEL, write_only=write_only)
+        if redis_url
+        else None
+    )
+    return socketio.AsyncServer(
+        async_mode="asgi",
+        client_manager=manager,
+        cors_allowed_origins=cors_origins or None,
+        logger=False,
+        engineio_logger=False,
+        max_http_buffer_size=16 * 1024,
+    )
+
+
+def register_handlers(
+    sio: socketio.AsyncServer, snapshot: StockSnapshot, drop_stock: DropStock
+) -> None:
+    """On connect, send the current value of every storefront drop; `subscribe` joins a room."""
+
+    @sio.event  # type: ignore[untyped-decorator]
+    async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        try:
+            for drop_id, available in await snapshot():
+                await sio.emit(
+                    STOCK_EVENT, {"dropId": drop_id, "availableStock": available}, to=sid
+                )
+        except Exception:
+            log.exception("could not send the connect snapshot")
+
+    @sio.event  # type: ignore[untyped-decorator]
+    async def subscribe(sid: str, data: Any = None) -> dict[str, Any]:
+        drop_id = data.get("dropId") if isinstance(data, dict) else None
+        if not isinstance(drop_id, str) or not keys.DROP_ID_RE.match(drop_id):
+            return {"ok": False, "code": "DROP_NOT_FOUND"}
+        available = await drop_stock(drop_id)
+        if available is None:
+            return {"ok": False, "code": "DROP_NOT_FOUND"}
+        await sio.enter_room(sid, room_of(drop_id))
+        await sio.emit(STOCK_EVENT, {"dropId": drop_id, "availableStock": available}, to=sid)
+        return {"ok": True}
+
+    @sio.event  # type: ignore[untyped-decorator]
+    async def unsubscribe(sid: str, data: Any = None) -> dict[str, Any]:
+        drop_id = data.get("dropId") if isinstance(data, dict) else None
+        if isinstance(drop_id, str):
+            await sio.leave_room(sid, room_of(drop_id))
+        return {"ok": True}
+
+
+async def close_socket_server(sio: socketio.AsyncServer) -> None:
+    """Stop the Redis manager's listener and close its connections (python-socketio has no API)."""
+    manager = sio.manager
+    listener = getattr(manager, "thread", None)
+    if isinstance(listener, asyncio.Task):
+        listener.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await listener
+    for name in ("pubsub", "redis"):
+        resource = getattr(manager, name, None)
+        if resource is not None:
+            with contextlib.suppress(Exception):
+                await resource.aclose()

@@ -1,0 +1,201 @@
+"""Drop management (admin) and drop views (anyone).
+
+Writes go to PostgreSQL first and are mirrored into Redis before the call
+returns. Views are read from Redis only; a drop Redis does not have (a new
+process after a flush, say) is rebuilt from PostgreSQL on first sight.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import cast
+
+from app.db import drops as drop_rows
+from app.db.models import Drop
+from app.db.session import Database
+from app.domain import STOREFRONT_STATUSES, DropCounters, DropDefinition, DropStatus, drop_status
+from app.errors import DropNotFound, InvalidState, ValidationFailed
+from app.store import keys
+from app.store.drops import DropStore, MirroredDrop, RebuildMode
+from app.store.holds import HoldStore, ReleaseReason
+
+
+@dataclass(frozen=True, slots=True)
+class DropView:
+    definition: DropDefinition
+    counters: DropCounters
+    status: DropStatus
+
+
+@dataclass(frozen=True, slots=True)
+class NewDrop:
+    name: str
+    brand: str | None
+    image_url: str | None
+    price_cents: int
+    currency: str
+    total_stock: int
+    per_user_limit: int
+    starts_at: datetime | None
+    ends_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class DropPatch:
+    name: str | None = None
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
+    cancel: bool = False
+
+
+def _view(mirrored: MirroredDrop, now: datetime) -> DropView:
+    status = drop_status(mirrored.definition, mirrored.counters, now)
+    return DropView(mirrored.definition, mirrored.counters, status)
+
+
+class DropService:
+    def __init__(self, db: Database, drops: DropStore, holds: HoldStore) -> None:
+        self.db = db
+        self.drops = drops
+        self.holds = holds
+
+    # --- views -------------------------------------------------------------
+
+    async def get(self, drop_id: str) -> DropView:
+        if not keys.DROP_ID_RE.match(drop_id):
+            raise DropNotFound()
+        found = await self.drops.read([drop_id])
+        if drop_id not in found:
+            if not await self.ensure_mirrored(drop_id):
+                raise DropNotFound()
+            found = await self.drops.read([drop_id])
+        return _view(found[drop_id], datetime.now(UTC))
+
+    async def list(self, status: DropStatus | None, everything: bool = False) -> list[DropView]:
+        if not await self.drops.index_loaded():
+            await self.mirror_all()
+        ids = await self.drops.index()
+        found = await self.drops.read(ids)
+        now = datetime.now(UTC)
+        views = [_view(found[i], now) for i in ids if i in found]
+        if everything:
+            return views
+        if status is not None:
+            return [v for v in views if v.status is status]
+        return [v for v in views if v.status in STOREFRONT_STATUSES]
+
+    # --- mirror ------------------------------------------------------------
+
+    async def ensure_mirrored(self, drop_id: str) -> bool:
+        """Build a drop's Redis state from PostgreSQL if Redis lacks it. False: no such drop."""
+        async with self.db.begin() as session:
+            row = await drop_rows.get(session, drop_id)
+            if row is None:
+                return False
+            sold = await drop_rows.sold_count(session, drop_id)
+            by_user = await drop_rows.purchases_by_user(session, drop_id)
+        await self.drops.rebuild(RebuildMode.INIT, drop_rows.to_definition(row), sold, by_user)
+        return True
+
+    async def mirror_all(self) -> int:
+        """Mirror every drop Redis lacks; returns how many were built."""
+        async with self.db.begin() as session:
+            rows = await drop_rows.all_drops(session)
+        present = await self.drops.read([row.id for row in rows])
+        built = 0
+        for row in rows:
+            if row.id not in present and await self.ensure_mirrored(row.id):
+                built += 1
+        await self.drops.mark_index_loaded()
+        return built
+
+    async def _publish(self, row: Drop) -> DropView:
+        """Mirror a committed row, then answer from Redis."""
+        definition = drop_rows.to_definition(row)
+        if not await self.drops.sync(definition):
+            await self.ensure_mirrored(row.id)
+        return await self.get(row.id)
+
+    # --- admin -------------------------------------------------------------
+
+    async def create(self, new: NewDrop) -> DropView:
+        starts_at = new.starts_at or datetime.now(UTC)
+        if new.ends_at is not None and new.ends_at <= starts_at:
+            raise ValidationFailed("endsAt must be after startsAt")
+        row = Drop(
+            id=keys.new_id(),
+            name=new.name,
+            brand=new.brand,
+            image_url=new.image_url,
+            price_cents=new.price_cents,
+            currency=new.currency,
+            total_stock=new.total_stock,
+            per_user_limit=new.per_user_limit,
+            starts_at=starts_at,
+            ends_at=new.ends_at,
+            state="active",
+        )
+        async with self.db.begin() as session:
+            session.add(row)
+        await self.drops.rebuild(RebuildMode.INIT, drop_rows.to_definition(row), 0, {})
+        return await self.get(row.id)
+
+    async def update(self, drop_id: str, patch: DropPatch) -> DropView:
+        if not keys.DROP_ID_RE.match(drop_id):
+            raise DropNotFound()
+        now = datetime.now(UTC)
+        async with self.db.begin() as session:
+            row = await drop_rows.get(session, drop_id, lock=True)
+            if row is None:
+                raise DropNotFound()
+            self._require_open(row, now)
+            starts_at = patch.starts_at or row.starts_at
+            ends_at = patch.ends_at if patch.ends_at is not None else row.ends_at
+            if ends_at is not None and ends_at <= starts_at:
+                raise ValidationFailed("endsAt must be after startsAt")
+            if patch.name is not None:
+                row.name = patch.name
+            row.starts_at, row.ends_at, row.updated_at = starts_at, ends_at, now
+            if patch.cancel:
+                row.state = "cancelled"
+        view = await self._publish(row)
+        if patch.cancel:
+            await self._cancel_holds(drop_id)
+            view = await self.get(drop_id)
+        return view
+
+    async def restock(self, drop_id: str, quantity: int) -> DropView:
+        if not keys.DROP_ID_RE.match(drop_id):
+            raise DropNotFound()
+        now = datetime.now(UTC)
+        async with self.db.begin() as session:
+            row = await drop_rows.get(session, drop_id, lock=True)
+            if row is None:
+                raise DropNotFound()
+            self._require_open(row, now)
+            row.total_stock += quantity
+            row.updated_at = now
+        # PostgreSQL's total now includes the units; Redis follows (or is rebuilt with them).
+        if await self.drops.restock(drop_id, quantity) is None:
+            await self.ensure_mirrored(drop_id)
+        return await self.get(drop_id)
+
+    async def _cancel_holds(self, drop_id: str) -> int:
+        """Release every ACTIVE hold of a cancelled drop (no new hold can start: it is cancelled)."""
+        entries = cast(dict[str, str], await self.holds.redis.hgetall(keys.DropKeys(drop_id).holds))
+        released = 0
+        for reservation_id in entries:
+            ref = keys.parse_reservation_id(reservation_id)
+            if ref is None:
+                continue
+            result = await self.holds.release(ref, ReleaseReason.CANCELLED)
+            released += result.outcome == "RELEASED"
+        return released
+
+    @staticmethod
+    def _require_open(row: Drop, now: datetime) -> None:
+        if row.state == "cancelled":
+            raise InvalidState("The drop is cancelled")
+        if row.ends_at is not None and now >= row.ends_at:
+            raise InvalidState("The drop has ended")

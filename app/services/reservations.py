@@ -1,0 +1,252 @@
+"""Reserve, purchase, cancel: the use cases of a hold.
+
+Purchase is crash-safe across the two stores (see docs/ARCHITECTURE.md):
+  1. claim in Redis (ACTIVE -> PURCHASING, timer stopped, claim deadline in `due`);
+  2. one PostgreSQL transaction records the purchase, unique per reservation;
+  3. commit in Redis (hold leaves the live set, sale counted).
+A PostgreSQL failure known to have written nothing aborts the claim (the hold
+is ACTIVE again with its remaining time). A failure with an unknown outcome
+leaves the claim for the sweeper, which asks PostgreSQL after the deadline.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import orjson
+
+from app import metrics
+from app.config import Settings
+from app.db import purchases as purchase_rows
+from app.db.models import Purchase
+from app.db.session import Database
+from app.domain import DropDefinition, from_ms, iso
+from app.errors import (
+    DropNotFound,
+    DropNotLive,
+    LimitReached,
+    ReservationCancelled,
+    ReservationExpired,
+    ReservationNotFound,
+    ReservationPurchased,
+    ServiceUnavailable,
+    SoldOut,
+)
+from app.store import keys
+from app.store.drops import DropStore
+from app.store.holds import (
+    AbortOutcome,
+    ClaimOutcome,
+    HoldStore,
+    ReleaseOutcome,
+    ReleaseReason,
+    ReserveOutcome,
+    parse_entry,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    id: str
+    drop_id: str
+    status: str
+    expires_at: datetime
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PurchaseResult:
+    purchase: Purchase
+    created: bool
+
+
+_REFUSALS = {
+    ReserveOutcome.DROP_NOT_LIVE: DropNotLive,
+    ReserveOutcome.LIMIT_REACHED: LimitReached,
+    ReserveOutcome.SOLD_OUT: SoldOut,
+}
+
+
+class ReservationService:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        holds: HoldStore,
+        drops: DropStore,
+        ensure_mirrored: Callable[[str], Awaitable[bool]],
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.holds = holds
+        self.drops = drops
+        self.ensure_mirrored = ensure_mirrored
+        self.ttl_ms = settings.reservation_ttl_seconds * 1000
+        self.claim_timeout_ms = settings.purchase_claim_timeout_seconds * 1000
+        # Test hook: awaited between the steps of a purchase to simulate a crash there.
+        self.fault_hook: Callable[[str], Awaitable[None]] | None = None
+
+    async def reserve(self, user_id: str, drop_id: str) -> Reservation:
+        if not keys.DROP_ID_RE.match(drop_id):
+            raise DropNotFound()
+        ref = keys.parse_reservation_id(keys.new_reservation_id(drop_id, user_id))
+        assert ref is not None
+        result = await self.holds.reserve(ref, self.ttl_ms)
+        if result.outcome is ReserveOutcome.DROP_NOT_FOUND:
+            # Redis does not know the drop: rebuild it from PostgreSQL once, then retry.
+            if not await self.ensure_mirrored(drop_id):
+                metrics.RESERVE_OUTCOMES.labels(code="DROP_NOT_FOUND").inc()
+                raise DropNotFound()
+            result = await self.holds.reserve(ref, self.ttl_ms)
+        metrics.RESERVE_OUTCOMES.labels(code=result.outcome.value).inc()
+        if result.outcome is ReserveOutcome.DROP_NOT_FOUND:
+            raise DropNotFound()
+        refusal = _REFUSALS.get(result.outcome)
+        if refusal is SoldOut:
+            raise SoldOut("No units left; holds that expire return to stock", available=0)
+        if refusal is not None:
+            raise refusal()
+        return Reservation(
+            id=ref.reservation_id,
+            drop_id=drop_id,
+            status="ACTIVE",
+            expires_at=from_ms(result.expires_at_ms),
+            created_at=from_ms(result.created_at_ms),
+        )
+
+    async def cancel(self, user_id: str, reservation_id: str) -> None:
+        ref = self._ref_of(user_id, reservation_id)
+        result = await self.holds.release(ref, ReleaseReason.CANCELLED, owner=user_id)
+        if result.outcome is ReleaseOutcome.RELEASED:
+            metrics.HOLDS_RELEASED.labels(reason="cancelled").inc()
+            return
+        if result.outcome is ReleaseOutcome.PURCHASING:
+            raise ReservationPurchased("A purchase of this reservation is in progress")
+        if result.outcome is ReleaseOutcome.ALREADY:
+            if result.closed_state == "PURCHASED":
+                raise ReservationPurchased()
+            return  # expired or cancelled already: nothing goes back twice
+        if await self._purchased(ref) is not None:
+            raise ReservationPurchased()
+        raise ReservationNotFound()
+
+    async def purchase(
+        self, user_id: str, reservation_id: str, display_name: str
+    ) -> PurchaseResult:
+        ref = self._ref_of(user_id, reservation_id)
+        claim_id = secrets.token_hex(8)
+        claim = await self.holds.claim(ref, claim_id, self.claim_timeout_ms)
+        match claim.outcome:
+            case ClaimOutcome.CLAIMED | ClaimOutcome.IN_PROGRESS:
+                pass
+            case ClaimOutcome.PURCHASED | ClaimOutcome.NOT_FOUND:
+                existing = await self._purchased(ref)
+                if existing is None:
+                    raise ReservationNotFound()
+                return PurchaseResult(existing, created=False)
+            case ClaimOutcome.DUE:
+                await self._expire(ref)
+                raise ReservationExpired()
+            case ClaimOutcome.EXPIRED:
+                raise ReservationExpired()
+            case ClaimOutcome.CANCELLED:
+                raise ReservationCancelled()
+        owns_claim = claim.outcome is ClaimOutcome.CLAIMED
+        await self._fault("after_claim")
+        definition = await self._definition(ref.drop_id)
+        committing = False
+        try:
+            async with self.db.begin() as session:
+                purchase, created = await purchase_rows.record(
+                    session,
+                    purchase_id=secrets.token_hex(16),
+                    reservation_id=ref.reservation_id,
+                    drop_id=ref.drop_id,
+                    user_id=user_id,
+                    price_cents=definition.price_cents,
+                    currency=definition.currency,
+                )
+                committing = True  # leaving the block commits: from here the outcome is unknown
+        except ServiceUnavailable:
+            # Known to have written nothing: undo our claim now. Unknown (the commit itself
+            # failed): leave the claim; a retry or the sweeper settles it with PostgreSQL.
+            if owns_claim and not committing:
+                await self._abort(ref, claim_id)
+            raise
+        if purchase is None:
+            # The sweeper voided this claim after its deadline: the hold is gone.
+            raise ReservationExpired("The reservation expired while the purchase was pending")
+        await self._fault("after_record")
+        buyer = orjson.dumps(
+            {"displayName": display_name, "purchasedAt": iso(purchase.purchased_at)}
+        )
+        await self.holds.commit(ref, buyer.decode())
+        if created:
+            metrics.PURCHASES.inc()
+        return PurchaseResult(purchase, created)
+
+    async def my_reservations(self, user_id: str, drop_ids: list[str]) -> list[Reservation]:
+        now_ms = int(datetime.now(UTC).timestamp() * 1000)
+        found: list[Reservation] = []
+        for drop_id in drop_ids:
+            for reservation_id, raw in await self.holds.live_holds_of(drop_id, user_id):
+                entry = parse_entry(raw)
+                if entry.state == "ACTIVE" and entry.expires_at_ms <= now_ms:
+                    continue  # past its deadline: expired, even before the sweeper runs
+                found.append(
+                    Reservation(
+                        id=reservation_id,
+                        drop_id=drop_id,
+                        status="ACTIVE",
+                        expires_at=from_ms(entry.expires_at_ms),
+                        created_at=from_ms(entry.created_at_ms),
+                    )
+                )
+        found.sort(key=lambda r: r.created_at, reverse=True)
+        return found
+
+    async def my_purchases(self, user_id: str) -> list[Purchase]:
+        async with self.db.begin() as session:
+            return await purchase_rows.of_user(session, user_id)
+
+    # --- helpers -----------------------------------------------------------
+
+    @staticmethod
+    def _ref_of(user_id: str, reservation_id: str) -> keys.ReservationRef:
+        ref = keys.parse_reservation_id(reservation_id)
+        # Another user's id answers exactly like a random one.
+        if ref is None or ref.user_id != user_id:
+            raise ReservationNotFound()
+        return ref
+
+    async def _purchased(self, ref: keys.ReservationRef) -> Purchase | None:
+        async with self.db.begin() as session:
+            found = await purchase_rows.by_reservation(session, ref.reservation_id)
+        return found if found is not None and found.user_id == ref.user_id else None
+
+    async def _definition(self, drop_id: str) -> DropDefinition:
+        found = await self.drops.read([drop_id])
+        if drop_id not in found:
+            await self.ensure_mirrored(drop_id)
+            found = await self.drops.read([drop_id])
+        if drop_id not in found:
+            raise ServiceUnavailable("The drop is being rebuilt; try again")
+        return found[drop_id].definition
+
+    async def _expire(self, ref: keys.ReservationRef) -> None:
+        result = await self.holds.release(ref, ReleaseReason.EXPIRED)
+        if result.outcome is ReleaseOutcome.RELEASED:
+            metrics.HOLDS_EXPIRED.labels(layer="purchase").inc()
+            metrics.EXPIRY_LAG.observe(max(result.lag_ms, 0) / 1000)
+
+    async def _abort(self, ref: keys.ReservationRef, claim_id: str) -> None:
+        outcome = await self.holds.abort(ref, claim_id)
+        if outcome is AbortOutcome.RESTORED_DUE:
+            await self._expire(ref)
+
+    async def _fault(self, point: str) -> None:
+        if self.fault_hook is not None:
+            await self.fault_hook(point)

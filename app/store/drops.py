@@ -1,0 +1,170 @@
+"""Drop mirror and drop views in Redis.
+
+The definition of a drop is copied from PostgreSQL into its hash (`def` field
+plus what reserve.lua reads); counters are kept by the hold scripts. A view is
+one pipelined round trip for any number of drops, no PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import cast
+
+import orjson
+from redis.asyncio import Redis
+
+from app.domain import DropCounters, DropDefinition, to_ms
+from app.store.keys import DROP_INDEX, DROP_INDEX_LOADED, STOCK_DIRTY_CHANNEL, DropKeys
+from app.store.scripts import ScriptName, Scripts
+
+
+class RebuildMode(StrEnum):
+    INIT = "init"
+    REPAIR = "repair"
+
+
+class RebuildOutcome(StrEnum):
+    BUILT = "BUILT"
+    EXISTS = "EXISTS"
+    BUSY = "BUSY"
+    OVERSOLD = "OVERSOLD"
+
+
+@dataclass(frozen=True, slots=True)
+class MirroredDrop:
+    definition: DropDefinition
+    counters: DropCounters
+
+
+def _definition_args(drop: DropDefinition) -> list[str | int]:
+    return [
+        drop.to_json(),
+        drop.per_user_limit,
+        to_ms(drop.starts_at),
+        to_ms(drop.ends_at) if drop.ends_at else 0,
+        "1" if drop.cancelled else "0",
+    ]
+
+
+class DropStore:
+    def __init__(self, redis: Redis, scripts: Scripts) -> None:
+        self.redis = redis
+        self.scripts = scripts
+
+    async def sync(self, drop: DropDefinition) -> bool:
+        """Copy a changed definition; False when the drop is not mirrored yet."""
+        keys = DropKeys(drop.id)
+        reply = await self.scripts.run(
+            ScriptName.DROP_SYNC,
+            [keys.drop],
+            [*_definition_args(drop), STOCK_DIRTY_CHANNEL, drop.id],
+        )
+        if reply[0] == "MISSING":
+            return False
+        await self.redis.zadd(DROP_INDEX, {drop.id: to_ms(drop.starts_at)})
+        return True
+
+    async def rebuild(
+        self,
+        mode: RebuildMode,
+        drop: DropDefinition,
+        sold: int,
+        purchases_by_user: dict[str, int],
+        expected_sold: int | None = None,
+    ) -> tuple[RebuildOutcome, int]:
+        """Build (or repair) a drop's counters from PostgreSQL's facts. See drop_rebuild.lua."""
+        keys = DropKeys(drop.id)
+        pairs: list[str | int] = []
+        for user_id, count in purchases_by_user.items():
+            pairs += [user_id, count]
+        (
+            definition,
+            limit,
+            starts,
+            ends,
+            cancelled,
+        ) = _definition_args(drop)
+        reply = await self.scripts.run(
+            ScriptName.DROP_REBUILD,
+            [keys.drop, keys.users, keys.holds],
+            [
+                mode.value,
+                definition,
+                drop.total_stock,
+                limit,
+                starts,
+                ends,
+                cancelled,
+                sold,
+                "" if expected_sold is None else expected_sold,
+                STOCK_DIRTY_CHANNEL,
+                drop.id,
+                *pairs,
+            ],
+        )
+        outcome = RebuildOutcome(reply[0])
+        available = int(reply[1]) if len(reply) > 1 else -1
+        if outcome in (RebuildOutcome.BUILT, RebuildOutcome.OVERSOLD):
+            await self.redis.zadd(DROP_INDEX, {drop.id: to_ms(drop.starts_at)})
+        return outcome, available
+
+    async def restock(self, drop_id: str, quantity: int) -> int | None:
+        """Units added; the new available stock, or None when not mirrored."""
+        reply = await self.scripts.run(
+            ScriptName.RESTOCK,
+            [DropKeys(drop_id).drop],
+            [quantity, STOCK_DIRTY_CHANNEL, drop_id],
+        )
+        return int(reply[1]) if reply[0] == "RESTOCKED" else None
+
+    async def index(self) -> list[str]:
+        """Every mirrored drop id, ordered by startsAt."""
+        return cast(list[str], await self.redis.zrange(DROP_INDEX, 0, -1))
+
+    async def index_loaded(self) -> bool:
+        return bool(await self.redis.exists(DROP_INDEX_LOADED))
+
+    async def mark_index_loaded(self) -> None:
+        await self.redis.set(DROP_INDEX_LOADED, "1")
+
+    async def read(self, drop_ids: list[str]) -> dict[str, MirroredDrop]:
+        """Definitions and counters of the given drops, in one round trip.
+
+        Drops that are not mirrored are missing from the result.
+        """
+        if not drop_ids:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for drop_id in drop_ids:
+            keys = DropKeys(drop_id)
+            pipe.hmget(keys.drop, ["def", "total", "avail", "sold"])
+            pipe.hlen(keys.holds)
+            pipe.lrange(keys.buyers, 0, 4)
+        replies = await pipe.execute()
+        result: dict[str, MirroredDrop] = {}
+        for i, drop_id in enumerate(drop_ids):
+            fields, live, buyers = replies[3 * i : 3 * i + 3]
+            raw_def, total, avail, sold = fields
+            if raw_def is None:
+                continue
+            counters = DropCounters(
+                total=int(total),
+                available=int(avail),
+                sold=int(sold or 0),
+                live_holds=int(live),
+                recent_buyers=[orjson.loads(b) for b in buyers],
+            )
+            result[drop_id] = MirroredDrop(DropDefinition.from_json(raw_def), counters)
+        return result
+
+    async def counters(self, drop_id: str) -> tuple[int, int, int, int] | None:
+        """(total, available, sold, live holds) of one drop, or None when not mirrored."""
+        keys = DropKeys(drop_id)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hmget(keys.drop, ["total", "avail", "sold"])
+        pipe.hlen(keys.holds)
+        (total, avail, sold), live = await pipe.execute()
+        if total is None:
+            return None
+        return int(total), int(avail), int(sold or 0), int(live)

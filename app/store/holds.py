@@ -1,0 +1,210 @@
+"""Hold operations: thin typed wrappers over the hold scripts.
+
+Each function runs one script and turns its reply into a small typed result.
+Script replies are names, mapped once to `StrEnum`s here; services turn them
+into domain errors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import cast
+
+from redis.asyncio import Redis
+
+from app.store.keys import STOCK_DIRTY_CHANNEL, DropKeys, ReservationRef
+from app.store.scripts import ScriptName, Scripts
+
+
+class ReserveOutcome(StrEnum):
+    OK = "OK"
+    DROP_NOT_FOUND = "DROP_NOT_FOUND"
+    DROP_NOT_LIVE = "DROP_NOT_LIVE"
+    LIMIT_REACHED = "LIMIT_REACHED"
+    SOLD_OUT = "SOLD_OUT"
+
+
+class ReleaseOutcome(StrEnum):
+    RELEASED = "RELEASED"
+    ALREADY = "ALREADY"
+    PURCHASING = "PURCHASING"
+    NOT_DUE = "NOT_DUE"
+    NOT_FOUND = "NOT_FOUND"
+
+
+class ClaimOutcome(StrEnum):
+    CLAIMED = "CLAIMED"
+    IN_PROGRESS = "IN_PROGRESS"
+    DUE = "DUE"
+    EXPIRED = "EXPIRED"
+    CANCELLED = "CANCELLED"
+    PURCHASED = "PURCHASED"
+    NOT_FOUND = "NOT_FOUND"
+
+
+class AbortOutcome(StrEnum):
+    RESTORED = "RESTORED"
+    RESTORED_DUE = "RESTORED_DUE"
+    NOOP = "NOOP"
+
+
+class ReleaseReason(StrEnum):
+    EXPIRED = "EXPIRED"  # only once the deadline has passed
+    CANCELLED = "CANCELLED"
+    VOIDED = "VOIDED"  # a stale purchase claim fenced out by the sweeper
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveResult:
+    outcome: ReserveOutcome
+    expires_at_ms: int = 0
+    created_at_ms: int = 0
+    available: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseResult:
+    outcome: ReleaseOutcome
+    closed_state: str = ""
+    lag_ms: int = 0
+    available: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimResult:
+    outcome: ClaimOutcome
+    expires_at_ms: int = 0
+
+
+def _hold_keys(keys: DropKeys, ref: ReservationRef) -> list[str]:
+    """The eight keys release.lua (and the hold scripts sharing its layout) take."""
+    return [
+        keys.drop,
+        keys.users,
+        keys.holds,
+        keys.due,
+        keys.timer(ref.reservation_id),
+        keys.user_holds(ref.user_id),
+        keys.closed,
+        keys.closed_at,
+    ]
+
+
+class HoldStore:
+    def __init__(self, redis: Redis, scripts: Scripts) -> None:
+        self.redis = redis
+        self.scripts = scripts
+
+    async def reserve(self, ref: ReservationRef, ttl_ms: int) -> ReserveResult:
+        keys = DropKeys(ref.drop_id)
+        reply = await self.scripts.run(
+            ScriptName.RESERVE,
+            [
+                keys.drop,
+                keys.users,
+                keys.holds,
+                keys.due,
+                keys.timer(ref.reservation_id),
+                keys.user_holds(ref.user_id),
+            ],
+            [ref.user_id, ref.reservation_id, ttl_ms, STOCK_DIRTY_CHANNEL, ref.drop_id],
+        )
+        outcome = ReserveOutcome(reply[0])
+        if outcome is not ReserveOutcome.OK:
+            return ReserveResult(outcome)
+        return ReserveResult(outcome, int(reply[1]), int(reply[2]), int(reply[3]))
+
+    def release_args(
+        self, ref: ReservationRef, reason: ReleaseReason, owner: str = ""
+    ) -> tuple[list[str], list[str]]:
+        keys = DropKeys(ref.drop_id)
+        return _hold_keys(keys, ref), [
+            ref.reservation_id,
+            reason.value,
+            owner,
+            STOCK_DIRTY_CHANNEL,
+            ref.drop_id,
+        ]
+
+    async def release(
+        self, ref: ReservationRef, reason: ReleaseReason, owner: str = ""
+    ) -> ReleaseResult:
+        keys, args = self.release_args(ref, reason, owner)
+        return parse_release(await self.scripts.run(ScriptName.RELEASE, keys, args))
+
+    async def claim(self, ref: ReservationRef, claim_id: str, timeout_ms: int) -> ClaimResult:
+        keys = DropKeys(ref.drop_id)
+        reply = await self.scripts.run(
+            ScriptName.PURCHASE_CLAIM,
+            [keys.drop, keys.holds, keys.due, keys.timer(ref.reservation_id), keys.closed],
+            [ref.reservation_id, ref.user_id, claim_id, timeout_ms],
+        )
+        outcome = ClaimOutcome(reply[0])
+        expires = int(reply[1]) if len(reply) > 1 else 0
+        return ClaimResult(outcome, expires)
+
+    async def commit(self, ref: ReservationRef, buyer_json: str) -> tuple[str, str]:
+        """Returns ('COMMITTED', '') or ('NOOP', closed state or '')."""
+        keys = DropKeys(ref.drop_id)
+        reply = await self.scripts.run(
+            ScriptName.PURCHASE_COMMIT,
+            [
+                keys.drop,
+                keys.holds,
+                keys.due,
+                keys.timer(ref.reservation_id),
+                keys.user_holds(ref.user_id),
+                keys.closed,
+                keys.closed_at,
+                keys.buyers,
+            ],
+            [ref.reservation_id, buyer_json],
+        )
+        return str(reply[0]), str(reply[1]) if len(reply) > 1 else ""
+
+    async def abort(self, ref: ReservationRef, claim_id: str) -> AbortOutcome:
+        """Undo a claim; claim_id '' aborts whatever claim holds it (the sweeper)."""
+        keys = DropKeys(ref.drop_id)
+        reply = await self.scripts.run(
+            ScriptName.PURCHASE_ABORT,
+            [keys.drop, keys.holds, keys.due, keys.timer(ref.reservation_id)],
+            [ref.reservation_id, claim_id],
+        )
+        return AbortOutcome(reply[0])
+
+    async def live_holds_of(self, drop_id: str, user_id: str) -> list[tuple[str, str]]:
+        """(reservation id, raw hold entry) of one user's live holds in one drop."""
+        keys = DropKeys(drop_id)
+        ids = sorted(cast(set[str], await self.redis.smembers(keys.user_holds(user_id))))
+        if not ids:
+            return []
+        entries = cast(list[str | None], await self.redis.hmget(keys.holds, ids))
+        return [(rid, entry) for rid, entry in zip(ids, entries, strict=True) if entry]
+
+    async def closed_entry(self, ref: ReservationRef) -> str | None:
+        value = await self.redis.hget(DropKeys(ref.drop_id).closed, ref.reservation_id)
+        return cast(str | None, value)
+
+
+def parse_release(reply: list[object]) -> ReleaseResult:
+    outcome = ReleaseOutcome(str(reply[0]))
+    if outcome is ReleaseOutcome.RELEASED:
+        return ReleaseResult(outcome, lag_ms=int(str(reply[1])), available=int(str(reply[2])))
+    if outcome is ReleaseOutcome.ALREADY:
+        return ReleaseResult(outcome, closed_state=str(reply[1]))
+    return ReleaseResult(outcome)
+
+
+@dataclass(frozen=True, slots=True)
+class HoldEntry:
+    state: str
+    user_id: str
+    expires_at_ms: int
+    created_at_ms: int
+    extra: str  # claim id while PURCHASING, closed time (ms) once ended
+
+
+def parse_entry(raw: str) -> HoldEntry:
+    state, user_id, expires, created, extra = raw.split("|", 4)
+    return HoldEntry(state, user_id, int(expires), int(created), extra)

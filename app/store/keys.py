@@ -1,0 +1,100 @@
+"""Every Redis key name, built in one place.
+
+All keys of one drop share the hash tag `{d:<dropId>}`, so each script touches one
+Redis Cluster slot. A reservation id embeds its drop id and its owner's id
+(`<dropId>.<userId>.<random>`), so any layer holding only the id (a keyspace event,
+the sweeper, a purchase request) finds the drop's slot and the owner's keys
+without a look-up.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+
+STOCK_DIRTY_CHANNEL = "sneakerdrop:stock-dirty"
+DROP_INDEX = "sneakerdrop:drops"  # zset: drop id -> startsAt (ms); every mirrored drop
+DROP_INDEX_LOADED = "sneakerdrop:drops:loaded"  # set once the index was rebuilt from PostgreSQL
+RECONCILER_LEASE = "sneakerdrop:lease:reconciler"
+BROADCASTER_LEASE = "sneakerdrop:lease:broadcaster"
+
+_HEX16 = "[0-9a-f]{16}"
+DROP_ID_RE = re.compile(rf"^{_HEX16}$")
+RESERVATION_ID_RE = re.compile(rf"^({_HEX16})\.({_HEX16})\.([0-9a-f]{{16}})$")
+TIMER_KEY_RE = re.compile(rf"^\{{d:({_HEX16})\}}:t:({_HEX16}\.{_HEX16}\.[0-9a-f]{{16}})$")
+
+
+def new_id() -> str:
+    """A random 64-bit id in hex: users, drops."""
+    return secrets.token_hex(8)
+
+
+def new_reservation_id(drop_id: str, user_id: str) -> str:
+    return f"{drop_id}.{user_id}.{secrets.token_hex(8)}"
+
+
+@dataclass(frozen=True, slots=True)
+class ReservationRef:
+    drop_id: str
+    user_id: str
+    reservation_id: str
+
+
+def parse_reservation_id(value: str) -> ReservationRef | None:
+    match = RESERVATION_ID_RE.match(value)
+    if not match:
+        return None
+    return ReservationRef(match.group(1), match.group(2), value)
+
+
+def parse_timer_key(key: str) -> ReservationRef | None:
+    """The reservation a hold-timer key belongs to (for keyspace expiry events)."""
+    match = TIMER_KEY_RE.match(key)
+    return parse_reservation_id(match.group(2)) if match else None
+
+
+class DropKeys:
+    """The keys of one drop."""
+
+    __slots__ = ("buyers", "closed", "closed_at", "drop", "drop_id", "due", "holds", "tag", "users")
+
+    def __init__(self, drop_id: str) -> None:
+        self.drop_id = drop_id
+        self.tag = f"{{d:{drop_id}}}"
+        self.drop = f"{self.tag}:drop"
+        self.users = f"{self.tag}:users"
+        self.holds = f"{self.tag}:holds"
+        self.due = f"{self.tag}:due"
+        self.closed = f"{self.tag}:closed"
+        self.closed_at = f"{self.tag}:closed_at"
+        self.buyers = f"{self.tag}:buyers"
+
+    def timer(self, reservation_id: str) -> str:
+        return f"{self.tag}:t:{reservation_id}"
+
+    def user_holds(self, user_id: str) -> str:
+        return f"{self.tag}:u:{user_id}"
+
+    def all_static(self) -> list[str]:
+        return [
+            self.drop,
+            self.users,
+            self.holds,
+            self.due,
+            self.closed,
+            self.closed_at,
+            self.buyers,
+        ]
+
+
+def revoked_session(session_id: str) -> str:
+    return f"sneakerdrop:revoked:{session_id}"
+
+
+def rate_bucket(name: str, subject: str, window: int) -> str:
+    return f"sneakerdrop:rl:{name}:{subject}:{window}"
+
+
+def idempotency(user_id: str, digest: str) -> str:
+    return f"sneakerdrop:idem:{user_id}:{digest}"

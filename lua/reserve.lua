@@ -1,0 +1,58 @@
+-- reserve.lua: take one unit of a drop as a timed hold, or say why not.
+--
+-- KEYS[1] drop        hash: avail, total, sold, limit, starts (ms), ends (ms, 0 = none), cancelled, dirty, def
+-- KEYS[2] users       hash: user id -> live holds + purchases of that user in this drop
+-- KEYS[3] holds       hash: reservation id -> "STATE|user|expiresMs|createdMs|claimId" (live holds only)
+-- KEYS[4] due         zset: reservation id -> deadline (ms)
+-- KEYS[5] timer       string whose TTL is the hold's life (its expiry event is the fast path)
+-- KEYS[6] user_holds  set: this user's live reservation ids in this drop
+-- ARGV[1] user id
+-- ARGV[2] reservation id (new, unique)
+-- ARGV[3] hold time to live, in milliseconds
+-- ARGV[4] stock-dirty channel
+-- ARGV[5] drop id
+-- Returns {'OK', expiresAtMs, nowMs, availableAfter}
+--      or {'DROP_NOT_FOUND'} (not mirrored in Redis), {'DROP_NOT_LIVE'}, {'LIMIT_REACHED'}, {'SOLD_OUT'}
+-- Time comes from Redis TIME, one clock for every API host.
+local user_id = ARGV[1]
+local reservation_id = ARGV[2]
+local ttl_ms = tonumber(ARGV[3])
+local channel = ARGV[4]
+local drop_id = ARGV[5]
+
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+local d = redis.call('HMGET', KEYS[1], 'avail', 'limit', 'starts', 'ends', 'cancelled')
+if not d[1] then
+  return {'DROP_NOT_FOUND'}
+end
+local avail = tonumber(d[1])
+local limit = tonumber(d[2])
+local starts = tonumber(d[3])
+local ends = tonumber(d[4])
+if d[5] == '1' or now < starts or (ends > 0 and now >= ends) then
+  return {'DROP_NOT_LIVE'}
+end
+local held = tonumber(redis.call('HGET', KEYS[2], user_id) or '0')
+if held >= limit then
+  return {'LIMIT_REACHED'}
+end
+if avail <= 0 then
+  return {'SOLD_OUT'}
+end
+
+-- All checks passed; from here on only writes (Lua has no rollback).
+local expires = now + ttl_ms
+redis.call('HINCRBY', KEYS[1], 'avail', -1)
+redis.call('HINCRBY', KEYS[2], user_id, 1)
+redis.call('HSET', KEYS[3], reservation_id,
+  'ACTIVE|' .. user_id .. '|' .. expires .. '|' .. now .. '|')
+redis.call('ZADD', KEYS[4], expires, reservation_id)
+redis.call('SET', KEYS[5], '1', 'PX', ttl_ms)
+redis.call('SADD', KEYS[6], reservation_id)
+-- Wake the broadcaster once per burst: only the first change after a push publishes.
+if redis.call('HSETNX', KEYS[1], 'dirty', '1') == 1 then
+  redis.call('PUBLISH', channel, drop_id)
+end
+return {'OK', expires, now, avail - 1}
