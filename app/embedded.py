@@ -98,11 +98,16 @@ def _valkey_server_bin() -> Path:
 
 def _add_mode(path: Path, bits: int) -> None:
     mode = path.stat().st_mode
-    if mode & bits != bits:
+    if mode & bits == bits:
+        return
+    try:
         path.chmod(mode | bits)
-        logger.info(
-            "chmod %o %s (so the %s user can reach it)", mode | bits, path, POSTGRES_SYSTEM_USER
-        )
+    except OSError as exc:  # e.g. a root-squashed network mount: it may be reachable anyway
+        logger.warning("could not chmod %s for the %s user: %s", path, POSTGRES_SYSTEM_USER, exc)
+        return
+    logger.info(
+        "chmod %o %s (so the %s user can reach it)", mode | bits, path, POSTGRES_SYSTEM_USER
+    )
 
 
 def _make_traversable(path: Path) -> None:
@@ -122,6 +127,21 @@ def _wait_gone(process: psutil.Process, timeout: float) -> None:
             return
         time.sleep(0.01)
     logger.warning("process %d is still running after %.0fs", process.pid, timeout)
+
+
+def _end_group(process: subprocess.Popen[str]) -> None:
+    """SIGTERM the process group of a helper program (initdb and its postgres), then SIGKILL.
+
+    pg_ctl's postmaster is not in it: pg_ctl starts it in a session of its own.
+    """
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 def _ensure_system_user(name: str) -> tuple[int, int]:
@@ -164,6 +184,7 @@ class _Postgres:
         self.timeout = timeout
         self.bin = _postgres_bin()
         self.port: int | None = None
+        self.launched = False  # pg_ctl start was called: stop() must look for a postmaster
         # (uid, gid) of the system user that runs PostgreSQL when we are root.
         self.identity: tuple[int, int] | None = None
 
@@ -177,31 +198,34 @@ class _Postgres:
         if as_owner and self.identity is not None:
             (uid, gid), groups = self.identity, []
         with tempfile.TemporaryFile("w+") as output:
+            process = subprocess.Popen(
+                [str(self.bin / args[0]), *args[1:]],
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                cwd="/",
+                start_new_session=True,  # a terminal's Ctrl-C reaches us, not it
+                text=True,
+                user=uid,
+                group=gid,
+                extra_groups=groups,
+            )
             try:
-                result = subprocess.run(
-                    [str(self.bin / args[0]), *args[1:]],
-                    stdin=subprocess.DEVNULL,
-                    stdout=output,
-                    stderr=subprocess.STDOUT,
-                    cwd="/",
-                    timeout=timeout,
-                    start_new_session=True,
-                    check=False,
-                    text=True,
-                    user=uid,
-                    group=gid,
-                    extra_groups=groups,
-                )
+                returncode = process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
+                _end_group(process)
                 output.seek(0)
                 raise EmbeddedStartError(
                     f"{args[0]} did not finish within {timeout:.0f}s:\n{output.read()}\n"
                     f"{_log_tail(self.logfile)}"
                 ) from None
+            except BaseException:  # Ctrl-C / SIGTERM: let initdb clean up after itself
+                _end_group(process)
+                raise
             output.seek(0)
             text: str = output.read()
-        if result.returncode != 0:
-            raise subprocess.CalledProcessError(result.returncode, args, output=text)
+        if returncode != 0:
+            raise subprocess.CalledProcessError(returncode, args, output=text)
         return text
 
     def _prepare_permissions(self) -> None:
@@ -340,6 +364,7 @@ class _Postgres:
             options = f"-h {_LOOPBACK} -p {port} -k {shlex.quote(socket_dir)}"
             log_size = self.logfile.stat().st_size
             started = time.monotonic()
+            self.launched = True
             try:
                 self._run(
                     [
@@ -415,10 +440,19 @@ class _Postgres:
             ) from None
 
     def stop(self) -> None:
-        if self.port is None:
+        if not self.launched:
             return
         started = time.monotonic()
         postmaster = self._running_postmaster()
+        if postmaster is None and self.port is None:
+            # pg_ctl start was interrupted: its postmaster may still be coming up.
+            deadline = time.monotonic() + 2
+            while postmaster is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+                postmaster = self._running_postmaster()
+            if postmaster is None:
+                self.launched = False
+                return
         if not self._pg_ctl_stop("fast") and postmaster is not None:
             logger.warning("stopping PostgreSQL pid %d with SIGQUIT", postmaster.pid)
             with contextlib.suppress(psutil.Error):
@@ -428,6 +462,7 @@ class _Postgres:
             _wait_gone(postmaster, self.timeout)
         logger.info("embedded PostgreSQL stopped in %.2fs", time.monotonic() - started)
         self.port = None
+        self.launched = False
 
 
 class _Valkey:
@@ -556,7 +591,10 @@ class _Valkey:
 
     def stop(self) -> None:
         process, port = self.process, self.port
-        if process is None or port is None:
+        if process is None:
+            return
+        if port is None:  # interrupted while launching: nothing to flush yet
+            self._kill()
             return
         started = time.monotonic()
         if process.poll() is None:

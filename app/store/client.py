@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from redis.asyncio import Redis, RedisCluster
+from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -32,4 +32,9 @@ def create_redis(url: str, *, cluster: bool = False, max_connections: int = 64) 
     if cluster:
         client: Any = RedisCluster.from_url(url, **options)
         return client  # type: ignore[no-any-return]
-    return Redis.from_url(url, max_connections=max_connections, **options)
+    # A blocking pool: a burst beyond max_connections waits for a free connection
+    # (up to `timeout`) instead of failing with MaxConnectionsError.
+    pool = BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=5, **options
+    )
+    return Redis.from_pool(pool)
