@@ -110,21 +110,23 @@ class Reconciler:
             definition = drop_rows.to_definition(row)
         if check.total is None:
             async with self.db.begin() as session:
+                await drop_rows.lock_for_rebuild(session, row.id)
                 sold = await drop_rows.sold_count(session, row.id)
                 by_user = await drop_rows.purchases_by_user(session, row.id)
-            await self.drops.rebuild(RebuildMode.INIT, definition, sold, by_user)
+                await self.drops.rebuild(RebuildMode.INIT, definition, sold, by_user)
             metrics.RECONCILER_REPAIRS.labels(kind="rebuilt").inc()
             log.warning("drop rebuilt from PostgreSQL", extra={"drop": row.id})
             return
         if check.sold != check.sold_pg:
             await self._commit_purchased_holds(row.id)
-        expected_sold = (await self.drops.counters(row.id) or (0, 0, 0, 0))[2]
         async with self.db.begin() as session:
+            await drop_rows.lock_for_rebuild(session, row.id)
+            expected_sold = (await self.drops.counters(row.id) or (0, 0, 0, 0))[2]
             sold = await drop_rows.sold_count(session, row.id)
             by_user = await drop_rows.purchases_by_user(session, row.id)
-        outcome, _ = await self.drops.rebuild(
-            RebuildMode.REPAIR, definition, sold, by_user, expected_sold=expected_sold
-        )
+            outcome, _ = await self.drops.rebuild(
+                RebuildMode.REPAIR, definition, sold, by_user, expected_sold=expected_sold
+            )
         if outcome is RebuildOutcome.BUSY:
             log.info("repair deferred: purchase in flight", extra={"drop": row.id})
             return

@@ -2,11 +2,30 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import Drop, Purchase
 from app.domain import DropDefinition
+
+
+async def lock_for_rebuild(session: AsyncSession, drop_id: str) -> None:
+    """Exclusive per-drop lock, held while a drop's Redis counters are rebuilt from here.
+
+    Purchases hold the shared side (`lock_for_sale`) from their insert to their commit,
+    so a rebuild counts either all of an in-flight purchase or none of it.
+    """
+    await session.execute(select(func.pg_advisory_xact_lock(_drop_lock_key(drop_id))))
+
+
+async def lock_for_sale(session: AsyncSession, drop_id: str) -> None:
+    await session.execute(select(func.pg_advisory_xact_lock_shared(_drop_lock_key(drop_id))))
+
+
+def _drop_lock_key(drop_id: str) -> Any:
+    return func.hashtextextended("drop:" + drop_id, 0)
 
 
 def to_definition(row: Drop) -> DropDefinition:

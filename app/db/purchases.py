@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db.drops import lock_for_sale
 from app.db.models import Purchase, User, VoidedClaim
 
 
@@ -43,6 +44,7 @@ async def record(
     Returns (purchase, created). (None, False) when the sweeper already voided
     this claim: the hold is gone, the purchase must not happen.
     """
+    await lock_for_sale(session, drop_id)
     await _lock_reservation(session, reservation_id)
     existing = await by_reservation(session, reservation_id)
     if existing is not None:

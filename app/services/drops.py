@@ -93,9 +93,12 @@ class DropService:
             row = await drop_rows.get(session, drop_id)
             if row is None:
                 return False
+            # Held until the Redis rebuild is done: no purchase commits in between.
+            await drop_rows.lock_for_rebuild(session, drop_id)
             sold = await drop_rows.sold_count(session, drop_id)
             by_user = await drop_rows.purchases_by_user(session, drop_id)
-        await self.drops.rebuild(RebuildMode.INIT, drop_rows.to_definition(row), sold, by_user)
+            definition = drop_rows.to_definition(row)
+            await self.drops.rebuild(RebuildMode.INIT, definition, sold, by_user)
         return True
 
     async def mirror_all(self) -> int:

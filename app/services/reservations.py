@@ -169,6 +169,10 @@ class ReservationService:
                     price_cents=definition.price_cents,
                     currency=definition.currency,
                 )
+                if created and not await self.holds.is_claimed(ref):
+                    # Redis lost the claim (emptied or rolled back): a rebuild may have
+                    # counted this unit as available again, so this sale must not happen.
+                    raise ServiceUnavailable("The reservation store was reset; try again")
                 committing = True  # leaving the block commits: from here the outcome is unknown
         except ServiceUnavailable:
             # Known to have written nothing: undo our claim now. Unknown (the commit itself

@@ -173,6 +173,11 @@ class HoldStore:
         )
         return AbortOutcome(reply[0])
 
+    async def is_claimed(self, ref: ReservationRef) -> bool:
+        """Whether the hold is still PURCHASING in Redis (it is lost if Redis was emptied)."""
+        entry = await self.redis.hget(DropKeys(ref.drop_id).holds, ref.reservation_id)
+        return isinstance(entry, str) and entry.startswith("PURCHASING|")
+
     async def live_holds_of(self, drop_id: str, user_id: str) -> list[tuple[str, str]]:
         """(reservation id, raw hold entry) of one user's live holds in one drop."""
         keys = DropKeys(drop_id)

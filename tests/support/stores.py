@@ -58,7 +58,8 @@ def test_stores() -> Iterator[StoreUrls]:
         )
         database_url = database_url or started_db
         redis_url = redis_url or started_redis
-    assert database_url and redis_url
+    assert database_url
+    assert redis_url
     name = f"sneakerdrop_test_{secrets.token_hex(4)}"
     server = make_url(database_url)
     asyncio.run(

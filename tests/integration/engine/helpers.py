@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 
 import httpx
 
+from app.background.runner import BackgroundTasks
 from app.container import Container
 from app.services.auth import Session
 from tests.support.factories import PASSWORD, auth
+
+AppFactory = Callable[..., Awaitable[tuple[httpx.AsyncClient, Container]]]
 
 
 async def users(container: Container, count: int, prefix: str = "u") -> list[Session]:
@@ -34,10 +38,10 @@ async def purchase(client: httpx.AsyncClient, reservation_id: str, token: str) -
 
 
 async def wait_until(
-    condition: Callable[[], Awaitable[bool]], timeout: float = 10.0, what: str = "condition"
+    condition: Callable[[], Awaitable[bool]], within: float = 10.0, what: str = "condition"
 ) -> None:
-    """Poll `condition` until true; fail after `timeout` seconds. For states with no event."""
-    deadline = time.monotonic() + timeout
+    """Poll `condition` until true; fail after `within` seconds. For states with no event."""
+    deadline = time.monotonic() + within
     while not await condition():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
@@ -54,3 +58,33 @@ async def live_holds(container: Container, drop_id: str) -> int:
     counters = await container.drops.counters(drop_id)
     assert counters is not None
     return counters[3]
+
+
+async def stock_is(container: Container, drop_id: str, expected: int) -> bool:
+    return await available(container, drop_id) == expected
+
+
+async def redis_now_ms(container: Container) -> int:
+    seconds, micros = await container.redis.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+async def redis_time_reached(container: Container, ms: int) -> bool:
+    return await redis_now_ms(container) >= ms
+
+
+def deadline_ms(reservation: dict[str, str]) -> int:
+    return int(datetime.fromisoformat(reservation["expiresAt"]).timestamp() * 1000)
+
+
+def background_of(client: httpx.AsyncClient) -> BackgroundTasks:
+    """The background loops of the app behind a test client."""
+    app = client._transport.app  # type: ignore[attr-defined]
+    background: BackgroundTasks = app.api.state.background
+    return background
+
+
+def stop_listener(background: BackgroundTasks) -> None:
+    for task in background.tasks:
+        if task.get_name() == "expiry-listener":
+            task.cancel()
