@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
 from typing import Any
@@ -49,19 +50,33 @@ AppFactory = Callable[..., Awaitable[tuple[httpx.AsyncClient, Container]]]
 @pytest.fixture
 async def make_app(stores: StoreUrls) -> AsyncIterator[AppFactory]:
     """Start an app (lifespan, background loops) with settings overrides; stopped after the test."""
-    async with AsyncExitStack() as stack:
+    stack = AsyncExitStack()
 
-        async def factory(**overrides: Any) -> tuple[httpx.AsyncClient, Container]:
-            asgi = create_app(make_settings(stores, **overrides))
-            api = asgi.api
-            await stack.enter_async_context(api.router.lifespan_context(api))
-            client = httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=asgi), base_url="http://test"
-            )
-            await stack.enter_async_context(client)
-            return client, api.state.container
+    async def factory(**overrides: Any) -> tuple[httpx.AsyncClient, Container]:
+        asgi = create_app(make_settings(stores, **overrides))
+        api = asgi.api
+        await stack.enter_async_context(api.router.lifespan_context(api))
+        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi), base_url="http://test")
+        await stack.enter_async_context(client)
+        return client, api.state.container
 
-        yield factory
+    yield factory
+    try:
+        async with asyncio.timeout(SHUTDOWN_SECONDS):
+            await stack.aclose()
+    except TimeoutError:
+        _dump_tasks()
+        raise
+
+
+SHUTDOWN_SECONDS = 20
+
+
+def _dump_tasks() -> None:
+    """Show what an app's shutdown is stuck on."""
+    for task in asyncio.all_tasks():
+        print(f"--- task {task.get_name()}: {task.get_coro()}")
+        task.print_stack(limit=8)
 
 
 @pytest.fixture(autouse=True)

@@ -195,20 +195,19 @@ class ReservationService:
     async def my_reservations(self, user_id: str, drop_ids: list[str]) -> list[Reservation]:
         now_ms = int(datetime.now(UTC).timestamp() * 1000)
         found: list[Reservation] = []
-        for drop_id in drop_ids:
-            for reservation_id, raw in await self.holds.live_holds_of(drop_id, user_id):
-                entry = parse_entry(raw)
-                if entry.state == "ACTIVE" and entry.expires_at_ms <= now_ms:
-                    continue  # past its deadline: expired, even before the sweeper runs
-                found.append(
-                    Reservation(
-                        id=reservation_id,
-                        drop_id=drop_id,
-                        status="ACTIVE",
-                        expires_at=from_ms(entry.expires_at_ms),
-                        created_at=from_ms(entry.created_at_ms),
-                    )
+        for reservation_id, raw in await self.holds.live_holds_of(drop_ids, user_id):
+            entry = parse_entry(raw)
+            if entry.state == "ACTIVE" and entry.expires_at_ms <= now_ms:
+                continue  # past its deadline: expired, even before the sweeper runs
+            found.append(
+                Reservation(
+                    id=reservation_id,
+                    drop_id=reservation_id.split(".", 1)[0],
+                    status="ACTIVE",
+                    expires_at=from_ms(entry.expires_at_ms),
+                    created_at=from_ms(entry.created_at_ms),
                 )
+            )
         found.sort(key=lambda r: r.created_at, reverse=True)
         return found
 

@@ -178,14 +178,27 @@ class HoldStore:
         entry = await self.redis.hget(DropKeys(ref.drop_id).holds, ref.reservation_id)
         return isinstance(entry, str) and entry.startswith("PURCHASING|")
 
-    async def live_holds_of(self, drop_id: str, user_id: str) -> list[tuple[str, str]]:
-        """(reservation id, raw hold entry) of one user's live holds in one drop."""
-        keys = DropKeys(drop_id)
-        ids = sorted(cast(set[str], await self.redis.smembers(keys.user_holds(user_id))))
-        if not ids:
+    async def live_holds_of(self, drop_ids: list[str], user_id: str) -> list[tuple[str, str]]:
+        """(reservation id, raw hold entry) of one user's live holds, in two round trips."""
+        if not drop_ids:
             return []
-        entries = cast(list[str | None], await self.redis.hmget(keys.holds, ids))
-        return [(rid, entry) for rid, entry in zip(ids, entries, strict=True) if entry]
+        pipe = self.redis.pipeline(transaction=False)
+        for drop_id in drop_ids:
+            pipe.smembers(DropKeys(drop_id).user_holds(user_id))
+        id_sets = cast(list[set[str]], await pipe.execute())
+        wanted = [(d, sorted(ids)) for d, ids in zip(drop_ids, id_sets, strict=True) if ids]
+        if not wanted:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for drop_id, ids in wanted:
+            pipe.hmget(DropKeys(drop_id).holds, ids)
+        entries = cast(list[list[str | None]], await pipe.execute())
+        return [
+            (rid, entry)
+            for (_, ids), values in zip(wanted, entries, strict=True)
+            for rid, entry in zip(ids, values, strict=True)
+            if entry
+        ]
 
     async def closed_entry(self, ref: ReservationRef) -> str | None:
         value = await self.redis.hget(DropKeys(ref.drop_id).closed, ref.reservation_id)
