@@ -13,17 +13,19 @@ import getpass
 import importlib
 import logging
 import os
+import shutil
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from pydantic import ValidationError
 
 from app.config import Settings, load_settings
-from app.embedded import DataDirInUse, EmbeddedStartError, EmbeddedStores
+from app.embedded import DataDirInUse, EmbeddedStartError, EmbeddedStores, running_store_urls
 
 logger = logging.getLogger("sneakerdrop.cli")
 
@@ -49,16 +51,29 @@ def _signals_deferred() -> Iterator[None]:
 
 
 @contextmanager
-def backing_stores(settings: Settings, *, redis: bool = True) -> Iterator[tuple[Settings, bool]]:
+def backing_stores(
+    settings: Settings, *, redis: bool = True, attach: bool = False
+) -> Iterator[tuple[Settings, bool]]:
     """Settings whose DATABASE_URL (and REDIS_URL) are set, starting embedded servers if needed.
 
     The embedded URLs are exported to os.environ so that uvicorn workers and anything
     calling load_settings() see them. Yields (settings, whether PostgreSQL is embedded).
+    With `attach`, an operator command uses the stores of a `serve` already running
+    on this DATA_DIR instead of failing.
     """
     want_postgres = settings.database_url is None
     want_redis = redis and settings.redis_url is None
     if not (want_postgres or want_redis):
         yield settings, False
+        return
+    running = running_store_urls(settings.data_dir) if attach else None
+    if running is not None:
+        database_url, redis_url = running
+        if database_url and want_postgres:
+            os.environ["DATABASE_URL"] = database_url
+        if redis_url and want_redis:
+            os.environ["REDIS_URL"] = redis_url
+        yield load_settings(), False
         return
     stores = EmbeddedStores(settings.data_dir)
     try:
@@ -96,6 +111,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     with backing_stores(settings) as (settings, _):
         _migrate(settings.database_url)
         logger.info("serving on http://%s:%d with %d worker(s)", host, port, args.workers)
+        if args.workers > 1:
+            _share_metrics(settings.data_dir / "metrics")
         uvicorn.run(
             "app.main:create_app",
             factory=True,
@@ -114,6 +131,13 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         )
     # uvicorn returns after a graceful stop on SIGINT / SIGTERM: a normal end.
     return 0
+
+
+def _share_metrics(folder: Path) -> None:
+    """Let /metrics add up every worker: prometheus-client's multiprocess mode."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
 
 
 def _migrate_only(args: argparse.Namespace, settings: Settings) -> int:
@@ -145,7 +169,7 @@ def _operator(name: str) -> Callable[[argparse.Namespace, Settings], int]:
                 raise SystemExit("a password is required")
             extra = [args.email, password]
         function = _command(name)
-        with backing_stores(settings) as (settings, embedded_postgres):
+        with backing_stores(settings, attach=True) as (settings, embedded_postgres):
             if embedded_postgres:  # ours, maybe brand-new: give it its schema
                 _migrate(settings.database_url)
             result = asyncio.run(function(settings, *extra))

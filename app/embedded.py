@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import importlib.util
+import json
 import logging
 import os
 import pwd
@@ -43,6 +44,7 @@ POSTGRES_ROLE = "postgres"
 # PostgreSQL refuses to run as root: as root we run it as this system user.
 POSTGRES_SYSTEM_USER = "embedded_postgres"
 LOCK_FILE = "sneakerdrop.lock"
+RUNNING_FILE = "running.json"  # the URLs of the stores while their owner runs
 _LOOPBACK = "127.0.0.1"
 # AF_UNIX paths are limited to 108 bytes on Linux and 104 on macOS.
 _MAX_SOCKET_PATH = 100
@@ -679,6 +681,9 @@ class EmbeddedStores:
         except BaseException:
             self.stop()
             raise
+        running = self.data_dir / RUNNING_FILE
+        running.write_text(json.dumps({"database_url": database_url, "redis_url": redis_url}))
+        running.chmod(0o600)
         return database_url, redis_url
 
     def _lock(self) -> None:
@@ -716,6 +721,7 @@ class EmbeddedStores:
                     self._postgres = None
             finally:
                 if self._lock_fd is not None:
+                    (self.data_dir / RUNNING_FILE).unlink(missing_ok=True)
                     os.ftruncate(self._lock_fd, 0)
                     os.close(self._lock_fd)  # closing releases the flock
                     self._lock_fd = None
@@ -735,3 +741,29 @@ class EmbeddedStores:
         if self._valkey is None or self._valkey.process is None:
             return None
         return self._valkey.process.pid
+
+
+def running_store_urls(data_dir: Path | str) -> tuple[str | None, str | None] | None:
+    """The URLs of the embedded stores another process is running on this DATA_DIR, if any.
+
+    Lets operator commands (`check`, `demo`, …) work beside a running `serve`.
+    """
+    path = Path(data_dir).expanduser().resolve()
+    try:
+        fd = os.open(path / LOCK_FILE, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        pass  # held: its owner is running
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None  # nobody holds it: a leftover file
+    finally:
+        os.close(fd)
+    try:
+        data = json.loads((path / RUNNING_FILE).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return data.get("database_url"), data.get("redis_url")

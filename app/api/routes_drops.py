@@ -41,7 +41,9 @@ async def list_drops(
     return render.JSONBody([render.drop(v) for v in views])
 
 
-@router.get("/{drop_id}", response_model=DropOut, responses=errors(NOT_FOUND, UNAVAILABLE))
+@router.get(
+    "/{drop_id}", response_model=DropOut, responses=errors(NOT_FOUND, VALIDATION, UNAVAILABLE)
+)
 async def get_drop(drop_id: str, container: ContainerDep) -> Response:
     return render.JSONBody(render.drop(await container.drop_service.get(drop_id)))
 

@@ -118,7 +118,11 @@ async def purchase_legacy(
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     responses=errors(
-        UNAUTHORIZED, UNAVAILABLE, (404, "RESERVATION_NOT_FOUND"), (409, "RESERVATION_PURCHASED")
+        UNAUTHORIZED,
+        VALIDATION,
+        UNAVAILABLE,
+        (404, "RESERVATION_NOT_FOUND"),
+        (409, "RESERVATION_PURCHASED"),
     ),
 )
 async def cancel(reservation_id: str, caller: CurrentUser, container: ContainerDep) -> Response:
