@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from app import metrics
+from app.background.stopping import pause
 from app.store import keys
 from app.store.holds import HoldStore, ReleaseOutcome, ReleaseReason
 
@@ -40,9 +41,15 @@ async def enable_expiry_events(redis: Redis) -> bool:
 
 
 class ExpiryListener:
-    def __init__(self, holds: HoldStore, node_clients: Callable[[], list[Redis]]) -> None:
+    def __init__(
+        self,
+        holds: HoldStore,
+        node_clients: Callable[[], list[Redis]],
+        stopping: asyncio.Event | None = None,
+    ) -> None:
         self.holds = holds
         self.node_clients = node_clients
+        self.stopping = stopping or asyncio.Event()
         self.subscribed = asyncio.Event()
 
     async def run(self) -> None:
@@ -52,7 +59,7 @@ class ExpiryListener:
     async def _listen(self, node: Redis) -> None:
         backoff = 0.1
         first = True
-        while True:
+        while not self.stopping.is_set():
             try:
                 await enable_expiry_events(node)
                 db = node.connection_pool.connection_kwargs.get("db", 0)
@@ -64,8 +71,9 @@ class ExpiryListener:
                     first = False
                     self.subscribed.set()
                     backoff = 0.1
-                    async for message in pubsub.listen():
-                        if message.get("type") == "message":
+                    while not self.stopping.is_set():
+                        message = await pubsub.get_message(timeout=1.0)
+                        if message and message.get("type") == "message":
                             await self._on_expired(str(message["data"]))
             except asyncio.CancelledError:
                 raise
@@ -73,7 +81,7 @@ class ExpiryListener:
                 self.subscribed.clear()
                 metrics.BACKGROUND_ERRORS.labels(task="expiry").inc()
                 log.warning("expiry listener lost Redis: %s; retrying", type(exc).__name__)
-                await asyncio.sleep(backoff)  # reconnect backoff, not synchronisation
+                await pause(self.stopping, backoff)  # reconnect backoff
                 backoff = min(backoff * 2, 5.0)
 
     async def _on_expired(self, key: str) -> None:

@@ -20,12 +20,15 @@ from app import metrics
 from app.background.expiry import ExpiryListener
 from app.background.lease import Lease
 from app.background.reconciler import Reconciler
+from app.background.stopping import pause
 from app.background.sweeper import Sweeper
 from app.container import Container
 from app.realtime.broadcaster import Broadcaster
 from app.store import keys
 
 log = logging.getLogger(__name__)
+
+STOP_SECONDS = 5.0
 
 
 def _node_clients(redis: Redis) -> Callable[[], list[Redis]]:
@@ -39,10 +42,14 @@ def _node_clients(redis: Redis) -> Callable[[], list[Redis]]:
 
 
 async def _every(
-    name: str, interval: float, lease: Lease, work: Callable[[], Awaitable[object]]
+    name: str,
+    interval: float,
+    lease: Lease,
+    work: Callable[[], Awaitable[object]],
+    stopping: asyncio.Event,
 ) -> None:
-    """Run `work` every `interval` seconds while this process holds `lease`."""
-    while True:
+    """Run `work` every `interval` seconds while this process holds `lease`, until `stopping`."""
+    while not stopping.is_set():
         try:
             if await lease.refresh():
                 await work()
@@ -51,17 +58,20 @@ async def _every(
         except Exception:
             metrics.BACKGROUND_ERRORS.labels(task=name).inc()
             log.warning("%s pass failed", name, exc_info=True)
-        await asyncio.sleep(interval)  # the period of the loop
+        await pause(stopping, interval)
 
 
 class BackgroundTasks:
     def __init__(self, container: Container) -> None:
         self.container = container
         self.tasks: list[asyncio.Task[None]] = []
+        self.stopping = asyncio.Event()
         settings = container.settings
         self.sweeper = Sweeper(container.holds, container.db)
         self.reconciler = Reconciler(container.db, container.drops, container.holds)
-        self.listener = ExpiryListener(container.holds, _node_clients(container.redis))
+        self.listener = ExpiryListener(
+            container.holds, _node_clients(container.redis), self.stopping
+        )
         self.sweep_lease = Lease(container.redis, "sneakerdrop:lease:sweeper", 10)
         self.reconcile_lease = Lease(
             container.redis, keys.RECONCILER_LEASE, max(settings.reconcile_interval_seconds * 2, 10)
@@ -72,6 +82,7 @@ class BackgroundTasks:
                 container.scripts,
                 container.sio,
                 settings.stock_broadcast_interval_ms,
+                self.stopping,
             )
             if container.sio is not None
             else None
@@ -85,7 +96,13 @@ class BackgroundTasks:
         self.tasks = [
             asyncio.create_task(self.listener.run(), name="expiry-listener"),
             asyncio.create_task(
-                _every("sweeper", settings.sweep_interval_ms / 1000, self.sweep_lease, self._sweep),
+                _every(
+                    "sweeper",
+                    settings.sweep_interval_ms / 1000,
+                    self.sweep_lease,
+                    self._sweep,
+                    self.stopping,
+                ),
                 name="sweeper",
             ),
             asyncio.create_task(
@@ -94,6 +111,7 @@ class BackgroundTasks:
                     settings.reconcile_interval_seconds,
                     self.reconcile_lease,
                     self.reconciler.run_once,
+                    self.stopping,
                 ),
                 name="reconciler",
             ),
@@ -102,11 +120,19 @@ class BackgroundTasks:
             self.tasks.append(asyncio.create_task(self.broadcaster.run(), name="broadcaster"))
 
     async def stop(self) -> None:
+        """Stop every loop. Cancels again until they are done (a cancel can be swallowed)."""
+        self.stopping.set()
+        pending = {task for task in self.tasks if not task.done()}
+        deadline = asyncio.get_running_loop().time() + STOP_SECONDS
+        while pending and asyncio.get_running_loop().time() < deadline:
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=0.2)
+        if pending:
+            log.error("background tasks did not stop: %s", [t.get_name() for t in pending])
         for task in self.tasks:
-            task.cancel()
-        for task in self.tasks:
-            with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
-                await task
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                log.warning("background task %s ended with an error", task.get_name())
         for lease in (self.sweep_lease, self.reconcile_lease):
             with contextlib.suppress(RedisError, OSError):
                 await lease.release()

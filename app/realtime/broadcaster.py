@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 
 from app import metrics
 from app.background.lease import Lease
+from app.background.stopping import pause
 from app.realtime.socket import STOCK_EVENT
 from app.store import keys
 from app.store.scripts import ScriptName, Scripts
@@ -33,8 +34,14 @@ LEASE_TTL_SECONDS = 5.0
 
 class Broadcaster:
     def __init__(
-        self, redis: Redis, scripts: Scripts, sio: socketio.AsyncServer, interval_ms: int
+        self,
+        redis: Redis,
+        scripts: Scripts,
+        sio: socketio.AsyncServer,
+        interval_ms: int,
+        stopping: asyncio.Event | None = None,
     ) -> None:
+        self.stopping = stopping or asyncio.Event()
         self.redis = redis
         self.scripts = scripts
         self.sio = sio
@@ -47,18 +54,20 @@ class Broadcaster:
 
     async def run(self) -> None:
         try:
-            while True:
+            while not self.stopping.is_set():
                 try:
                     if await self.lease.refresh():
                         await self._lead()
                     else:
-                        await asyncio.sleep(LEASE_TTL_SECONDS / 3)  # wait to try for the lease
+                        await pause(
+                            self.stopping, LEASE_TTL_SECONDS / 3
+                        )  # then try for the lease again
                 except (RedisError, OSError) as exc:
                     self.leading.clear()
                     metrics.BACKGROUND_ERRORS.labels(task="broadcaster").inc()
                     metrics.REDIS_RECONNECTS.labels(task="broadcaster").inc()
                     log.warning("broadcaster lost Redis: %s; retrying", type(exc).__name__)
-                    await asyncio.sleep(0.5)  # reconnect backoff
+                    await pause(self.stopping, 0.5)  # reconnect backoff
         finally:
             for task in self._pending.values():
                 task.cancel()
@@ -73,7 +82,7 @@ class Broadcaster:
             for drop_id in await self._dirty_drops():
                 self.schedule(drop_id)
             renewed = time.monotonic()
-            while True:
+            while not self.stopping.is_set():
                 message = await pubsub.get_message(timeout=renew_every)
                 if message and message.get("type") == "message":
                     self.schedule(str(message["data"]))

@@ -29,11 +29,29 @@ def room_of(drop_id: str) -> str:
     return f"drop:{drop_id}"
 
 
+class RedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
+    """python-socketio's Redis manager, keeping the clients it replaces so they get closed.
+
+    The manager connects on its first publish and again when its listener starts (at
+    the first Socket.IO connection); the second connect replaces the first client
+    without closing it. The replaced ones are kept and closed at shutdown.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.retired: list[Any] = []
+
+    def _redis_connect(self) -> None:
+        previous = (self.redis, self.pubsub)
+        super()._redis_connect()
+        self.retired.extend(old for old in previous if old is not None)
+
+
 def create_socket_server(
     redis_url: str | None, cors_origins: list[str], *, write_only: bool = False
 ) -> socketio.AsyncServer:
     manager = (
-        socketio.AsyncRedisManager(redis_url, channel=SOCKETIO_CHANNEL, write_only=write_only)
+        RedisManager(redis_url, channel=SOCKETIO_CHANNEL, write_only=write_only)
         if redis_url
         else None
     )
@@ -90,8 +108,9 @@ async def close_socket_server(sio: socketio.AsyncServer) -> None:
         listener.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await listener
-    for name in ("pubsub", "redis"):
-        resource = getattr(manager, name, None)
+    resources = [getattr(manager, "pubsub", None), getattr(manager, "redis", None)]
+    resources += getattr(manager, "retired", [])
+    for resource in resources:
         if resource is not None:
             with contextlib.suppress(Exception):
                 await resource.aclose()
