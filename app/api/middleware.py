@@ -12,6 +12,8 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from starlette.exceptions import HTTPException
+
 from app import metrics
 from app.api.problems import problem_body
 from app.logs import request_id_var
@@ -34,8 +36,12 @@ _SECURITY_HEADERS = [
 ]
 
 
-class _BodyTooLarge(Exception):
-    pass
+class _BodyTooLarge(HTTPException):
+    """Raised while the app reads a streamed body past the limit. An HTTPException, so
+    FastAPI's body parsing lets it through to the problem handler as a 413."""
+
+    def __init__(self) -> None:
+        super().__init__(413, f"Request bodies are limited to {MAX_BODY_BYTES} bytes")
 
 
 class RequestContextMiddleware:

@@ -12,12 +12,15 @@ from pydantic import (
     EmailStr,
     Field,
     HttpUrl,
+    StrictInt,
     StringConstraints,
     field_validator,
 )
 from pydantic.alias_generators import to_camel
 
 from app.services.passwords import MAX_PASSWORD_BYTES, MIN_PASSWORD_BYTES
+
+# Numbers are StrictInt: "10" or true is not a quantity of sneakers.
 
 
 class WireModel(BaseModel):
@@ -124,10 +127,10 @@ class DropCreateBody(WireModel):
     name: Annotated[Text, Field(min_length=1, max_length=200)]
     brand: Annotated[Text, Field(min_length=1, max_length=100)] | None = None
     image_url: HttpUrl | None = Field(default=None)
-    price_cents: int = Field(ge=0, le=100_000_000_00)
+    price_cents: StrictInt = Field(ge=0, le=100_000_000_00)
     currency: Currency = "USD"
-    total_stock: int = Field(ge=0, le=MAX_STOCK)
-    per_user_limit: int = Field(default=1, ge=1, le=1000)
+    total_stock: StrictInt = Field(ge=0, le=MAX_STOCK)
+    per_user_limit: StrictInt = Field(default=1, ge=1, le=1000)
     starts_at: AwareDatetime | None = None
     ends_at: AwareDatetime | None = None
 
@@ -147,7 +150,7 @@ class DropPatchBody(WireModel):
 
 
 class RestockBody(WireModel):
-    quantity: int = Field(ge=1, le=1_000_000)
+    quantity: StrictInt = Field(ge=1, le=1_000_000)
 
 
 # --- holds and purchases ------------------------------------------------------
