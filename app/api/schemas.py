@@ -35,6 +35,12 @@ def _no_control_chars(value: str) -> str:
     return value
 
 
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL")
+    return value
+
+
 def _aware(value: datetime) -> datetime:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError("must include a time zone (e.g. a trailing Z)")
@@ -62,14 +68,12 @@ class SignupBody(WireModel):
             raise ValueError(
                 f"password must be {MIN_PASSWORD_BYTES} to {MAX_PASSWORD_BYTES} bytes in UTF-8"
             )
-        if "\x00" in value:
-            raise ValueError("password must not contain NUL")
-        return value
+        return _no_nul(value)
 
 
 class LoginBody(WireModel):
-    email: str = Field(min_length=1, max_length=320)
-    password: str = Field(min_length=1, max_length=1024)
+    email: Annotated[str, AfterValidator(_no_control_chars)] = Field(min_length=1, max_length=320)
+    password: Annotated[str, AfterValidator(_no_nul)] = Field(min_length=1, max_length=1024)
 
 
 class RefreshBody(WireModel):
