@@ -120,14 +120,14 @@ class BackgroundTasks:
             self.tasks.append(asyncio.create_task(self.broadcaster.run(), name="broadcaster"))
 
     async def stop(self) -> None:
-        """Stop every loop. Cancels again until they are done (a cancel can be swallowed)."""
+        """Stop every loop: cancel once, then wait. A loop whose cancel was swallowed ends
+        at its next `stopping` check; cancelling again could cut its own clean-up short."""
         self.stopping.set()
         pending = {task for task in self.tasks if not task.done()}
-        deadline = asyncio.get_running_loop().time() + STOP_SECONDS
-        while pending and asyncio.get_running_loop().time() < deadline:
-            for task in pending:
-                task.cancel()
-            _, pending = await asyncio.wait(pending, timeout=0.2)
+        for task in pending:
+            task.cancel()
+        if pending:
+            _, pending = await asyncio.wait(pending, timeout=STOP_SECONDS)
         if pending:
             log.error("background tasks did not stop: %s", [t.get_name() for t in pending])
         for task in self.tasks:

@@ -75,6 +75,7 @@ class Broadcaster:
 
     async def _lead(self) -> None:
         renew_every = LEASE_TTL_SECONDS / 3
+        listen_for = 0.5  # how long one wait for a message lasts (bounds the reaction to a stop)
         async with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
             await pubsub.subscribe(keys.STOCK_DIRTY_CHANNEL)
             self.leading.set()
@@ -83,7 +84,7 @@ class Broadcaster:
                 self.schedule(drop_id)
             renewed = time.monotonic()
             while not self.stopping.is_set():
-                message = await pubsub.get_message(timeout=renew_every)
+                message = await pubsub.get_message(timeout=listen_for)
                 if message and message.get("type") == "message":
                     self.schedule(str(message["data"]))
                 if time.monotonic() - renewed >= renew_every:
