@@ -25,6 +25,7 @@ from app.config import Settings, get_settings
 from app.container import Container, build_container
 from app.logs import configure_logging
 from app.realtime.socket import close_socket_server, create_socket_server, register_handlers
+from app.store.client import check_eviction_policy
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ def create_fastapi(settings: Settings, sio: socketio.AsyncServer | None) -> Fast
         app.state.container = container
         if sio is not None:
             register_handlers(sio, _storefront_snapshot(container), _drop_stock(container))
+        await check_eviction_policy(container.redis, strict=settings.env == "production")
         await enable_expiry_events(container.redis)
         if settings.admin_email and settings.admin_password:
             await container.auth.ensure_admin(settings.admin_email, settings.admin_password)
