@@ -16,14 +16,11 @@ import logging
 from dataclasses import dataclass
 from typing import cast
 
-import orjson
-
 from app import metrics
 from app.background.sweeper import Sweeper
 from app.db import drops as drop_rows
 from app.db import purchases as purchase_rows
 from app.db.session import Database
-from app.domain import iso
 from app.store import keys
 from app.store.drops import DropStore, RebuildMode, RebuildOutcome
 from app.store.holds import HoldStore
@@ -148,8 +145,5 @@ class Reconciler:
             ref = keys.parse_reservation_id(reservation_id)
             if ref is None:
                 continue
-            buyer = orjson.dumps(
-                {"displayName": names[reservation_id], "purchasedAt": iso(purchased_at)}
-            )
-            await self.holds.commit(ref, buyer.decode())
+            await self.holds.commit(ref, names[reservation_id], purchased_at)
             metrics.RECONCILER_REPAIRS.labels(kind="committed").inc()

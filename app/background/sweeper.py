@@ -13,12 +13,9 @@ from __future__ import annotations
 import logging
 from typing import cast
 
-import orjson
-
 from app import metrics
 from app.db import purchases as purchase_rows
 from app.db.session import Database
-from app.domain import iso
 from app.store import keys
 from app.store.holds import (
     AbortOutcome,
@@ -91,8 +88,7 @@ class Sweeper:
             purchase = await purchase_rows.void_or_find(session, ref.reservation_id)
             name = await purchase_rows.buyer_name(session, ref.user_id) if purchase else ""
         if purchase is not None:
-            buyer = orjson.dumps({"displayName": name, "purchasedAt": iso(purchase.purchased_at)})
-            await self.holds.commit(ref, buyer.decode())
+            await self.holds.commit(ref, name, purchase.purchased_at)
             metrics.CLAIMS_RESOLVED.labels(outcome="committed").inc()
             log.info("stale claim committed", extra={"reservation": ref.reservation_id})
             return True

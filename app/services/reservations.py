@@ -16,14 +16,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import orjson
-
 from app import metrics
 from app.config import Settings
 from app.db import purchases as purchase_rows
 from app.db.models import Purchase
 from app.db.session import Database
-from app.domain import DropDefinition, from_ms, iso
+from app.domain import DropDefinition, from_ms
 from app.errors import (
     DropNotFound,
     DropNotLive,
@@ -184,10 +182,7 @@ class ReservationService:
             # The sweeper voided this claim after its deadline: the hold is gone.
             raise ReservationExpired("The reservation expired while the purchase was pending")
         await self._fault("after_record")
-        buyer = orjson.dumps(
-            {"displayName": display_name, "purchasedAt": iso(purchase.purchased_at)}
-        )
-        await self.holds.commit(ref, buyer.decode())
+        await self.holds.commit(ref, display_name, purchase.purchased_at)
         if created:
             metrics.PURCHASES.inc()
         return PurchaseResult(purchase, created)

@@ -8,11 +8,14 @@ into domain errors.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import cast
 
+import orjson
 from redis.asyncio import Redis
 
+from app.domain import iso
 from app.store.keys import STOCK_DIRTY_CHANNEL, DropKeys, ReservationRef
 from app.store.scripts import ScriptName, Scripts
 
@@ -144,9 +147,12 @@ class HoldStore:
         expires = int(reply[1]) if len(reply) > 1 else 0
         return ClaimResult(outcome, expires)
 
-    async def commit(self, ref: ReservationRef, buyer_json: str) -> tuple[str, str]:
+    async def commit(
+        self, ref: ReservationRef, buyer_name: str, purchased_at: datetime
+    ) -> tuple[str, str]:
         """Returns ('COMMITTED', '') or ('NOOP', closed state or '')."""
         keys = DropKeys(ref.drop_id)
+        buyer = orjson.dumps({"displayName": buyer_name, "purchasedAt": iso(purchased_at)})
         reply = await self.scripts.run(
             ScriptName.PURCHASE_COMMIT,
             [
@@ -159,7 +165,7 @@ class HoldStore:
                 keys.closed_at,
                 keys.buyers,
             ],
-            [ref.reservation_id, buyer_json],
+            [ref.reservation_id, buyer.decode()],
         )
         return str(reply[0]), str(reply[1]) if len(reply) > 1 else ""
 

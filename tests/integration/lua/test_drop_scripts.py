@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from datetime import UTC, datetime
 
 from redis.asyncio import Redis
 
@@ -152,7 +153,10 @@ async def test_repair_is_busy_when_a_sale_was_counted_since_the_read(
 ) -> None:
     drop = await make_drop(total=10)
     ref, _ = await reserve_ok(hold_store, drop.id)
-    assert await hold_store.commit(ref, "{}") == ("COMMITTED", "")  # sold is now 1
+    assert await hold_store.commit(ref, "a", datetime(2030, 1, 1, tzinfo=UTC)) == (
+        "COMMITTED",
+        "",
+    )  # sold is now 1
     await redis.hset(DropKeys(drop.id).drop, "avail", "42")
     before = await snapshot(redis, drop.id)
     outcome = await drop_store.rebuild(RebuildMode.REPAIR, drop, 1, {ref.user_id: 1}, 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -29,6 +30,8 @@ from tests.support.lua_fixtures import (
 )
 
 CLAIM_MS = 30_000
+BUYER_NAME = "Ada"
+BUYER_AT = datetime(2030, 1, 1, tzinfo=UTC)
 BUYER = '{"displayName":"Ada","purchasedAt":"2030-01-01T00:00:00.000Z"}'
 
 
@@ -96,7 +99,7 @@ async def test_claim_of_an_ended_hold_names_how_it_ended(
     expired, _ = await reserve_ok(hold_store, drop.id, user)
     await hold_store.release(expired, ReleaseReason.VOIDED)
     bought, _ = await reserve_ok(hold_store, drop.id, user)
-    assert await hold_store.commit(bought, BUYER) == ("COMMITTED", "")
+    assert await hold_store.commit(bought, BUYER_NAME, BUYER_AT) == ("COMMITTED", "")
     before = await snapshot(redis, drop.id)
     for ref, outcome in (
         (cancelled, ClaimOutcome.CANCELLED),
@@ -134,7 +137,7 @@ async def test_commit_counts_the_sale_and_ends_the_hold(
     ref, held = await reserve_ok(hold_store, drop.id)
     await hold_store.claim(ref, "claim-1", CLAIM_MS)
     before = await redis_now_ms(redis)
-    assert await hold_store.commit(ref, BUYER) == ("COMMITTED", "")
+    assert await hold_store.commit(ref, BUYER_NAME, BUYER_AT) == ("COMMITTED", "")
     after = await redis_now_ms(redis)
 
     keys = DropKeys(drop.id)
@@ -163,12 +166,12 @@ async def test_commit_repeat_is_noop_with_the_closed_state(
     drop = await make_drop()
     bought, _ = await reserve_ok(hold_store, drop.id)
     cancelled, _ = await reserve_ok(hold_store, drop.id)
-    assert await hold_store.commit(bought, BUYER) == ("COMMITTED", "")
+    assert await hold_store.commit(bought, BUYER_NAME, BUYER_AT) == ("COMMITTED", "")
     await hold_store.release(cancelled, ReleaseReason.CANCELLED, cancelled.user_id)
     before = await snapshot(redis, drop.id)
-    assert await hold_store.commit(bought, BUYER) == ("NOOP", "PURCHASED")
-    assert await hold_store.commit(cancelled, BUYER) == ("NOOP", "CANCELLED")
-    assert await hold_store.commit(new_ref(drop.id), BUYER) == ("NOOP", "")
+    assert await hold_store.commit(bought, BUYER_NAME, BUYER_AT) == ("NOOP", "PURCHASED")
+    assert await hold_store.commit(cancelled, BUYER_NAME, BUYER_AT) == ("NOOP", "CANCELLED")
+    assert await hold_store.commit(new_ref(drop.id), BUYER_NAME, BUYER_AT) == ("NOOP", "")
     assert await snapshot(redis, drop.id) == before
 
 
@@ -177,7 +180,7 @@ async def test_commit_of_an_unclaimed_active_hold_commits(
 ) -> None:
     drop = await make_drop(total=2)
     ref, _ = await reserve_ok(hold_store, drop.id)
-    assert await hold_store.commit(ref, BUYER) == ("COMMITTED", "")
+    assert await hold_store.commit(ref, BUYER_NAME, BUYER_AT) == ("COMMITTED", "")
     assert await drop_hash(redis, drop.id) == mirrored_fields(drop, avail=1, sold=1)
     assert await timer_pttl(redis, ref) == -2
     assert await hold_entry(redis, ref) is None
@@ -194,7 +197,7 @@ async def test_buyers_are_newest_first_and_trimmed_to_five(
         assert (await hold_store.claim(ref, f"c-{name}", CLAIM_MS)).outcome is (
             ClaimOutcome.CLAIMED
         )
-        assert await hold_store.commit(ref, orjson.dumps({"displayName": name}).decode()) == (
+        assert await hold_store.commit(ref, name, BUYER_AT) == (
             "COMMITTED",
             "",
         )

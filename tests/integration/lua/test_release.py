@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from datetime import UTC, datetime
 
 from redis.asyncio import Redis
 
@@ -183,7 +184,7 @@ async def test_release_after_a_purchase_is_already_purchased(
 ) -> None:
     drop = await make_drop()
     ref, _ = await reserve_ok(hold_store, drop.id)
-    assert await hold_store.commit(ref, '{"displayName":"a"}') == ("COMMITTED", "")
+    assert await hold_store.commit(ref, "a", datetime(2030, 1, 1, tzinfo=UTC)) == ("COMMITTED", "")
     result = await hold_store.release(ref, ReleaseReason.CANCELLED, ref.user_id)
     assert (result.outcome, result.closed_state) == (ReleaseOutcome.ALREADY, "PURCHASED")
     assert (await drop_hash(redis, drop.id))["avail"] == str(drop.total_stock - 1)

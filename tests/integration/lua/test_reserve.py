@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from datetime import UTC, datetime
 
 from redis.asyncio import Redis
 
@@ -182,7 +183,10 @@ async def test_limit_counts_a_committed_hold_but_not_a_released_one(
     held, _ = await reserve_ok(hold_store, drop.id, user)
     await hold_store.release(held, ReleaseReason.CANCELLED, user)
     bought, _ = await reserve_ok(hold_store, drop.id, user)
-    assert await hold_store.commit(bought, '{"displayName":"a"}') == ("COMMITTED", "")
+    assert await hold_store.commit(bought, "a", datetime(2030, 1, 1, tzinfo=UTC)) == (
+        "COMMITTED",
+        "",
+    )
     await _assert_refused(redis, hold_store, drop.id, ReserveOutcome.LIMIT_REACHED, user)
 
 
