@@ -20,6 +20,7 @@ from app import metrics
 from app.background.sweeper import Sweeper
 from app.db import drops as drop_rows
 from app.db import purchases as purchase_rows
+from app.db import users as user_rows
 from app.db.session import Database
 from app.store import keys
 from app.store.drops import DropStore, RebuildMode, RebuildOutcome
@@ -138,12 +139,9 @@ class Reconciler:
         live = cast(list[str], await self.redis.hkeys(keys.DropKeys(drop_id).holds))
         async with self.db.begin() as session:
             purchased = await purchase_rows.purchased_among(session, live)
-            names = {
-                rid: await purchase_rows.buyer_name(session, rid.split(".")[1]) for rid in purchased
-            }
-        for reservation_id, purchased_at in purchased.items():
-            ref = keys.parse_reservation_id(reservation_id)
-            if ref is None:
-                continue
-            await self.holds.commit(ref, names[reservation_id], purchased_at)
+            refs = [r for r in map(keys.parse_reservation_id, purchased) if r is not None]
+            names = await user_rows.display_names(session, [ref.user_id for ref in refs])
+        for ref in refs:
+            name = names.get(ref.user_id, "someone")
+            await self.holds.commit(ref, name, purchased[ref.reservation_id])
             metrics.RECONCILER_REPAIRS.labels(kind="committed").inc()

@@ -22,9 +22,7 @@ from app.store.holds import (
     HoldStore,
     ReleaseOutcome,
     ReleaseReason,
-    parse_release,
 )
-from app.store.scripts import ScriptName
 
 log = logging.getLogger(__name__)
 
@@ -59,15 +57,9 @@ class Sweeper:
             refs = [r for r in (keys.parse_reservation_id(rid) for rid in due) if r is not None]
             if not refs:
                 return released
-            script = self.holds.scripts.script(ScriptName.RELEASE)
-            pipe = self.redis.pipeline(transaction=False)
-            for ref in refs:
-                hold_keys, args = self.holds.release_args(ref, ReleaseReason.EXPIRED)
-                await script(keys=hold_keys, args=args, client=pipe)
-            replies = await pipe.execute()
+            results = await self.holds.release_many(refs, ReleaseReason.EXPIRED)
             progressed = False
-            for ref, reply in zip(refs, replies, strict=True):
-                result = parse_release(reply)
+            for ref, result in zip(refs, results, strict=True):
                 if result.outcome is ReleaseOutcome.RELEASED:
                     released += 1
                     progressed = True

@@ -18,7 +18,7 @@ from app.domain import STOREFRONT_STATUSES, DropCounters, DropDefinition, DropSt
 from app.errors import DropNotFound, InvalidState, ValidationFailed
 from app.store import keys
 from app.store.drops import DropStore, MirroredDrop, RebuildMode
-from app.store.holds import HoldStore, ReleaseReason
+from app.store.holds import HoldStore, ReleaseOutcome, ReleaseReason
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,15 +186,10 @@ class DropService:
 
     async def _cancel_holds(self, drop_id: str) -> int:
         """Release every ACTIVE hold of a cancelled drop (no new hold can start: it is cancelled)."""
-        entries = cast(dict[str, str], await self.holds.redis.hgetall(keys.DropKeys(drop_id).holds))
-        released = 0
-        for reservation_id in entries:
-            ref = keys.parse_reservation_id(reservation_id)
-            if ref is None:
-                continue
-            result = await self.holds.release(ref, ReleaseReason.CANCELLED)
-            released += result.outcome == "RELEASED"
-        return released
+        held = cast(list[str], await self.holds.redis.hkeys(keys.DropKeys(drop_id).holds))
+        refs = [r for r in map(keys.parse_reservation_id, held) if r is not None]
+        results = await self.holds.release_many(refs, ReleaseReason.CANCELLED)
+        return sum(result.outcome is ReleaseOutcome.RELEASED for result in results)
 
     @staticmethod
     def _require_open(row: Drop, now: datetime) -> None:

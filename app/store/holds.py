@@ -136,6 +136,19 @@ class HoldStore:
         keys, args = self.release_args(ref, reason, owner)
         return parse_release(await self.scripts.run(ScriptName.RELEASE, keys, args))
 
+    async def release_many(
+        self, refs: list[ReservationRef], reason: ReleaseReason
+    ) -> list[ReleaseResult]:
+        """release.lua for many holds by the system, in one pipelined round trip."""
+        if not refs:
+            return []
+        script = self.scripts.script(ScriptName.RELEASE)
+        pipe = self.redis.pipeline(transaction=False)
+        for ref in refs:
+            hold_keys, args = self.release_args(ref, reason)
+            await script(keys=hold_keys, args=args, client=pipe)
+        return [parse_release(reply) for reply in await pipe.execute()]
+
     async def claim(self, ref: ReservationRef, claim_id: str, timeout_ms: int) -> ClaimResult:
         keys = DropKeys(ref.drop_id)
         reply = await self.scripts.run(
