@@ -32,7 +32,8 @@ access_log = logging.getLogger("sneakerdrop.access")
 _SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"no-referrer"),
-    (b"x-frame-options", b"DENY"),
+    (b"x-frame-options", b"DENY"),  # older browsers; the CSP below is the modern form
+    (b"content-security-policy", b"frame-ancestors 'none'"),
 ]
 
 
