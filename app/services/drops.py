@@ -16,6 +16,7 @@ from app.db.models import Drop
 from app.db.session import Database
 from app.domain import STOREFRONT_STATUSES, DropCounters, DropDefinition, DropStatus, drop_status
 from app.errors import DropNotFound, InvalidState, ValidationFailed
+from app.services.recent_misses import RecentMisses
 from app.store import keys
 from app.store.drops import DropStore, MirroredDrop, RebuildMode
 from app.store.holds import HoldStore, ReleaseOutcome, ReleaseReason
@@ -59,6 +60,7 @@ class DropService:
         self.db = db
         self.drops = drops
         self.holds = holds
+        self.unknown_ids = RecentMisses()
 
     # --- views -------------------------------------------------------------
 
@@ -89,9 +91,12 @@ class DropService:
 
     async def ensure_mirrored(self, drop_id: str) -> bool:
         """Build a drop's Redis state from PostgreSQL if Redis lacks it. False: no such drop."""
+        if drop_id in self.unknown_ids:
+            return False
         async with self.db.begin() as session:
             row = await drop_rows.get(session, drop_id)
             if row is None:
+                self.unknown_ids.add(drop_id)
                 return False
             # Held until the Redis rebuild is done: no purchase commits in between.
             await drop_rows.lock_for_rebuild(session, drop_id)
@@ -141,6 +146,7 @@ class DropService:
         )
         async with self.db.begin() as session:
             session.add(row)
+        self.unknown_ids.discard(row.id)
         await self.drops.rebuild(RebuildMode.INIT, drop_rows.to_definition(row), 0, {})
         return await self.get(row.id)
 

@@ -1,0 +1,54 @@
+"""The storm paths never touch PostgreSQL in steady state: browsing and reserving."""
+
+from __future__ import annotations
+
+import httpx
+
+from app.container import Container
+from tests.support.factories import admin_token, auth, create_drop, signup
+from tests.support.query_counter import pg_statements
+
+
+async def test_browsing_and_reserving_run_no_sql(
+    client: httpx.AsyncClient, container: Container
+) -> None:
+    admin = await admin_token(client, container)
+    drops = [await create_drop(client, admin, name=f"Drop {n}") for n in range(20)]
+    shopper = (await signup(client))["accessToken"]
+    first = drops[0]["id"]
+    with pg_statements(container) as statements:
+        listed = await client.get("/api/drops")
+        one = await client.get(f"/api/drops/{first}")
+        held = await client.post(f"/api/drops/{first}/reserve", headers=auth(shopper))
+        again = await client.post(f"/api/drops/{first}/reserve", headers=auth(shopper))
+        mine = await client.get("/api/me/reservations", headers=auth(shopper))
+    assert len(listed.json()) == 20
+    assert one.status_code == 200
+    assert held.status_code == 201
+    assert again.json()["code"] == "LIMIT_REACHED"
+    assert mine.status_code == 200
+    assert statements == []
+
+
+async def test_a_repeated_unknown_drop_id_costs_one_lookup(
+    client: httpx.AsyncClient, container: Container
+) -> None:
+    shopper = (await signup(client))["accessToken"]
+    made_up = "00000000deadbeef"
+    with pg_statements(container) as statements:
+        for _ in range(5):
+            view = await client.get(f"/api/drops/{made_up}")
+            reserve = await client.post(f"/api/drops/{made_up}/reserve", headers=auth(shopper))
+            assert view.json()["code"] == reserve.json()["code"] == "DROP_NOT_FOUND"
+    assert len([s for s in statements if "FROM drops" in s]) == 1
+
+
+async def test_a_drop_rebuilt_after_a_flush_is_found_again(
+    client: httpx.AsyncClient, container: Container
+) -> None:
+    admin = await admin_token(client, container)
+    drop = await create_drop(client, admin)
+    await container.redis.flushdb()
+    found = await client.get(f"/api/drops/{drop['id']}")
+    assert found.status_code == 200
+    assert found.json()["availableStock"] == drop["totalStock"]
