@@ -23,6 +23,7 @@ from app.background.expiry import enable_expiry_events
 from app.background.runner import BackgroundTasks
 from app.config import Settings, get_settings
 from app.container import Container, build_container
+from app.gc_tuning import freeze_startup_objects
 from app.logs import configure_logging
 from app.realtime.socket import close_socket_server, create_socket_server, register_handlers
 from app.store.client import check_eviction_policy
@@ -62,6 +63,8 @@ def create_fastapi(settings: Settings, sio: socketio.AsyncServer | None) -> Fast
         background = BackgroundTasks(container)
         app.state.background = background
         background.start()
+        if settings.gc_freeze:
+            freeze_startup_objects()
         log.info("sneakerdrop ready")
         try:
             yield

@@ -39,6 +39,7 @@ def make_settings(stores: StoreUrls, **overrides: Any) -> Settings:
         "log_level": "WARNING",
         "reconcile_interval_seconds": 3600,
         "stock_broadcast_interval_ms": 50,
+        "gc_freeze": False,  # many apps share the test process; freezing would keep their garbage
     }
     values.update(overrides)
     return load_settings(_env_file=None, **values)

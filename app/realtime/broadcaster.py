@@ -6,7 +6,8 @@ not one per reserve. One broadcaster per deployment (a leader lease) listens,
 and for each dirty drop reads the value at send time with stock_take.lua
 (which clears the flag). A change after that read sets the flag again and
 publishes again, so the last event of a burst carries the final value. Pushes
-are spaced by STOCK_BROADCAST_INTERVAL_MS per drop.
+of a drop are spaced by STOCK_BROADCAST_INTERVAL_MS, from the end of one send
+to the start of the next.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from app.background.lease import Lease
 from app.background.stopping import pause
 from app.realtime.socket import STOCK_EVENT
 from app.store import keys
+from app.store.channels import database_of, stock_dirty_channel
 from app.store.scripts import ScriptName, Scripts
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,7 @@ class Broadcaster:
         self.scripts = scripts
         self.sio = sio
         self.interval = interval_ms / 1000
+        self.channel = stock_dirty_channel(database_of(redis))
         self.lease = Lease(redis, keys.BROADCASTER_LEASE, LEASE_TTL_SECONDS)
         self._last_sent: dict[str, float] = {}
         self._pending: dict[str, asyncio.Task[None]] = {}
@@ -77,7 +80,7 @@ class Broadcaster:
         renew_every = LEASE_TTL_SECONDS / 3
         listen_for = 0.5  # how long one wait for a message lasts (bounds the reaction to a stop)
         async with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
-            await pubsub.subscribe(keys.STOCK_DIRTY_CHANNEL)
+            await pubsub.subscribe(self.channel)
             self.leading.set()
             # Changes made while no one led left their flags set without a listener.
             for drop_id in await self._dirty_drops():
@@ -120,10 +123,12 @@ class Broadcaster:
             self._again.discard(drop_id)  # what changed until now, the read below includes
             take = self.scripts.script(ScriptName.STOCK_TAKE)
             available = int(await take(keys=[keys.DropKeys(drop_id).drop]))
-            self._last_sent[drop_id] = time.monotonic()
             if available >= 0:
                 await self.sio.emit(STOCK_EVENT, {"dropId": drop_id, "availableStock": available})
                 metrics.STOCK_PUSHES.inc()
+            # Spaced from the end of this send: each client's copy was queued before it, so
+            # however long a read or a send takes, no client gets two within the interval.
+            self._last_sent[drop_id] = time.monotonic()
         except (RedisError, OSError):
             metrics.BACKGROUND_ERRORS.labels(task="broadcaster").inc()
             log.warning("stock push failed", extra={"drop": drop_id})

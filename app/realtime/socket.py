@@ -13,13 +13,15 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import socketio
+from engineio import packet as eio_packet
+from socketio import packet as sio_packet
 
 from app.store import keys
+from app.store.channels import database_of_url, socketio_channel
 
 log = logging.getLogger(__name__)
 
 STOCK_EVENT = "stock_update"
-SOCKETIO_CHANNEL = "sneakerdrop:socketio"
 
 StockSnapshot = Callable[[], Awaitable[list[tuple[str, int]]]]
 DropStock = Callable[[str], Awaitable[int | None]]
@@ -29,7 +31,54 @@ def room_of(drop_id: str) -> str:
     return f"drop:{drop_id}"
 
 
-class RedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
+class SequentialFanOut(socketio.AsyncManager):  # type: ignore[misc]
+    """Local delivery of an event without a task per recipient.
+
+    python-socketio's manager starts one task per client for every emit and waits for
+    all of them; with a thousand clients that is most of a push's cost. Handing a
+    packet to a client only appends it to that client's send queue, so a plain loop
+    does the same work with no task, no scheduling and no wait. Emits that expect
+    acknowledgements keep the library's path.
+    """
+
+    async def emit(
+        self,
+        event: str,
+        data: Any,
+        namespace: str,
+        room: str | None = None,
+        skip_sid: Any = None,
+        callback: Any = None,
+        to: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        room = to or room
+        if callback is not None or namespace not in self.rooms:
+            await super().emit(
+                event, data, namespace, room=room, skip_sid=skip_sid, callback=callback, **kwargs
+            )
+            return
+        if isinstance(data, tuple):
+            args = list(data)
+        else:
+            args = [] if data is None else [data]
+        skipped = skip_sid if isinstance(skip_sid, list) else [skip_sid]
+        encoded = self.server.packet_class(
+            sio_packet.EVENT, namespace=namespace, data=[event, *args]
+        ).encode()
+        parts = encoded if isinstance(encoded, list) else [encoded]
+        packets = [eio_packet.Packet(eio_packet.MESSAGE, part) for part in parts]
+        for sid, eio_sid in list(self.get_participants(namespace, room)):
+            if sid in skipped:
+                continue
+            for pkt in packets:
+                try:
+                    await self.server._send_eio_packet(eio_sid, pkt)
+                except Exception:  # one client's broken socket must not stop the others
+                    log.debug("could not queue an event for a client", exc_info=True)
+
+
+class RedisManager(socketio.AsyncRedisManager, SequentialFanOut):  # type: ignore[misc]
     """python-socketio's Redis manager, keeping the clients it replaces so they get closed.
 
     The manager connects on its first publish and again when its listener starts (at
@@ -51,7 +100,11 @@ def create_socket_server(
     redis_url: str | None, cors_origins: list[str], *, write_only: bool = False
 ) -> socketio.AsyncServer:
     manager = (
-        RedisManager(redis_url, channel=SOCKETIO_CHANNEL, write_only=write_only)
+        RedisManager(
+            redis_url,
+            channel=socketio_channel(database_of_url(redis_url)),
+            write_only=write_only,
+        )
         if redis_url
         else None
     )

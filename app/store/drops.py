@@ -15,7 +15,8 @@ import orjson
 from redis.asyncio import Redis
 
 from app.domain import DropCounters, DropDefinition, to_ms
-from app.store.keys import DROP_INDEX, DROP_INDEX_LOADED, STOCK_DIRTY_CHANNEL, DropKeys
+from app.store.channels import database_of, stock_dirty_channel
+from app.store.keys import DROP_INDEX, DROP_INDEX_LOADED, DropKeys
 from app.store.scripts import ScriptName, Scripts
 
 
@@ -51,6 +52,7 @@ class DropStore:
     def __init__(self, redis: Redis, scripts: Scripts) -> None:
         self.redis = redis
         self.scripts = scripts
+        self.stock_channel = stock_dirty_channel(database_of(redis))
 
     async def sync(self, drop: DropDefinition) -> bool:
         """Copy a changed definition; False when the drop is not mirrored yet."""
@@ -58,7 +60,7 @@ class DropStore:
         reply = await self.scripts.run(
             ScriptName.DROP_SYNC,
             [keys.drop],
-            [*_definition_args(drop), STOCK_DIRTY_CHANNEL, drop.id],
+            [*_definition_args(drop), self.stock_channel, drop.id],
         )
         if reply[0] == "MISSING":
             return False
@@ -98,7 +100,7 @@ class DropStore:
                 cancelled,
                 sold,
                 "" if expected_sold is None else expected_sold,
-                STOCK_DIRTY_CHANNEL,
+                self.stock_channel,
                 drop.id,
                 *pairs,
             ],
@@ -114,7 +116,7 @@ class DropStore:
         reply = await self.scripts.run(
             ScriptName.RESTOCK,
             [DropKeys(drop_id).drop],
-            [quantity, STOCK_DIRTY_CHANNEL, drop_id],
+            [quantity, self.stock_channel, drop_id],
         )
         return int(reply[1]) if reply[0] == "RESTOCKED" else None
 

@@ -16,7 +16,8 @@ import orjson
 from redis.asyncio import Redis
 
 from app.domain import iso
-from app.store.keys import STOCK_DIRTY_CHANNEL, DropKeys, ReservationRef
+from app.store.channels import database_of, stock_dirty_channel
+from app.store.keys import DropKeys, ReservationRef
 from app.store.scripts import ScriptName, Scripts
 
 
@@ -98,6 +99,7 @@ class HoldStore:
     def __init__(self, redis: Redis, scripts: Scripts) -> None:
         self.redis = redis
         self.scripts = scripts
+        self.stock_channel = stock_dirty_channel(database_of(redis))
 
     async def reserve(self, ref: ReservationRef, ttl_ms: int) -> ReserveResult:
         keys = DropKeys(ref.drop_id)
@@ -111,7 +113,7 @@ class HoldStore:
                 keys.timer(ref.reservation_id),
                 keys.user_holds(ref.user_id),
             ],
-            [ref.user_id, ref.reservation_id, ttl_ms, STOCK_DIRTY_CHANNEL, ref.drop_id],
+            [ref.user_id, ref.reservation_id, ttl_ms, self.stock_channel, ref.drop_id],
         )
         outcome = ReserveOutcome(reply[0])
         if outcome is not ReserveOutcome.OK:
@@ -126,7 +128,7 @@ class HoldStore:
             ref.reservation_id,
             reason.value,
             owner,
-            STOCK_DIRTY_CHANNEL,
+            self.stock_channel,
             ref.drop_id,
         ]
 

@@ -13,7 +13,6 @@ import re
 import secrets
 from dataclasses import dataclass
 
-STOCK_DIRTY_CHANNEL = "sneakerdrop:stock-dirty"
 DROP_INDEX = "sneakerdrop:drops"  # zset: drop id -> startsAt (ms); every mirrored drop
 DROP_INDEX_LOADED = "sneakerdrop:drops:loaded"  # set once the index was rebuilt from PostgreSQL
 RECONCILER_LEASE = "sneakerdrop:lease:reconciler"

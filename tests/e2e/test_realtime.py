@@ -18,7 +18,7 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from app.realtime.socket import SOCKETIO_CHANNEL
+from app.store.channels import database_of_url, socketio_channel
 from tests.conftest import make_settings
 from tests.support.factories import admin_token, assert_invariant, auth, create_drop, signup
 from tests.support.realtime_server import (
@@ -238,7 +238,7 @@ async def test_no_redis_connection_leaks_when_a_push_precedes_the_first_client(
     try:
         baseline = len(await probe.client_list())
         async with probe.pubsub(ignore_subscribe_messages=True) as channel:
-            await channel.subscribe(SOCKETIO_CHANNEL)
+            await channel.subscribe(socketio_channel(database_of_url(stores.redis_url)))
             settings = make_settings(stores)
             async with (
                 serve_in_process(settings) as server,

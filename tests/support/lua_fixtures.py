@@ -17,10 +17,11 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
 from app.domain import DropDefinition, from_ms, to_ms
+from app.store.channels import database_of, stock_dirty_channel
 from app.store.client import create_redis
 from app.store.drops import DropStore, RebuildMode, RebuildOutcome
 from app.store.holds import HoldEntry, HoldStore, ReserveOutcome, ReserveResult, parse_entry
-from app.store.keys import STOCK_DIRTY_CHANNEL, DropKeys, ReservationRef, new_id
+from app.store.keys import DropKeys, ReservationRef, new_id
 from app.store.scripts import ScriptName, Scripts
 from tests.support.stores import StoreUrls
 
@@ -236,9 +237,10 @@ class StockChannel:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
         self._pubsub: PubSub = redis.pubsub()
+        self.channel = stock_dirty_channel(database_of(redis))
 
     async def __aenter__(self) -> StockChannel:
-        await self._pubsub.subscribe(STOCK_DIRTY_CHANNEL)
+        await self._pubsub.subscribe(self.channel)
         await self._read_until(lambda message: message["type"] == "subscribe")
         return self
 
@@ -257,7 +259,7 @@ class StockChannel:
         seen: list[dict[str, Any]] = []
         while True:
             remaining = deadline - loop.time()
-            assert remaining > 0, f"no end marker on {STOCK_DIRTY_CHANNEL}; got {seen}"
+            assert remaining > 0, f"no end marker on {self.channel}; got {seen}"
             message = await self._pubsub.get_message(timeout=remaining)
             if message is None:
                 continue
@@ -267,6 +269,6 @@ class StockChannel:
 
     async def messages(self) -> list[str]:
         marker = f"marker:{secrets.token_hex(8)}"
-        await self._redis.publish(STOCK_DIRTY_CHANNEL, marker)
+        await self._redis.publish(self.channel, marker)
         seen = await self._read_until(lambda message: message["data"] == marker)
         return [str(message["data"]) for message in seen if message["type"] == "message"]

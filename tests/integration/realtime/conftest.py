@@ -1,0 +1,5 @@
+"""A Redis client and loaded scripts, as the Lua contract tests have them."""
+
+from tests.support.lua_fixtures import redis, scripts
+
+__all__ = ["redis", "scripts"]
