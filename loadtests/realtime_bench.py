@@ -110,7 +110,8 @@ def percentile(ordered: Sequence[float], q: float) -> float:
     """Nearest-rank percentile (q in 0..100) of an ascending, non-empty sequence."""
     if not ordered:
         raise ValueError("percentile of nothing")
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    # round first: 99.9 / 100 * 1000 is 999.0000000000001 in floating point, not 999
+    rank = max(1, math.ceil(round(q / 100 * len(ordered), 9)))
     return ordered[min(rank, len(ordered)) - 1]
 
 

@@ -28,6 +28,8 @@ def test_percentile_is_nearest_rank() -> None:
     assert percentile(values, 99) == 99.0
     assert percentile(values, 100) == 100.0
     assert percentile(values, 0) == 1.0
+    thousand = [float(v) for v in range(1, 1001)]
+    assert percentile(thousand, 99.9) == 999.0  # not the maximum, despite float rounding
     assert percentile([7.0], 99) == 7.0
     with pytest.raises(ValueError, match="nothing"):
         percentile([], 50)

@@ -1,0 +1,73 @@
+"""Who used the two cores during a phase: the servers, the stores, the generator, others.
+
+A throughput ratio means little if another job took a core from one server and not
+from the other, and a p99 taken while the machine is busy is the machine's. Each phase
+reports the cores each group used (`cores_between`) and flags one where "other" (the
+rest of the machine) used more than `BUSY_OTHER_CORES`; `--wait-quiet` first waits for
+the rest of the machine to go idle (realtime_bench.wait_quiet).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterable
+from urllib.parse import urlsplit
+
+import psutil
+
+from loadtests.realtime_bench import machine_busy_seconds, tree_cpu_seconds
+
+BUSY_OTHER_CORES = 0.2
+
+
+def listening_pids(*urls: str) -> list[int]:
+    """The processes listening on the ports of these URLs (the stores, on this host)."""
+    ports = {urlsplit(url).port for url in urls} - {None}
+    try:
+        connections = psutil.net_connections(kind="tcp")
+    except psutil.Error:
+        return []
+    return sorted(
+        {
+            c.pid
+            for c in connections
+            if c.pid and c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port in ports
+        }
+    )
+
+
+class CpuMeter:
+    """CPU seconds so far of each group; `sample()["other"]` is the rest of the machine."""
+
+    def __init__(self, servers: dict[str, int], store_urls: list[str]) -> None:
+        self.servers = servers  # name -> pid of the process started for it
+        self.stores = listening_pids(*store_urls)
+
+    def sample(self) -> dict[str, float]:
+        stores = descendants(self.stores)
+        sample = {name: tree_cpu_seconds([pid], stores) for name, pid in self.servers.items()}
+        sample["stores"] = tree_cpu_seconds(self.stores, set())
+        # This process and its children but the servers and stores: the load generator.
+        sample["generator"] = tree_cpu_seconds(
+            [os.getpid()], stores | descendants(self.servers.values())
+        )
+        sample["other"] = machine_busy_seconds() - sum(sample.values())
+        return sample
+
+
+def descendants(pids: Iterable[int]) -> set[int]:
+    """These processes and all their descendants (alive ones)."""
+    found: set[int] = set()
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            found |= {pid, *(c.pid for c in psutil.Process(pid).children(recursive=True))}
+    return found
+
+
+def cores_between(
+    before: dict[str, float], after: dict[str, float], seconds: float
+) -> dict[str, float]:
+    if seconds <= 0:
+        return {}
+    return {name: round((after[name] - before.get(name, 0.0)) / seconds, 2) for name in after}

@@ -1,0 +1,1 @@
+"""The reference for the reserve benchmark: the least a server must do to answer a reserve."""

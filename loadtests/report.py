@@ -1,0 +1,173 @@
+"""What a storm run prints and keeps: phase lines, the targets, a JSON file and a plot.
+
+The targets (loadtests issue "load tests and performance"):
+- reserve, hold path and sold-out path: product >= 0.8 x the reference's throughput;
+- p99 <= 10 ms at 70 % of the product's own peak (open loop), on both paths;
+- GET /api/drops with 20 live drops >= 0.5 x the same server's /healthz;
+- reserve p99 on a 1,000,000-unit drop with 100,000 live holds <= 1.2 x on 100-unit drops.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from loadtests.stats import Latency, Phase, Target, limit_target, ratio_target
+
+RESERVE_RATIO = 0.8
+P99_LIMIT_MS = 10.0
+LISTING_RATIO = 0.5
+BIG_DROP_RATIO = 1.2
+
+
+def latency_text(latency: Latency | None) -> str:
+    if latency is None:
+        return "no answers"
+    return (
+        f"p50 {latency.p50:.2f} p99 {latency.p99:.2f} p99.9 {latency.p999:.2f} "
+        f"max {latency.max:.1f} ms"
+    )
+
+
+def phase_line(phase: Phase) -> str:
+    outcomes = ", ".join(f"{key} x{n}" for key, n in phase.outcomes.items())
+    lines = [
+        f"{phase.label}: {phase.requests} answers, {phase.throughput:,.0f}/s over "
+        f"{phase.seconds:.1f} s; {latency_text(phase.latency)}; {outcomes}"
+    ]
+    if phase.generator_lag is not None:
+        lines.append(f"    generator lag p99 {phase.generator_lag.p99:.2f} ms")
+    if phase.cpu:
+        lines.append("    cores: " + ", ".join(f"{k} {v:.2f}" for k, v in phase.cpu.items()))
+    lines += [f"    NOTE: {note}" for note in phase.notes]
+    return "\n".join(lines)
+
+
+def find(phases: Sequence[Phase], scenario: str, name: str, server: str, mode: str) -> Phase | None:
+    for phase in phases:
+        if (phase.scenario, phase.server, phase.mode) == (scenario, server, mode):
+            if phase.name.startswith(name):
+                return phase
+    return None
+
+
+def p99(phase: Phase | None) -> float | None:
+    return phase.latency.p99 if phase and phase.latency else None
+
+
+def mean_p99(phases: Iterable[Phase]) -> float | None:
+    values = [p.latency.p99 for p in phases if p.latency]
+    return sum(values) / len(values) if values else None
+
+
+def throughput(phase: Phase | None) -> float | None:
+    return phase.throughput if phase else None
+
+
+def targets(phases: Sequence[Phase], load_fraction: float) -> list[Target]:
+    found: list[Target] = []
+    for path in ("hold path", "sold-out path"):
+        product = find(phases, "reserve", path, "product", "max")
+        reference = find(phases, "reserve", path, "reference", "max")
+        found.append(
+            ratio_target(
+                f"reserve {path}: product >= {RESERVE_RATIO} x reference (req/s)",
+                throughput(product),
+                throughput(reference),
+                RESERVE_RATIO,
+            )
+        )
+    for path in ("hold path", "sold-out path"):
+        fixed = find(phases, "reserve", path, "product", "fixed")
+        rate = f" ({fixed.rate:,.0f}/s)" if fixed and fixed.rate else ""
+        found.append(
+            limit_target(
+                f"reserve {path}: p99 <= {P99_LIMIT_MS:g} ms at {load_fraction:.0%} of peak{rate}",
+                p99(fixed),
+                P99_LIMIT_MS,
+                "ms",
+            )
+        )
+    health = find(phases, "drops", "GET /healthz", "product", "max")
+    listing = find(phases, "drops", "GET /api/drops", "product", "max")
+    found.append(
+        ratio_target(
+            f"GET /api/drops >= {LISTING_RATIO} x GET /healthz (req/s)",
+            throughput(listing),
+            throughput(health),
+            LISTING_RATIO,
+        )
+    )
+    small = mean_p99(p for p in phases if p.scenario == "big" and "-unit drops" in p.name)
+    big = mean_p99(p for p in phases if p.scenario == "big" and "live holds" in p.name)
+    name = f"big drop: reserve p99 <= {BIG_DROP_RATIO} x that of small drops (mean of rounds)"
+    if small is None or big is None:
+        found.append(Target(name, "not measured", None))
+    else:
+        found.append(
+            Target(
+                name,
+                f"{big:.2f} ms vs {small:.2f} ms = {big / small:.2f}x",
+                big <= BIG_DROP_RATIO * small,
+            )
+        )
+    return found
+
+
+def target_lines(found: Sequence[Target]) -> list[str]:
+    return [f"[{t.verdict}] {t.name}: {t.measured}" for t in found]
+
+
+def write_json(path: Path, summary: dict[str, Any], phases: Sequence[Phase]) -> None:
+    payload = {**summary, "phases": [asdict(p) for p in phases]}
+    path.write_text(json.dumps(payload, indent=1))
+
+
+def plot(path: Path, phases: Sequence[Phase], title: str) -> None:
+    """Per-second p50 / p99 latency and answers per second over the run, phase by phase."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colours = {"product": "tab:blue", "reference": "tab:orange"}
+    figure, (top, bottom) = plt.subplots(
+        2, 1, figsize=(14, 8), sharex=True, gridspec_kw={"height_ratios": [3, 2]}
+    )
+    for i, phase in enumerate(phases):
+        if not phase.buckets:
+            continue
+        xs = [phase.offset + b.second + b.span / 2 for b in phase.buckets]
+        colour = colours.get(phase.server, "tab:gray")
+        top.plot(xs, [b.p99 for b in phase.buckets], color=colour, linewidth=1.4)
+        top.plot(xs, [b.p50 for b in phase.buckets], color=colour, linewidth=0.8, ls="--")
+        bottom.plot(xs, [b.rate for b in phase.buckets], color=colour, linewidth=1.2)
+        last = phase.buckets[-1]
+        start, end = phase.offset, phase.offset + last.second + last.span
+        for axis in (top, bottom):
+            axis.axvspan(start, end, color="0.93" if i % 2 else "0.97", zorder=0)
+        short = f"{phase.name} ({phase.server[:3]}, {phase.mode})"
+        top.annotate(
+            short,
+            (start, 1.0),
+            xycoords=("data", "axes fraction"),
+            rotation=90,
+            fontsize=7,
+            va="top",
+            ha="left",
+            color="0.3",
+        )
+    top.set_yscale("log")
+    top.set_ylabel("latency, ms (solid p99, dashed p50)")
+    top.set_title(title, fontsize=10)
+    top.axhline(P99_LIMIT_MS, color="tab:red", linewidth=0.6, ls=":")
+    bottom.set_ylabel("answers per second")
+    bottom.set_xlabel("seconds since the run began")
+    handles = [plt.Line2D([], [], color=c, label=name) for name, c in colours.items()]
+    top.legend(handles=handles, loc="upper right", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

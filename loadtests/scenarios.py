@@ -1,0 +1,330 @@
+"""The storm's scenarios: what each one sets up, fires and compares.
+
+- `drops`: `--live-drops` live drops (a few holds and buyers each, so the views carry
+  some), then `GET /healthz` and `GET /api/drops` at full speed on the product.
+- `reserve`: per server (product, reference) a storm drop of `--stock` units and a
+  hold-path drop with stock to spare. The burst (`--burst` reserves by distinct users
+  as fast as `--concurrency` connections get answers), the sold-out path (the storm
+  drop hammered for `--duration` s) and the hold path (every reserve succeeds) on
+  both servers; then the product alone at `--load-fraction` of its own peak on both
+  paths (open loop); then purchases and cancels of the product's storm holds.
+- `big`: a `--big-stock` drop holding `--big-holds` live holds (made through
+  reserve.lua directly), against many `--small-stock` drops taking the same number of
+  reserves at the same fixed rate: every measured reserve succeeds on both sides.
+  `--big-rounds` rounds, the order flipped each round; the target compares the mean
+  of each side's p99.
+
+Every drop allows `PER_USER_LIMIT` holds per user, so a refusal on the sold-out path
+is SOLD_OUT (not LIMIT_REACHED, which the script checks first) and the hold path
+never runs a user out of allowance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import redis.asyncio as redis_asyncio
+
+from loadtests.cpu import BUSY_OTHER_CORES, CpuMeter, cores_between
+from loadtests.fixtures import User, api, create_drop, seed_holds
+from loadtests.loadgen import Generators, Plan, build_request
+from loadtests.realtime_bench import wait_quiet
+from loadtests.report import phase_line
+from loadtests.stats import Phase, summarise
+
+PER_USER_LIMIT = 1000  # the API's maximum
+HOLD_PATH_STOCK = 10_000_000  # the API's maximum: a hold-path phase never sells out
+DEFAULT_FIXED_RATE = 500.0  # reserves/s for `big` when no peak was measured in the run
+SETTLE_SECONDS = 2.0  # after writing the big drop's holds, before measuring
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str  # "product" or "reference"
+    url: str
+
+    @property
+    def host(self) -> str:
+        return self.url.split("://", 1)[1]
+
+
+@dataclass
+class Bench:
+    args: argparse.Namespace
+    product: Endpoint
+    reference: Endpoint | None
+    redis_url: str
+    hold_ttl_seconds: int
+    users: list[User]
+    admin: User
+    http: aiohttp.ClientSession
+    generators: Generators
+    run_began_ns: int
+    phases: list[Phase] = field(default_factory=list)
+    drops: dict[str, int] = field(default_factory=dict)  # drop id -> total stock
+    granted: Counter[str] = field(default_factory=Counter)  # drop id -> 201s seen
+    peaks: dict[str, float] = field(default_factory=dict)  # path -> product's max throughput
+    meter: CpuMeter | None = None
+
+    @property
+    def servers(self) -> list[Endpoint]:
+        return [self.product] + ([self.reference] if self.reference else [])
+
+    async def drop(self, name: str, stock: int) -> str:
+        made = await create_drop(
+            self.http, self.product.url, self.admin.token, name, stock, PER_USER_LIMIT
+        )
+        self.drops[made["id"]] = stock
+        return str(made["id"])
+
+    def reserves(self, endpoint: Endpoint, drop_ids: list[str], count: int) -> list[bytes]:
+        """`count` reserve requests, request i by user i (cycled) on drop_ids[i // per]."""
+        per = math.ceil(count / len(drop_ids))
+        return [
+            build_request(
+                "POST",
+                f"/api/drops/{drop_ids[i // per]}/reserve",
+                endpoint.host,
+                self.users[i % len(self.users)].token,
+            )
+            for i in range(count)
+        ]
+
+    async def phase(
+        self,
+        scenario: str,
+        name: str,
+        endpoint: Endpoint,
+        requests: list[bytes],
+        *,
+        rate: float | None = None,
+        duration: float | None = None,
+        count: int | None = None,
+        connections: int | None = None,
+        drop_id: str | None = None,
+    ) -> Phase:
+        host, port = endpoint.host.rsplit(":", 1)
+        if connections is None:
+            connections = self.args.concurrency if rate is None else self.args.max_connections
+        if count is not None:
+            connections = max(1, min(connections, count))
+        plan = Plan(
+            host, int(port), requests, connections, rate=rate, duration=duration, count=count
+        )
+        quiet = None
+        if self.meter is not None and self.args.wait_quiet:
+            quiet = await wait_quiet(self.meter, self.args.wait_quiet)
+        before = self.meter.sample() if self.meter else {}
+        wall = time.monotonic()
+        records = await self.generators.run(plan)
+        wall = time.monotonic() - wall
+        after = self.meter.sample() if self.meter else {}
+        phase = summarise(
+            records,
+            scenario=scenario,
+            name=name,
+            server=endpoint.name,
+            connections=connections,
+            rate=rate,
+            duration=duration,
+            warmup=self.args.warmup if duration is not None else 0.0,
+            run_began_ns=self.run_began_ns,
+        )
+        phase.cpu = cores_between(before, after, wall)
+        if wall >= 0.5 and phase.cpu.get("other", 0.0) > BUSY_OTHER_CORES:
+            phase.notes.append(f"other processes used {phase.cpu['other']:.2f} cores: not quiet")
+        if quiet is not None:
+            phase.notes.append(f"the rest of the machine used {quiet:.2f} cores before it")
+        if drop_id is not None:
+            self.granted[drop_id] += phase.count("201")
+        if phase.errors:
+            phase.notes.append(f"{phase.errors} errors (5xx or broken connections)")
+        self.phases.append(phase)
+        print(phase_line(phase), flush=True)
+        await asyncio.sleep(self.args.pause)  # let the servers drain between phases
+        return phase
+
+
+async def drops_scenario(bench: Bench) -> None:
+    drop_ids = [
+        await bench.drop(f"Listing {i}", bench.args.small_stock)
+        for i in range(bench.args.live_drops)
+    ]
+    for drop_id in drop_ids:  # some holds and recent buyers in every view
+        for user in bench.users[:3]:
+            held = await api(
+                bench.http, "POST", f"{bench.product.url}/api/drops/{drop_id}/reserve", user.token
+            )
+            bench.granted[drop_id] += 1
+            if user is not bench.users[0]:
+                await api(
+                    bench.http,
+                    "POST",
+                    f"{bench.product.url}/api/reservations/{held['id']}/purchase",
+                    user.token,
+                )
+    async with bench.http.get(f"{bench.product.url}/api/drops") as response:
+        listed = len(await response.json())
+    host = bench.product.host
+    duration = bench.args.duration
+    await bench.phase(
+        "drops",
+        "GET /healthz",
+        bench.product,
+        [build_request("GET", "/healthz", host)],
+        duration=duration,
+    )
+    listing = await bench.phase(
+        "drops",
+        "GET /api/drops",
+        bench.product,
+        [build_request("GET", "/api/drops", host)],
+        duration=duration,
+    )
+    listing.notes.append(f"the listing holds {listed} drops")
+
+
+async def reserve_scenario(bench: Bench) -> None:
+    args = bench.args
+    storm: dict[str, str] = {}
+    hold: dict[str, str] = {}
+    for server in bench.servers:
+        storm[server.name] = await bench.drop(f"Storm ({server.name})", args.stock)
+        hold[server.name] = await bench.drop(f"Hold path ({server.name})", HOLD_PATH_STOCK)
+    burst = args.burst or len(bench.users)
+    sustained = len(bench.users)  # one request per user, cycled
+    for server in bench.servers:
+        drop_id = storm[server.name]
+        phase = await bench.phase(
+            "reserve",
+            "burst",
+            server,
+            bench.reserves(server, [drop_id], burst),
+            count=burst,
+            drop_id=drop_id,
+        )
+        expected = min(args.stock, burst)
+        if phase.count("201") != expected:
+            phase.notes.append(f"{phase.count('201')} holds granted, {expected} expected")
+    for path, drops in (("sold-out path", storm), ("hold path", hold)):
+        for server in bench.servers:
+            drop_id = drops[server.name]
+            phase = await bench.phase(
+                "reserve",
+                path,
+                server,
+                bench.reserves(server, [drop_id], sustained),
+                duration=args.duration,
+                drop_id=drop_id,
+            )
+            wanted = "201" if path == "hold path" else "409 SOLD_OUT"
+            if phase.count(wanted) != phase.requests:
+                phase.notes.append(f"not every answer was {wanted}: {phase.outcomes}")
+            if server is bench.product:
+                bench.peaks[path] = phase.throughput
+    for path, drops in (("hold path", hold), ("sold-out path", storm)):
+        rate = args.rate or args.load_fraction * bench.peaks[path]
+        drop_id = drops[bench.product.name]
+        await bench.phase(
+            "reserve",
+            path,
+            bench.product,
+            bench.reserves(bench.product, [drop_id], sustained),
+            rate=rate,
+            duration=args.fixed_duration,
+            drop_id=drop_id,
+        )
+    await purchase_and_cancel(bench, storm[bench.product.name])
+
+
+async def live_holds(redis_url: str, drop_id: str) -> list[str]:
+    client = redis_asyncio.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        ids: list[str] = await client.hkeys(f"{{d:{drop_id}}}:holds")
+        return sorted(ids)
+    finally:
+        await client.aclose()
+
+
+async def purchase_and_cancel(bench: Bench, drop_id: str) -> None:
+    """Buy `--purchase-share` of the drop's holds, cancel `--cancel-share`, leave the rest."""
+    tokens = {user.id: user.token for user in bench.users}
+    holds = await live_holds(bench.redis_url, drop_id)
+    buy = holds[: round(len(holds) * bench.args.purchase_share)]
+    cancel = holds[len(buy) : len(buy) + round(len(holds) * bench.args.cancel_share)]
+    host = bench.product.host
+
+    def owner(reservation_id: str) -> str:
+        return tokens[reservation_id.split(".")[1]]
+
+    if buy:
+        requests = [
+            build_request("POST", f"/api/reservations/{rid}/purchase", host, owner(rid))
+            for rid in buy
+        ]
+        phase = await bench.phase(
+            "reserve", "purchase", bench.product, requests, count=len(requests)
+        )
+        if phase.count("201") != len(buy):
+            phase.notes.append(f"{phase.count('201')} of {len(buy)} purchases recorded")
+    if cancel:
+        requests = [
+            build_request("DELETE", f"/api/reservations/{rid}", host, owner(rid)) for rid in cancel
+        ]
+        phase = await bench.phase("reserve", "cancel", bench.product, requests, count=len(cancel))
+        if phase.count("204") != len(cancel):
+            phase.notes.append(f"{phase.count('204')} of {len(cancel)} cancels answered 204")
+
+
+async def big_scenario(bench: Bench) -> None:
+    """Rounds of (small drops, big drop) at one fixed rate, the order flipped each round
+    (ABBA...), so neither side always runs first after the 100,000 holds were written."""
+    args = bench.args
+    big = await bench.drop("Big drop", args.big_stock)
+    seeded = await seed_holds(bench.redis_url, big, args.big_holds, bench.hold_ttl_seconds * 1000)
+    bench.granted[big] += seeded
+    rate = args.rate or args.load_fraction * bench.peaks.get("hold path", 0.0) or DEFAULT_FIXED_RATE
+    count = round(rate * args.fixed_duration)
+    per_round = math.ceil(count / args.small_stock)
+    small = [
+        await bench.drop(f"Small drop {i}", args.small_stock)
+        for i in range(per_round * args.big_rounds)
+    ]
+    await asyncio.sleep(SETTLE_SECONDS)
+    product = bench.product
+    for round_ in range(args.big_rounds):
+        fresh = small[round_ * per_round : (round_ + 1) * per_round]
+        sides = [
+            (f"{args.small_stock}-unit drops", bench.reserves(product, fresh, count), None),
+            (
+                f"{args.big_stock:,}-unit drop, {seeded:,} live holds",
+                bench.reserves(product, [big], count),
+                big,
+            ),
+        ]
+        for name, requests, drop_id in sides if round_ % 2 == 0 else sides[::-1]:
+            phase = await bench.phase(
+                "big",
+                name,
+                product,
+                requests,
+                rate=rate,
+                duration=args.fixed_duration,
+                drop_id=drop_id,
+            )
+            if phase.count("201") != phase.requests:
+                phase.notes.append(f"not every reserve was granted: {phase.outcomes}")
+
+
+SCENARIOS: dict[str, Any] = {
+    "drops": drops_scenario,
+    "reserve": reserve_scenario,
+    "big": big_scenario,
+}

@@ -1,0 +1,208 @@
+"""The servers a storm run measures: the product, the reference, and their stores.
+
+Both servers run as subprocesses in a session of their own (so stopping one reaches
+its workers and nothing else), listen on 127.0.0.1 and get the same Redis, the same
+JWT secret, the same hold time and the same number of uvicorn workers (uvloop,
+httptools, no access log). The product's PostgreSQL is a scratch database created for
+the run on the given server and dropped at the end, so a run starts from nothing and
+`GET /api/drops` lists exactly the drops the run made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+import asyncpg
+import redis.asyncio as redis_asyncio
+
+from loadtests.fixtures import asyncpg_dsn
+from loadtests.realtime_bench import serve_argv
+
+ROOT = Path(__file__).resolve().parents[1]
+HOST = "127.0.0.1"
+READY_TIMEOUT = 60.0
+STOP_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class Stores:
+    database_url: str
+    redis_url: str
+    access_secret: str
+    refresh_secret: str
+    hold_ttl_seconds: int
+
+
+def product_env(stores: Stores, port: int, data_dir: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "DATABASE_URL": stores.database_url,
+        "REDIS_URL": stores.redis_url,
+        "JWT_ACCESS_SECRET": stores.access_secret,
+        "JWT_REFRESH_SECRET": stores.refresh_secret,
+        "ACCESS_TOKEN_TTL_SECONDS": "86400",
+        "RESERVATION_TTL_SECONDS": str(stores.hold_ttl_seconds),
+        "RECONCILE_INTERVAL_SECONDS": "3600",  # its pass would run inside a measured phase
+        "RATE_LIMITS": "off",
+        "LOG_LEVEL": "WARNING",
+        "PORT": str(port),
+        "DATA_DIR": str(data_dir),  # metrics of several workers, the lock file
+        "ENV": "development",
+    }
+
+
+def reference_argv(port: int, workers: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "loadtests.reference.app:app",
+        "--app-dir",
+        str(ROOT),
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--lifespan",
+        "on",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
+
+
+class ServerProcess:
+    """One server subprocess: started, waited for, stopped (SIGTERM, then SIGKILL)."""
+
+    def __init__(self, name: str, process: asyncio.subprocess.Process, url: str, log: Path):
+        self.name = name
+        self.process = process
+        self.url = url
+        self.log = log
+
+    @classmethod
+    async def start(
+        cls, name: str, argv: list[str], env: dict[str, str], port: int, workdir: Path
+    ) -> ServerProcess:
+        log = workdir / f"{name}.log"
+        with log.open("wb") as output:
+            process = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=output,
+                stderr=output,
+                cwd=workdir,  # no stray .env
+                env=env,
+                start_new_session=True,
+            )
+        return cls(name, process, f"http://{HOST}:{port}", log)
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    async def wait_ready(self, http: aiohttp.ClientSession, path: str = "/readyz") -> None:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.returncode is not None:
+                raise RuntimeError(
+                    f"{self.name} exited with {self.process.returncode}:\n{self.log_tail()}"
+                )
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                async with http.get(f"{self.url}{path}") as response:
+                    if response.status == 200:
+                        return
+            await asyncio.sleep(0.2)
+        raise RuntimeError(f"{self.name} not ready after {READY_TIMEOUT:.0f} s:\n{self.log_tail()}")
+
+    async def stop(self) -> int | None:
+        if self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            return await asyncio.wait_for(self.process.wait(), STOP_TIMEOUT)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)  # the session it was started in
+            await self.process.wait()
+            return None
+
+
+async def start_product(stores: Stores, port: int, workers: int, workdir: Path) -> ServerProcess:
+    data_dir = workdir / "product-data"
+    data_dir.mkdir(exist_ok=True)
+    argv = serve_argv(port, workers)
+    env = product_env(stores, port, data_dir)
+    return await ServerProcess.start("product", argv, env, port, workdir)
+
+
+async def start_reference(stores: Stores, port: int, workers: int, workdir: Path) -> ServerProcess:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "REDIS_URL": stores.redis_url,
+        "JWT_ACCESS_SECRET": stores.access_secret,
+        "RESERVATION_TTL_SECONDS": str(stores.hold_ttl_seconds),
+    }
+    return await ServerProcess.start("reference", reference_argv(port, workers), env, port, workdir)
+
+
+# --- scratch stores --------------------------------------------------------------------
+
+
+def with_database(database_url: str, name: str) -> str:
+    parts = urlsplit(database_url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+async def create_scratch_database(database_url: str) -> str:
+    """A new empty database on the server of `database_url`; returns its URL."""
+    base = urlsplit(database_url).path.lstrip("/") or "postgres"
+    name = f"{base}_storm_{secrets.token_hex(4)}"
+    connection = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+    return with_database(database_url, name)
+
+
+async def drop_database(maintenance_url: str, scratch_url: str) -> None:
+    name = urlsplit(scratch_url).path.lstrip("/")
+    connection = await asyncpg.connect(asyncpg_dsn(maintenance_url))
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await connection.close()
+
+
+async def redis_keys(redis_url: str) -> int:
+    client = redis_asyncio.Redis.from_url(redis_url)
+    try:
+        return int(await client.dbsize())
+    finally:
+        await client.aclose()
+
+
+async def flush_redis(redis_url: str) -> None:
+    client = redis_asyncio.Redis.from_url(redis_url)
+    try:
+        await client.flushdb()
+    finally:
+        await client.aclose()
