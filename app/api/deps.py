@@ -1,4 +1,8 @@
-"""Request dependencies as `Annotated` aliases: the container, the caller, the admin."""
+"""Request dependencies as `Annotated` aliases: the container, the caller, the admin.
+
+Every dependency is `async def`, even those that never await: FastAPI runs a plain
+`def` dependency in a worker thread, a thread hand-off on every request.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from app.errors import Forbidden, Unauthorized
 from app.services.tokens import AccessClaims
 
 
-def get_container(request: Request) -> Container:
+async def get_container(request: Request) -> Container:
     container: Container = request.app.state.container
     return container
 
@@ -61,7 +65,7 @@ def client_ip(request: Request, trusted_proxies: list[str]) -> str:
     return peer
 
 
-def get_client_ip(request: Request, container: ContainerDep) -> str:
+async def get_client_ip(request: Request, container: ContainerDep) -> str:
     return client_ip(request, container.settings.trusted_proxies)
 
 

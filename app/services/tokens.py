@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,7 @@ ALGORITHM = "HS256"
 ISSUER = "sneakerdrop"
 AUDIENCE = "sneakerdrop-api"
 REQUIRED_CLAIMS = ["exp", "iat", "sub", "typ", "iss", "aud"]
+VERIFIED_CACHE_SIZE = 50_000  # access tokens whose signature this process already checked
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +52,11 @@ class TokenService:
         self.refresh_secret = settings.refresh_secret
         self.access_ttl = settings.access_token_ttl_seconds
         self.refresh_ttl = settings.refresh_token_ttl_seconds
+        # token -> (claims, exp). A storm sends the same token many times a second; its
+        # signature and claims cannot change, only its time can run out, so each token
+        # is verified once and then only its expiry is checked. Keyed by the whole token,
+        # signature included, so a forged one never matches.
+        self._verified: OrderedDict[str, tuple[AccessClaims, int]] = OrderedDict()
 
     def issue_access(self, user_id: str, role: str, session_id: str, display_name: str) -> str:
         now = int(time.time())
@@ -102,13 +109,22 @@ class TokenService:
         return claims
 
     def decode_access(self, token: str) -> AccessClaims:
+        known = self._verified.get(token)
+        if known is not None:
+            if time.time() < known[1]:
+                return known[0]
+            del self._verified[token]
         claims = self._decode(token, self.access_secret, "access")
         if claims is None or claims.get("role") not in ("customer", "admin"):
             raise Unauthorized("Missing, invalid or expired access token")
         name = claims.get("name")
-        return AccessClaims(
+        access = AccessClaims(
             claims["sub"], claims["role"], claims["sid"], name if isinstance(name, str) else ""
         )
+        self._verified[token] = (access, int(claims["exp"]))
+        if len(self._verified) > VERIFIED_CACHE_SIZE:
+            self._verified.popitem(last=False)  # the oldest verified token goes
+        return access
 
     def decode_refresh(self, token: str) -> RefreshClaims:
         claims = self._decode(token, self.refresh_secret, "refresh")

@@ -206,3 +206,37 @@ def test_token_digest_is_sha256_hex() -> None:
 def test_error_codes() -> None:
     assert (Unauthorized.status, Unauthorized.code) == (401, "UNAUTHORIZED")
     assert (InvalidToken.status, InvalidToken.code) == (401, "INVALID_TOKEN")
+
+
+def test_a_verified_token_is_checked_again_once_expired(
+    tokens: TokenService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = tokens.issue_access("u1", "customer", "s1", "Ann")
+    verified: list[str] = []
+    real_decode = tokens._decode
+
+    def counting_decode(*args: Any) -> dict[str, Any] | None:
+        verified.append(args[0])
+        return real_decode(*args)
+
+    monkeypatch.setattr(tokens, "_decode", counting_decode)
+    assert tokens.decode_access(token).user_id == "u1"
+    assert tokens.decode_access(token).user_id == "u1"
+    assert len(verified) == 1  # the second use was not verified again
+    later = time.time() + 601  # past exp: the cache no longer answers, the full check runs
+    monkeypatch.setattr("app.services.tokens.time.time", lambda: later)
+    tokens.decode_access(token)  # (pyjwt reads the real clock, by which it is still valid)
+    assert len(verified) == 2
+
+
+def test_a_remembered_token_does_not_vouch_for_an_altered_one(tokens: TokenService) -> None:
+    token = tokens.issue_access("u1", "customer", "s1", "Ann")
+    tokens.decode_access(token)
+    header, payload, signature = token.split(".")
+    forged = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    forged["role"] = "admin"
+    forged_payload = base64.urlsafe_b64encode(json.dumps(forged).encode()).rstrip(b"=").decode()
+    for altered in (f"{header}.{forged_payload}.{signature}", token + "x", token[:-2]):
+        with pytest.raises(Unauthorized):
+            tokens.decode_access(altered)
+    assert tokens.decode_access(token).role == "customer"

@@ -1,0 +1,178 @@
+"""Where a hot path's CPU goes: py-spy on a product server under a steady load.
+
+    python -m loadtests.profile_hot_paths --path hold --seconds 10
+
+Starts ``sneakerdrop serve`` (one worker) against DATABASE_URL / REDIS_URL (a scratch
+database is made and dropped; the Redis database must be empty, it is flushed at the
+end), seeds what the path needs, drives it with the storm's load generator from
+``--connections`` connections, and samples the server with ``py-spy record`` meanwhile.
+Prints the functions that hold the most samples, by own time and by inclusive time,
+and writes the raw (collapsed) stacks to loadtests/reports/ (any flame-graph tool reads
+them).
+
+Paths: ``hold`` (every reserve succeeds), ``sold-out`` (every reserve is refused) and
+``drops`` (``GET /api/drops`` with 20 live drops).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import aiohttp
+
+from loadtests.fixtures import create_drop, create_users
+from loadtests.loadgen import Plan, build_request, drive
+from loadtests.realtime_bench import free_port
+from loadtests.servers import (
+    Stores,
+    create_scratch_database,
+    drop_database,
+    flush_redis,
+    redis_keys,
+    start_product,
+)
+
+REPORTS = Path(__file__).resolve().parent / "reports"
+PER_USER_LIMIT = 1000
+
+
+def py_spy() -> str:
+    found = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(found).exists():
+        raise SystemExit("py-spy is not installed: pip install py-spy")
+    return found
+
+
+def top_functions(collapsed: str, count: int = 25) -> tuple[list[tuple[str, int]], ...]:
+    """(own, inclusive) sample counts per function from py-spy's collapsed stacks."""
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in collapsed.splitlines():
+        stack, _, samples = line.rpartition(" ")
+        if not stack or not samples.isdigit():
+            continue
+        n = int(samples)
+        total += n
+        if "Condition.wait" in stack.rsplit(";", 1)[-1]:
+            continue  # an idle worker thread
+        frames = [
+            frame.split(" (", 1)[0] + " " + frame.rsplit("/", 1)[-1] for frame in stack.split(";")
+        ]
+        own[frames[-1]] += n
+        for frame in set(frames):
+            inclusive[frame] += n
+    return own.most_common(count), inclusive.most_common(count), [("total", total)]
+
+
+async def prepare(path: str, url: str, stores: Stores) -> list[bytes]:
+    """The requests the load generator cycles through."""
+    host = url.split("://", 1)[1]
+    (admin,) = await create_users(
+        stores.database_url, stores.access_secret, 1, prefix="admin", role="admin"
+    )
+    shoppers = await create_users(stores.database_url, stores.access_secret, 200, prefix="shopper")
+    async with aiohttp.ClientSession() as http:
+        if path == "drops":
+            for n in range(20):
+                await create_drop(http, url, admin.token, f"Drop {n}", 1000)
+            return [build_request("GET", "/api/drops", host)]
+        stock = 10_000_000 if path == "hold" else 1
+        drop = await create_drop(http, url, admin.token, "Hot drop", stock, PER_USER_LIMIT)
+    target = f"/api/drops/{drop['id']}/reserve"
+    requests = [build_request("POST", target, host, user.token) for user in shoppers]
+    if path == "sold-out":
+        async with aiohttp.ClientSession() as http:
+            async with http.post(
+                f"{url}{target}", headers={"Authorization": f"Bearer {shoppers[0].token}"}
+            ) as response:
+                assert response.status == 201, await response.text()
+    return requests
+
+
+async def profile(args: argparse.Namespace) -> int:
+    database_url = os.environ.get("DATABASE_URL")
+    redis_url = os.environ.get("REDIS_URL")
+    if not database_url or not redis_url:
+        raise SystemExit(
+            "set DATABASE_URL and REDIS_URL (a scratch database is made on that server)"
+        )
+    if await redis_keys(redis_url):
+        raise SystemExit(f"{redis_url} is not empty")
+    scratch = await create_scratch_database(database_url)
+    stores = Stores(scratch, redis_url, secrets.token_urlsafe(48), secrets.token_urlsafe(48), 3600)
+    workdir = Path(tempfile.mkdtemp(prefix="profile-"))
+    port = free_port()
+    server = await start_product(stores, port, 1, workdir)
+    REPORTS.mkdir(exist_ok=True)
+    raw = REPORTS / f"profile-{args.path}.txt"
+    try:
+        async with aiohttp.ClientSession() as http:
+            await server.wait_ready(http)
+        requests = await prepare(args.path, server.url, stores)
+        plan = Plan("127.0.0.1", port, requests, args.connections, duration=args.seconds + 2)
+        load = asyncio.create_task(drive(plan))
+        await asyncio.sleep(1.0)  # connections open and the server warm before sampling
+        spy = [
+            py_spy(),
+            "record",
+            "--pid",
+            str(server.process.pid),
+            "--duration",
+            str(args.seconds),  # whole seconds
+            "--rate",
+            "250",
+        ]
+        collapsed = await asyncio.create_subprocess_exec(
+            *spy,
+            "--format",
+            "raw",
+            "-o",
+            str(raw),
+            stdout=subprocess.DEVNULL,
+        )
+        await collapsed.wait()
+        recorded = await load
+        seconds = (recorded.ended_ns - recorded.began_ns) / 1e9
+        print(
+            f"{args.path}: {len(recorded.latencies)} requests in {seconds:.1f} s = {len(recorded.latencies) / seconds:,.0f}/s; {dict(recorded.outcomes)}"
+        )
+        own, inclusive, ((_, total),) = top_functions(raw.read_text(), args.top)
+        print(f"\n{total} samples. Own time:")
+        for name, n in own:
+            print(f"  {100 * n / total:5.1f}%  {name}")
+        print("\nInclusive time:")
+        for name, n in inclusive:
+            print(f"  {100 * n / total:5.1f}%  {name}")
+        print(f"\nwrote {raw}")
+    finally:
+        await server.stop()
+        await flush_redis(redis_url)
+        await drop_database(database_url, scratch)
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--path", choices=["hold", "sold-out", "drops"], default="hold")
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--top", type=int, default=30)
+    args = parser.parse_args()
+    import uvloop
+
+    return uvloop.run(profile(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
