@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app.api import routes_auth, routes_drops, routes_ops, routes_reservations
+from app.api.hot_paths import HotPaths, cors_options
 from app.api.middleware import RequestContextMiddleware
 from app.api.problems import install_problem_handlers
 from app.background.expiry import enable_expiry_events
@@ -89,13 +90,7 @@ def create_fastapi(settings: Settings, sio: socketio.AsyncServer | None) -> Fast
     ):
         app.include_router(router)
     if settings.cors_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST", "PATCH", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
-            expose_headers=["X-Request-ID", "Retry-After"],
-        )
+        app.add_middleware(CORSMiddleware, **cors_options(settings))
     app.add_middleware(RequestContextMiddleware)
     return app
 
@@ -106,6 +101,6 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
     configure_logging(settings.log_level)
     sio = create_socket_server(settings.redis_url, settings.cors_origins)
     api = create_fastapi(settings, sio)
-    asgi = socketio.ASGIApp(sio, other_asgi_app=api, socketio_path="socket.io")
+    asgi = socketio.ASGIApp(sio, other_asgi_app=HotPaths(api, settings), socketio_path="socket.io")
     asgi.api = api  # for tests and tools: the FastAPI app inside
     return asgi

@@ -110,6 +110,12 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 400:
+            # FastAPI's only 400: a body it cannot decode (not UTF-8). Invalid JSON is
+            # already a 422, and the contract calls every malformed request that.
+            return problem_response(
+                422, "VALIDATION_ERROR", "Invalid request", "The body is not UTF-8 encoded JSON"
+            )
         code, title = _HTTP_CODES.get(exc.status_code, ("HTTP_ERROR", "Request failed"))
         detail = exc.detail if isinstance(exc.detail, str) else title
         return problem_response(
@@ -117,6 +123,21 @@ def install_problem_handlers(app: FastAPI) -> None:
         )
 
     async def _store_error(request: Request, exc: Exception) -> Response:
+        return error_response(exc)
+
+    for store_error in (RedisError, OSError, SQLAlchemyError):
+        app.add_exception_handler(store_error, _store_error)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        return error_response(exc)
+
+
+def error_response(exc: Exception) -> Response:
+    """The problem for any exception a handler raised: its own, 503 for a store, else 500."""
+    if isinstance(exc, AppError):
+        return app_error_response(exc)
+    if isinstance(exc, RedisError | OSError | SQLAlchemyError):
         if isinstance(exc, RedisError | OSError) or is_unavailable(exc):
             log.warning("store unavailable: %s", type(exc).__name__)
             return problem_response(
@@ -128,14 +149,8 @@ def install_problem_handlers(app: FastAPI) -> None:
             )
         log.error("store error", exc_info=exc)
         return _internal()
-
-    for store_error in (RedisError, OSError, SQLAlchemyError):
-        app.add_exception_handler(store_error, _store_error)
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> Response:
-        log.error("unhandled error", exc_info=exc)
-        return _internal()
+    log.error("unhandled error", exc_info=exc)
+    return _internal()
 
 
 def _internal() -> Response:

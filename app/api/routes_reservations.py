@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import orjson
 from fastapi import APIRouter, Request, status
 from starlette.responses import Response
 
 from app.api import render
 from app.api.deps import ClientIP, ContainerDep, CurrentUser
+from app.api.hot_paths import require_empty_body
 from app.api.idempotency import idempotent
 from app.api.responses import (
     IDEMPOTENCY,
@@ -19,7 +19,6 @@ from app.api.responses import (
     errors,
 )
 from app.api.schemas import PurchaseOut, ReservationOut
-from app.errors import ValidationFailed
 
 router = APIRouter(tags=["reservations"])
 
@@ -35,13 +34,7 @@ PURCHASE_ERRORS = errors(
 async def _empty_body(request: Request) -> bytes:
     """These routes take no fields: an empty body or `{}`."""
     body = await request.body()
-    if body.strip():
-        try:
-            parsed = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise ValidationFailed("Body must be empty or {}") from None
-        if parsed != {}:
-            raise ValidationFailed("Body must be empty or {}")
+    require_empty_body(body)
     return body
 
 

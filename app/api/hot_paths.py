@@ -1,0 +1,155 @@
+"""The two routes a drop storm hammers, served without the framework's layers.
+
+`POST /api/drops/{dropId}/reserve` and `GET /api/drops` carry nearly all of a drop's
+traffic, and for them FastAPI's routing, dependency solving and exception layers cost
+more than the work (docs/BENCHMARKS.md has the profile). Here they do the same work
+through the same services, in the same order (caller, body, rate limits, reserve),
+and answer with the same bodies and problems, inside the same request middleware
+(request id, size limit, security headers, metrics, access log) and CORS policy.
+
+Anything else, and any variant these do not handle (an `Idempotency-Key`, a query
+string on the list), goes to FastAPI unchanged; the OpenAPI schema still describes
+both routes, from their FastAPI declarations.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from fastapi import FastAPI
+from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from app.api import render
+from app.api.deps import client_ip
+from app.api.middleware import RequestContextMiddleware
+from app.api.problems import error_response
+from app.config import Settings
+from app.container import Container
+from app.errors import Unauthorized, ValidationFailed
+
+_RESERVE_PATH = re.compile(r"^/api/drops/([^/]+)/reserve$")
+
+
+@dataclass(frozen=True)
+class _Route:
+    """What the request middleware reads for its metrics label (`scope["route"].path`)."""
+
+    path: str
+
+
+RESERVE = _Route("/api/drops/{drop_id}/reserve")
+LIST_DROPS = _Route("/api/drops")
+
+
+def cors_options(settings: Settings) -> dict[str, Any]:
+    """The CORS policy of every route (also applied by create_fastapi)."""
+    return {
+        "allow_origins": settings.cors_origins,
+        "allow_methods": ["GET", "POST", "PATCH", "DELETE"],
+        "allow_headers": ["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
+        "expose_headers": ["X-Request-ID", "Retry-After"],
+    }
+
+
+def require_empty_body(body: bytes) -> None:
+    """Routes that take no fields accept an empty body or `{}`."""
+    if body.strip():
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise ValidationFailed("Body must be empty or {}") from None
+        if parsed != {}:
+            raise ValidationFailed("Body must be empty or {}")
+
+
+class HotPaths:
+    """ASGI: the two storm routes here, everything else to the FastAPI app."""
+
+    def __init__(self, api: FastAPI, settings: Settings) -> None:
+        self.api = api
+        lean: Any = self._serve
+        if settings.cors_origins:
+            lean = CORSMiddleware(lean, **cors_options(settings))
+        self.lean = RequestContextMiddleware(lean)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            route = _route_of(scope)
+            if route is not None:
+                scope["route"] = route
+                await self.lean(scope, receive, send)
+                return
+        await self.api(scope, receive, send)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        container: Container = self.api.state.container
+        try:
+            if scope["route"] is RESERVE:
+                response = await _reserve(container, scope, receive)
+            else:
+                response = await _list_drops(container)
+        except ClientDisconnect:
+            return  # nobody to answer; nothing was reserved
+        except HTTPException:
+            raise  # the request middleware's own (a body over the size limit: 413)
+        except Exception as exc:
+            response = error_response(exc)
+        await response(scope, receive, send)
+
+
+def _route_of(scope: Scope) -> _Route | None:
+    method, path = scope["method"], scope["path"]
+    if method == "POST" and path.endswith("/reserve") and _RESERVE_PATH.match(path):
+        for name, _ in scope["headers"]:
+            if name == b"idempotency-key":
+                return None  # FastAPI's route keeps and replays responses
+        return RESERVE
+    if method == "GET" and path == "/api/drops" and not scope["query_string"]:
+        return LIST_DROPS
+    return None
+
+
+def _bearer(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, token = bytes(value).decode("latin-1").partition(" ")
+            token = token.strip()
+            if scheme.lower() == "bearer" and token and len(token) <= 4096:
+                return token
+            break
+    raise Unauthorized("Missing or malformed Authorization header")
+
+
+async def _body(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ClientDisconnect()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _reserve(container: Container, scope: Scope, receive: Receive) -> Response:
+    match = _RESERVE_PATH.match(scope["path"])
+    assert match is not None
+    caller = await container.auth.authenticate(_bearer(scope))
+    ip = client_ip(Request(scope), container.settings.trusted_proxies)
+    require_empty_body(await _body(receive))
+    await container.rate_limiter.hit("reserve", caller.user_id)
+    await container.rate_limiter.hit("reserve_ip", ip)
+    held = await container.reservations.reserve(caller.user_id, match.group(1))
+    return Response(orjson.dumps(render.reservation(held)), 201, media_type="application/json")
+
+
+async def _list_drops(container: Container) -> Response:
+    views = await container.drop_service.list(None)
+    return Response(orjson.dumps([render.drop(v) for v in views]), media_type="application/json")
