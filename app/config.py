@@ -74,6 +74,7 @@ class Settings(BaseSettings):
     reconcile_interval_seconds: int = Field(default=60, ge=1, le=86400)
     sweep_interval_ms: int = Field(default=500, ge=50, le=60_000)
     stock_broadcast_interval_ms: int = Field(default=100, ge=10, le=60_000)
+    drops_cache_ms: int = Field(default=50, ge=0, le=5_000)  # GET /api/drops, per process
 
     admin_email: str | None = None
     admin_password: str | None = None

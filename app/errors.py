@@ -56,6 +56,9 @@ class Unauthorized(AppError):
     status, code, title = 401, "UNAUTHORIZED", "Authentication required"
 
 
+SIGNED_OUT = "Session was signed out"  # the detail of a 401 for a revoked session
+
+
 class InvalidCredentials(Unauthorized):
     code, title = "INVALID_CREDENTIALS", "Invalid email or password"
 

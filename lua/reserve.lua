@@ -6,19 +6,27 @@
 -- KEYS[4] due         zset: reservation id -> deadline (ms)
 -- KEYS[5] timer       string whose TTL is the hold's life (its expiry event is the fast path)
 -- KEYS[6] user_holds  set: this user's live reservation ids in this drop
+-- KEYS[7] revoked     optional: the caller's signed-out marker (sneakerdrop:revoked:<sid>);
+--                     given when Redis is one server, so the session check costs no round
+--                     trip of its own (on a cluster it lives in another slot: checked apart)
 -- ARGV[1] user id
 -- ARGV[2] reservation id (new, unique)
 -- ARGV[3] hold time to live, in milliseconds
 -- ARGV[4] stock-dirty channel
 -- ARGV[5] drop id
 -- Returns {'OK', expiresAtMs, nowMs, availableAfter}
---      or {'DROP_NOT_FOUND'} (not mirrored in Redis), {'DROP_NOT_LIVE'}, {'LIMIT_REACHED'}, {'SOLD_OUT'}
+--      or {'REVOKED'} (the session signed out), {'DROP_NOT_FOUND'} (not mirrored in Redis),
+--         {'DROP_NOT_LIVE'}, {'LIMIT_REACHED'}, {'SOLD_OUT'}
 -- Time comes from Redis TIME, one clock for every API host.
 local user_id = ARGV[1]
 local reservation_id = ARGV[2]
 local ttl_ms = tonumber(ARGV[3])
 local channel = ARGV[4]
 local drop_id = ARGV[5]
+
+if KEYS[7] and redis.call('EXISTS', KEYS[7]) == 1 then
+  return {'REVOKED'}
+end
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)

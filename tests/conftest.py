@@ -39,6 +39,7 @@ def make_settings(stores: StoreUrls, **overrides: Any) -> Settings:
         "log_level": "WARNING",
         "reconcile_interval_seconds": 3600,
         "stock_broadcast_interval_ms": 50,
+        "drops_cache_ms": 0,  # tests read the list right after changing it
         "gc_freeze": False,  # many apps share the test process; freezing would keep their garbage
     }
     values.update(overrides)

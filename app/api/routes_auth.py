@@ -28,7 +28,9 @@ async def signup(body: SignupBody, container: ContainerDep, ip: ClientIP) -> Res
 @router.post(
     "/login",
     response_model=SessionOut,
-    responses=errors((401, "INVALID_CREDENTIALS"), VALIDATION, RATE_LIMITED, UNAVAILABLE),
+    responses=errors(
+        (401, "INVALID_CREDENTIALS"), VALIDATION, TOO_LARGE, RATE_LIMITED, UNAVAILABLE
+    ),
 )
 async def login(body: LoginBody, container: ContainerDep, ip: ClientIP) -> Response:
     await container.rate_limiter.hit("login_ip", ip)
@@ -40,7 +42,7 @@ async def login(body: LoginBody, container: ContainerDep, ip: ClientIP) -> Respo
 @router.post(
     "/refresh",
     response_model=SessionOut,
-    responses=errors((401, "INVALID_TOKEN"), VALIDATION, UNAVAILABLE),
+    responses=errors((401, "INVALID_TOKEN"), VALIDATION, TOO_LARGE, UNAVAILABLE),
 )
 async def refresh(body: RefreshBody, container: ContainerDep) -> Response:
     session = await container.auth.refresh(body.refresh_token)
@@ -51,7 +53,7 @@ async def refresh(body: RefreshBody, container: ContainerDep) -> Response:
     "/logout",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
-    responses=errors(UNAUTHORIZED, (401, "INVALID_TOKEN"), VALIDATION, UNAVAILABLE),
+    responses=errors(UNAUTHORIZED, (401, "INVALID_TOKEN"), VALIDATION, TOO_LARGE, UNAVAILABLE),
 )
 async def logout(body: RefreshBody, caller: CurrentUser, container: ContainerDep) -> Response:
     await container.auth.logout(caller, body.refresh_token)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     EmailStr,
     Field,
@@ -47,8 +49,23 @@ def _aware(value: datetime) -> datetime:
     return value
 
 
+_RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})?$"
+)
+
+
+def _rfc3339(value: object) -> object:
+    """The schema says `format: date-time`; on its own pydantic also takes unix seconds
+    (as a number or a string), a bare date, or a time without seconds."""
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not _RFC3339.match(value):
+        raise ValueError("must be an RFC 3339 date-time such as 2031-01-01T12:00:00Z")
+    return value
+
+
 Text = Annotated[str, StringConstraints(strip_whitespace=True), AfterValidator(_no_control_chars)]
-AwareDatetime = Annotated[datetime, AfterValidator(_aware)]
+AwareDatetime = Annotated[datetime, BeforeValidator(_rfc3339), AfterValidator(_aware)]
 Timestamp = Annotated[datetime, Field(json_schema_extra={"format": "date-time"})]
 
 

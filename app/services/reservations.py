@@ -23,6 +23,7 @@ from app.db.models import Purchase
 from app.db.session import Database
 from app.domain import DropDefinition, from_ms
 from app.errors import (
+    SIGNED_OUT,
     DropNotFound,
     DropNotLive,
     LimitReached,
@@ -32,6 +33,7 @@ from app.errors import (
     ReservationPurchased,
     ServiceUnavailable,
     SoldOut,
+    Unauthorized,
 )
 from app.store import keys
 from app.store.drops import DropStore
@@ -87,18 +89,25 @@ class ReservationService:
         # Test hook: awaited between the steps of a purchase to simulate a crash there.
         self.fault_hook: Callable[[str], Awaitable[None]] | None = None
 
-    async def reserve(self, user_id: str, drop_id: str) -> Reservation:
+    async def reserve(
+        self, user_id: str, drop_id: str, unchecked_session: str | None = None
+    ) -> Reservation:
+        """Hold one unit. `unchecked_session`: the caller's session, not yet checked for a
+        sign-out; the reserve script checks it in the same round trip."""
         if not keys.DROP_ID_RE.match(drop_id):
             raise DropNotFound()
         ref = keys.parse_reservation_id(keys.new_reservation_id(drop_id, user_id))
         assert ref is not None
-        result = await self.holds.reserve(ref, self.ttl_ms)
+        revoked = None if unchecked_session is None else keys.revoked_session(unchecked_session)
+        result = await self.holds.reserve(ref, self.ttl_ms, revoked)
         if result.outcome is ReserveOutcome.DROP_NOT_FOUND:
             # Redis does not know the drop: rebuild it from PostgreSQL once, then retry.
             if not await self.ensure_mirrored(drop_id):
                 metrics.RESERVE_OUTCOMES.labels(code="DROP_NOT_FOUND").inc()
                 raise DropNotFound()
-            result = await self.holds.reserve(ref, self.ttl_ms)
+            result = await self.holds.reserve(ref, self.ttl_ms, revoked)
+        if result.outcome is ReserveOutcome.REVOKED:
+            raise Unauthorized(SIGNED_OUT)
         metrics.RESERVE_OUTCOMES.labels(code=result.outcome.value).inc()
         if result.outcome is ReserveOutcome.DROP_NOT_FOUND:
             raise DropNotFound()

@@ -23,6 +23,7 @@ from app.store.scripts import ScriptName, Scripts
 
 class ReserveOutcome(StrEnum):
     OK = "OK"
+    REVOKED = "REVOKED"
     DROP_NOT_FOUND = "DROP_NOT_FOUND"
     DROP_NOT_LIVE = "DROP_NOT_LIVE"
     LIMIT_REACHED = "LIMIT_REACHED"
@@ -101,8 +102,12 @@ class HoldStore:
         self.scripts = scripts
         self.stock_channel = stock_dirty_channel(database_of(redis))
 
-    async def reserve(self, ref: ReservationRef, ttl_ms: int) -> ReserveResult:
+    async def reserve(
+        self, ref: ReservationRef, ttl_ms: int, revoked_key: str | None = None
+    ) -> ReserveResult:
+        """With `revoked_key`, a signed-out session is refused (REVOKED) in the same call."""
         keys = DropKeys(ref.drop_id)
+        revoked = [] if revoked_key is None else [revoked_key]
         reply = await self.scripts.run(
             ScriptName.RESERVE,
             [
@@ -112,6 +117,7 @@ class HoldStore:
                 keys.due,
                 keys.timer(ref.reservation_id),
                 keys.user_holds(ref.user_id),
+                *revoked,
             ],
             [ref.user_id, ref.reservation_id, ttl_ms, self.stock_channel, ref.drop_id],
         )

@@ -29,7 +29,7 @@ from app.domain import from_ms, iso
 from app.services.tokens import ALGORITHM, AUDIENCE, ISSUER, REQUIRED_CLAIMS
 from app.store.channels import database_of_url, stock_dirty_channel
 from app.store.client import create_redis
-from app.store.keys import DROP_ID_RE, DropKeys, new_reservation_id
+from app.store.keys import DROP_ID_RE, DropKeys, new_reservation_id, revoked_session
 from app.store.scripts import ScriptName, read_source
 
 Scope = MutableMapping[str, Any]
@@ -51,7 +51,12 @@ STATUS = {"UNAUTHORIZED": 401, "NOT_FOUND": 404, "DROP_NOT_FOUND": 404}  # the r
 
 
 def reserve_call(
-    drop_id: str, user_id: str, reservation_id: str, ttl_ms: int, channel: str
+    drop_id: str,
+    user_id: str,
+    reservation_id: str,
+    ttl_ms: int,
+    channel: str,
+    session_id: str | None = None,
 ) -> tuple[list[str], list[Any]]:
     """The KEYS and ARGV of reserve.lua, as `HoldStore.reserve` passes them.
 
@@ -67,13 +72,14 @@ def reserve_call(
             keys.due,
             keys.timer(reservation_id),
             keys.user_holds(user_id),
+            *([] if session_id is None else [revoked_session(session_id)]),
         ],
         [user_id, reservation_id, ttl_ms, channel, drop_id],
     )
 
 
-def access_user(header: bytes, secret: str) -> str | None:
-    """The user id of a valid access token in an `Authorization: Bearer` value, else None."""
+def access_user(header: bytes, secret: str) -> tuple[str, str] | None:
+    """(user id, session id) of a valid access token in an `Authorization: Bearer` value."""
     scheme, _, token = header.decode("latin-1").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return None
@@ -91,9 +97,10 @@ def access_user(header: bytes, secret: str) -> str | None:
     sub = claims.get("sub")
     if claims.get("typ") != "access" or not isinstance(sub, str):
         return None
-    if not isinstance(claims.get("sid"), str) or claims.get("role") not in ("customer", "admin"):
+    sid = claims.get("sid")
+    if not isinstance(sid, str) or claims.get("role") not in ("customer", "admin"):
         return None
-    return sub
+    return sub, sid
 
 
 def problem(code: str) -> tuple[int, bytes]:
@@ -150,15 +157,18 @@ class Reference:
 
     async def reserve(self, drop_id: str, scope: Scope, send: Send) -> None:
         header = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
-        user_id = access_user(header, self.secret)
-        if user_id is None:
+        caller = access_user(header, self.secret)
+        if caller is None:
             await respond(send, *problem("UNAUTHORIZED"), b"application/problem+json")
             return
+        user_id, session_id = caller
         if not DROP_ID_RE.match(drop_id):
             await respond(send, *problem("DROP_NOT_FOUND"), b"application/problem+json")
             return
         reservation_id = new_reservation_id(drop_id, user_id)
-        keys, args = reserve_call(drop_id, user_id, reservation_id, self.ttl_ms, self.channel)
+        keys, args = reserve_call(
+            drop_id, user_id, reservation_id, self.ttl_ms, self.channel, session_id
+        )
         reply = await self.redis.evalsha(self.sha, len(keys), *keys, *args)
         if reply[0] != "OK":
             await respond(send, *problem(reply[0]), b"application/problem+json")

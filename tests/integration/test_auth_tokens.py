@@ -19,7 +19,7 @@ from sqlalchemy import update
 
 from app.container import Container
 from app.db.models import RefreshToken
-from tests.support.factories import PASSWORD, auth, signup
+from tests.support.factories import PASSWORD, admin_token, auth, create_drop, signup
 
 ME, REFRESH, LOGOUT, LOGIN = (
     "/api/auth/me",
@@ -187,6 +187,27 @@ async def test_logout_revokes_access_and_refresh_at_once(client: httpx.AsyncClie
     assert_problem(again, 401, "UNAUTHORIZED")
     # The user's other session is not signed out.
     assert await me_status(client, other["accessToken"]) == 200
+
+
+async def test_logout_stops_reserves_at_once(
+    client: httpx.AsyncClient, container: Container
+) -> None:
+    admin = await admin_token(client, container)
+    drop = await create_drop(client, admin, totalStock=5)
+    session = await signup(client)
+    reserve = f"/api/drops/{drop['id']}/reserve"
+    held = await client.post(reserve, headers=auth(session["accessToken"]))
+    assert held.status_code == 201
+    out = await client.post(
+        LOGOUT, json={"refreshToken": session["refreshToken"]}, headers=auth(session["accessToken"])
+    )
+    assert out.status_code == 204
+    for extra in ({}, {"Idempotency-Key": "after-logout"}):  # both ways into the route
+        refused = await client.post(reserve, headers=auth(session["accessToken"]) | extra)
+        assert_problem(refused, 401, "UNAUTHORIZED")
+        assert refused.json()["detail"] == "Session was signed out"
+    view = await client.get(f"/api/drops/{drop['id']}")
+    assert view.json()["availableStock"] == 4  # only the hold made before the logout
 
 
 async def test_logout_without_bearer_is_401_and_revokes_nothing(client: httpx.AsyncClient) -> None:

@@ -96,7 +96,17 @@ async def test_body_at_the_limit_is_accepted(
 
 @pytest.mark.parametrize(
     "raw",
-    [b"{not json", b"", b"[]", b'[{"name": "x"}]', b'"text"', b"null", b"42", b'{"name": "x",}'],
+    [
+        b"{not json",
+        b"",
+        b"[]",
+        b'[{"name": "x"}]',
+        b'"text"',
+        b"null",
+        b"42",
+        b'{"name": "x",}',
+        b'{"name": "\xff"}',  # not UTF-8
+    ],
 )
 async def test_unparseable_or_non_object_bodies_are_422(
     client: httpx.AsyncClient, container: Container, raw: bytes

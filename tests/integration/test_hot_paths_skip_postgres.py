@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 
 from app.container import Container
+from tests.conftest import AppFactory
 from tests.support.factories import admin_token, auth, create_drop, signup
 from tests.support.query_counter import pg_statements
 
@@ -52,3 +53,20 @@ async def test_a_drop_rebuilt_after_a_flush_is_found_again(
     found = await client.get(f"/api/drops/{drop['id']}")
     assert found.status_code == 200
     assert found.json()["availableStock"] == drop["totalStock"]
+
+
+async def test_the_storefront_list_is_shared_for_its_window(make_app: AppFactory) -> None:
+    client, container = await make_app(drops_cache_ms=5000)
+    admin = await admin_token(client, container)
+    drop = await create_drop(client, admin, totalStock=3)
+    shopper = (await signup(client))["accessToken"]
+    first = await client.get("/api/drops")
+    held = await client.post(f"/api/drops/{drop['id']}/reserve", headers=auth(shopper))
+    assert held.status_code == 201
+    again = await client.get("/api/drops")
+    assert again.content == first.content  # the same render, within its window
+    assert again.json()[0]["availableStock"] == 3
+    one = await client.get(f"/api/drops/{drop['id']}")  # a single drop is always current
+    assert one.json()["availableStock"] == 2
+    filtered = await client.get("/api/drops?status=live")  # so is a filtered list
+    assert filtered.json()[0]["availableStock"] == 2

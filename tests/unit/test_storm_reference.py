@@ -15,7 +15,7 @@ from app.errors import SoldOut
 from app.services.tokens import TokenService
 from app.store.channels import stock_dirty_channel
 from app.store.holds import HoldStore
-from app.store.keys import ReservationRef
+from app.store.keys import ReservationRef, revoked_session
 from app.store.scripts import ScriptName
 from loadtests.reference.app import access_user, problem, reserve_call
 
@@ -36,10 +36,13 @@ class RecordingScripts:
 async def test_reserve_call_is_what_the_hold_store_passes() -> None:
     scripts = RecordingScripts()
     ref = ReservationRef("0123456789abcdef", "fedcba9876543210", "0123456789abcdef.fe.01")
-    await HoldStore(None, scripts).reserve(ref, 60_000)  # type: ignore[arg-type]
+    store = HoldStore(None, scripts)  # type: ignore[arg-type]
+    await store.reserve(ref, 60_000, revoked_session("5e55"))  # as the product's reserve route
+    await store.reserve(ref, 60_000)  # as its Idempotency-Key route, checked apart
     channel = stock_dirty_channel(0)  # the stand-in client has no pool: database 0
-    call = reserve_call(ref.drop_id, ref.user_id, ref.reservation_id, 60_000, channel)
-    assert scripts.calls == [(ScriptName.RESERVE, *call)]
+    checked = reserve_call(ref.drop_id, ref.user_id, ref.reservation_id, 60_000, channel, "5e55")
+    plain = reserve_call(ref.drop_id, ref.user_id, ref.reservation_id, 60_000, channel)
+    assert scripts.calls == [(ScriptName.RESERVE, *checked), (ScriptName.RESERVE, *plain)]
 
 
 def tokens(secret: str = SECRET) -> TokenService:
@@ -58,7 +61,7 @@ def bearer(token: str) -> bytes:
 def test_access_user_takes_the_products_access_tokens_only() -> None:
     service = tokens()
     access = service.issue_access("fedcba9876543210", "customer", "sid", "Ann")
-    assert access_user(bearer(access), SECRET) == "fedcba9876543210"
+    assert access_user(bearer(access), SECRET) == ("fedcba9876543210", "sid")
     assert service.decode_access(access).user_id == "fedcba9876543210"
     refresh, _ = service.issue_refresh("fedcba9876543210", "sid")
     other = tokens(SECRET + "-other").issue_access("fedcba9876543210", "customer", "sid", "Ann")

@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 
 from app.store.drops import DropStore, RebuildMode, RebuildOutcome
 from app.store.holds import HoldStore, ReleaseReason, ReserveOutcome
-from app.store.keys import DropKeys, new_id
+from app.store.keys import DropKeys, new_id, revoked_session
 from app.store.scripts import Scripts
 from tests.support.lua_fixtures import (
     TTL_MS,
@@ -85,6 +85,23 @@ async def test_drop_not_found_when_not_mirrored(redis: Redis, hold_store: HoldSt
     result = await hold_store.reserve(ref, TTL_MS)
     assert result.outcome is ReserveOutcome.DROP_NOT_FOUND
     assert await snapshot(redis, ref.drop_id) == {}
+
+
+async def test_a_signed_out_session_is_refused_before_anything_else(
+    redis: Redis, hold_store: HoldStore, make_drop: MakeDrop
+) -> None:
+    drop = await make_drop(total=3)
+    marker = revoked_session("5e5510a")
+    await redis.set(marker, "1")
+    ref = new_ref(drop.id)
+    before = await snapshot(redis, drop.id)
+    result = await hold_store.reserve(ref, TTL_MS, marker)
+    assert result.outcome is ReserveOutcome.REVOKED
+    assert await snapshot(redis, drop.id) == before
+    other = await hold_store.reserve(new_ref(drop.id), TTL_MS, revoked_session("a11ve"))
+    assert other.outcome is ReserveOutcome.OK  # only the signed-out session is refused
+    unknown = await hold_store.reserve(new_ref(new_id()), TTL_MS, marker)
+    assert unknown.outcome is ReserveOutcome.REVOKED  # even for a drop Redis lacks
 
 
 async def test_drop_not_live_when_cancelled(
