@@ -13,15 +13,13 @@ from __future__ import annotations
 
 from collections import Counter
 
-from app.background.reconciler import Reconciler
+from app.background.reconciler import DropCheck, Reconciler
 from app.config import Settings
 from app.container import build_container
 
 
-async def invariant_problems(
-    database_url: str, redis_url: str, stock: dict[str, int], granted: Counter[str]
-) -> tuple[int, list[str]]:
-    """(drops checked, problems) for the drops in `stock` (drop id -> units)."""
+async def drop_checks(database_url: str, redis_url: str) -> list[DropCheck]:
+    """The app's own check of every drop (Redis against PostgreSQL), as it finds them."""
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
         database_url=database_url,
@@ -34,16 +32,30 @@ async def invariant_problems(
         checks = await Reconciler(container.db, container.drops, container.holds).check()
     finally:
         await container.close()
+    return checks
+
+
+def check_problem(c: DropCheck) -> str | None:
+    if c.total is not None and c.healthy:
+        return None
+    return (
+        f"INVARIANT VIOLATED drop {c.drop_id} ({c.name}): total {c.total_pg}, "
+        f"available {c.available}, live holds {c.live_holds}, sold {c.sold_pg} "
+        f"(Redis: total {c.total}, sold {c.sold})"
+    )
+
+
+async def invariant_problems(
+    database_url: str, redis_url: str, stock: dict[str, int], granted: Counter[str]
+) -> tuple[int, list[str]]:
+    """(drops checked, problems) for the drops in `stock` (drop id -> units)."""
+    checks = await drop_checks(database_url, redis_url)
     problems = []
     for c in checks:
         if c.drop_id not in stock:
             continue  # --target: drops that were there before the run
-        if c.total is None or not c.healthy:
-            problems.append(
-                f"INVARIANT VIOLATED drop {c.drop_id} ({c.name}): total {c.total_pg}, "
-                f"available {c.available}, live holds {c.live_holds}, sold {c.sold_pg} "
-                f"(Redis: total {c.total}, sold {c.sold})"
-            )
+        if (problem := check_problem(c)) is not None:
+            problems.append(problem)
     for drop_id, count in sorted(granted.items()):
         if count > stock.get(drop_id, count):
             problems.append(

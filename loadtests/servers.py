@@ -17,6 +17,7 @@ import secrets
 import signal
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -43,7 +44,10 @@ class Stores:
     hold_ttl_seconds: int
 
 
-def product_env(stores: Stores, port: int, data_dir: Path) -> dict[str, str]:
+def product_env(
+    stores: Stores, port: int, data_dir: Path, overrides: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The product's environment; `overrides` replaces any of it (the soak's short periods)."""
     return {
         **os.environ,
         "PYTHONPATH": str(ROOT),
@@ -59,6 +63,7 @@ def product_env(stores: Stores, port: int, data_dir: Path) -> dict[str, str]:
         "PORT": str(port),
         "DATA_DIR": str(data_dir),  # metrics of several workers, the lock file
         "ENV": "development",
+        **(overrides or {}),
     }
 
 
@@ -144,12 +149,22 @@ class ServerProcess:
             return None
 
 
-async def start_product(stores: Stores, port: int, workers: int, workdir: Path) -> ServerProcess:
+async def start_product(
+    stores: Stores,
+    port: int,
+    workers: int,
+    workdir: Path,
+    overrides: Mapping[str, str] | None = None,
+) -> ServerProcess:
+    argv = serve_argv(port, workers)
+    env = product_env(stores, port, product_data_dir(workdir), overrides)
+    return await ServerProcess.start("product", argv, env, port, workdir)
+
+
+def product_data_dir(workdir: Path) -> Path:
     data_dir = workdir / "product-data"
     data_dir.mkdir(exist_ok=True)
-    argv = serve_argv(port, workers)
-    env = product_env(stores, port, data_dir)
-    return await ServerProcess.start("product", argv, env, port, workdir)
+    return data_dir
 
 
 async def start_reference(stores: Stores, port: int, workers: int, workdir: Path) -> ServerProcess:
