@@ -75,6 +75,10 @@ class _Valkey:
                 "--appendfsync", "everysec",
                 "--save", "",
                 "--notify-keyspace-events", "Ex",
+                # Expired timer keys are found (and announced) by the server's active
+                # expiry cycle, hz times a second: 10 by default, 50 here, so the
+                # keyspace path returns units sooner than the sweeper's interval.
+                "--hz", "50",
                 "--maxmemory-policy", "noeviction",
                 "--protected-mode", "yes",
                 "--logfile", str(self.logfile),
