@@ -33,7 +33,7 @@ EXPIRY_LAG = Histogram(
     "From a hold's expiresAt to its unit being back in stock",
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
 )
-RECONCILER_RUNS = Counter("sneakerdrop_reconciler_runs_total", "Reconciler passes")
+RECONCILER_RUNS = Counter("sneakerdrop_reconciler_runs_total", "Reconciler passes completed")
 RECONCILER_REPAIRS = Counter(
     "sneakerdrop_reconciler_repairs_total", "Drops rebuilt or repaired", ["kind"]
 )

@@ -90,7 +90,6 @@ class Reconciler:
 
     async def run_once(self) -> list[DropCheck]:
         """One pass: sweep, check, repair. Returns the checks as found before repair."""
-        metrics.RECONCILER_RUNS.inc()
         checks = await self.check()
         await self.sweeper.sweep([c.drop_id for c in checks if c.total is not None], "reconciler")
         for check in checks:
@@ -98,6 +97,7 @@ class Reconciler:
             if not check.healthy:
                 await self._repair(check)
         await self.drops.mark_index_loaded()
+        metrics.RECONCILER_RUNS.inc()  # a completed pass
         return checks
 
     async def _repair(self, check: DropCheck) -> None:

@@ -53,9 +53,11 @@ class Broadcaster:
         self._last_sent: dict[str, float] = {}
         self._pending: dict[str, asyncio.Task[None]] = {}
         self._again: set[str] = set()
+        self._stopped = False
         self.leading = asyncio.Event()
 
     async def run(self) -> None:
+        self._stopped = False
         try:
             while not self.stopping.is_set():
                 try:
@@ -72,9 +74,23 @@ class Broadcaster:
                     log.warning("broadcaster lost Redis: %s; retrying", type(exc).__name__)
                     await pause(self.stopping, 0.5)  # reconnect backoff
         finally:
-            for task in self._pending.values():
-                task.cancel()
+            await self._stop_pushes()
             await self.lease.release()
+
+    async def _stop_pushes(self) -> None:
+        """Cancel the pushes under way and wait for them to end.
+
+        A cancelled push reschedules its drop when it was asked to go again; left
+        running, that push would read and publish after shutdown, reopening connections
+        on pools already closed that nothing closes again.
+        """
+        self._stopped = True
+        self._again.clear()
+        pushes = list(self._pending.values())
+        self._pending.clear()  # a push cancelled before it started never pops itself
+        for push in pushes:
+            push.cancel()
+        await asyncio.gather(*pushes, return_exceptions=True)
 
     async def _lead(self) -> None:
         renew_every = LEASE_TTL_SECONDS / 3
@@ -107,7 +123,7 @@ class Broadcaster:
         return [drop_id for drop_id, flag in zip(ids, flags, strict=True) if flag]
 
     def schedule(self, drop_id: str) -> None:
-        if not keys.DROP_ID_RE.match(drop_id):
+        if self._stopped or not keys.DROP_ID_RE.match(drop_id):
             return
         if drop_id in self._pending:
             # A push is under way; it may already have read the value. Go again after it.

@@ -4,15 +4,31 @@ from __future__ import annotations
 
 import httpx
 
+from app import metrics
 from app.container import Container
 from tests.conftest import AppFactory
+from tests.integration.engine.helpers import wait_until
 from tests.support.factories import admin_token, auth, create_drop, signup
 from tests.support.query_counter import pg_statements
 
 
-async def test_browsing_and_reserving_run_no_sql(
-    client: httpx.AsyncClient, container: Container
-) -> None:
+async def started_quietly(
+    make_app: AppFactory, **overrides: object
+) -> tuple[httpx.AsyncClient, Container]:
+    """An app whose reconciler already made its first pass (it runs at start-up and reads
+    every drop from PostgreSQL): what follows is the request path alone."""
+    before = metrics.RECONCILER_RUNS._value.get()
+    client, container = await make_app(**overrides)
+
+    async def reconciled() -> bool:
+        return bool(metrics.RECONCILER_RUNS._value.get() > before)
+
+    await wait_until(reconciled, what="the reconciler's first pass")
+    return client, container
+
+
+async def test_browsing_and_reserving_run_no_sql(make_app: AppFactory) -> None:
+    client, container = await started_quietly(make_app)
     admin = await admin_token(client, container)
     drops = [await create_drop(client, admin, name=f"Drop {n}") for n in range(20)]
     shopper = (await signup(client))["accessToken"]
@@ -31,9 +47,8 @@ async def test_browsing_and_reserving_run_no_sql(
     assert statements == []
 
 
-async def test_a_repeated_unknown_drop_id_costs_one_lookup(
-    client: httpx.AsyncClient, container: Container
-) -> None:
+async def test_a_repeated_unknown_drop_id_costs_one_lookup(make_app: AppFactory) -> None:
+    client, container = await started_quietly(make_app)
     shopper = (await signup(client))["accessToken"]
     made_up = "00000000deadbeef"
     with pg_statements(container) as statements:
