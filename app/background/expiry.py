@@ -5,6 +5,11 @@ listener releases that hold at once. Notifications are fire-and-forget: lost
 while disconnected, node-local on a cluster. So the listener reconnects with
 backoff, re-applies `notify-keyspace-events` where the server allows it, and
 subscribes to every primary; the sweeper covers whatever it still misses.
+
+A hold Redis reloaded from disk after a restart may have been bought after that copy
+was written; only the sweeper, which asks PostgreSQL, releases those. So for one hold
+lifetime after the server started, the listener looks at each hold's creation time
+and leaves the reloaded ones alone.
 """
 
 from __future__ import annotations
@@ -19,9 +24,12 @@ from redis.exceptions import RedisError, ResponseError
 from app import metrics
 from app.background.stopping import pause
 from app.store import keys
+from app.store.client import reloaded_hold, server_started_ms
 from app.store.holds import HoldStore, ReleaseOutcome, ReleaseReason
 
 log = logging.getLogger(__name__)
+
+RELOAD_SLACK_MS = 30_000
 
 
 async def enable_expiry_events(redis: Redis) -> bool:
@@ -46,11 +54,15 @@ class ExpiryListener:
         holds: HoldStore,
         node_clients: Callable[[], list[Redis]],
         stopping: asyncio.Event | None = None,
+        hold_lifetime_ms: int = 0,
     ) -> None:
         self.holds = holds
         self.node_clients = node_clients
         self.stopping = stopping or asyncio.Event()
         self.subscribed = asyncio.Event()
+        # How long after a Redis start a reloaded hold's timer may still fire (its TTL),
+        # plus slack for events that queue up behind others.
+        self.reload_window_ms = hold_lifetime_ms + RELOAD_SLACK_MS
 
     async def run(self) -> None:
         nodes = self.node_clients()
@@ -69,12 +81,13 @@ class ExpiryListener:
                         metrics.REDIS_RECONNECTS.labels(task="expiry").inc()
                         log.info("expiry listener resubscribed")
                     first = False
+                    reload = await self._reload_guard(node)
                     self.subscribed.set()
                     backoff = 0.1
                     while not self.stopping.is_set():
                         message = await pubsub.get_message(timeout=1.0)
                         if message and message.get("type") == "message":
-                            await self._on_expired(str(message["data"]))
+                            await self._on_expired(str(message["data"]), reload)
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
@@ -84,11 +97,29 @@ class ExpiryListener:
                 await pause(self.stopping, backoff)  # reconnect backoff
                 backoff = min(backoff * 2, 5.0)
 
-    async def _on_expired(self, key: str) -> None:
+    async def _reload_guard(self, node: Redis) -> tuple[int, float]:
+        """(when the server started in its ms, until when in loop time its holds may be
+        reloaded ones). Read on every (re)subscribe: a restart always breaks the pubsub."""
+        started_ms = await server_started_ms(node)
+        seconds, micros = await node.time()
+        now_ms = int(seconds) * 1000 + int(micros) // 1000
+        left_ms = started_ms + self.reload_window_ms - now_ms
+        return started_ms, asyncio.get_running_loop().time() + max(left_ms, 0) / 1000
+
+    async def _reloaded(self, ref: keys.ReservationRef, started_ms: int) -> bool:
+        raw = await self.holds.redis.hget(keys.DropKeys(ref.drop_id).holds, ref.reservation_id)
+        return raw is not None and reloaded_hold(str(raw), started_ms)
+
+    async def _on_expired(self, key: str, reload: tuple[int, float] = (0, 0.0)) -> None:
         ref = keys.parse_timer_key(key)
         if ref is None:
             return
+        started_ms, check_until = reload
         try:
+            if asyncio.get_running_loop().time() < check_until and await self._reloaded(
+                ref, started_ms
+            ):
+                return  # the sweeper asks PostgreSQL about it first
             result = await self.holds.release(ref, ReleaseReason.EXPIRED)
         except RedisError:
             metrics.BACKGROUND_ERRORS.labels(task="expiry").inc()

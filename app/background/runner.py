@@ -70,7 +70,10 @@ class BackgroundTasks:
         self.sweeper = Sweeper(container.holds, container.db)
         self.reconciler = Reconciler(container.db, container.drops, container.holds)
         self.listener = ExpiryListener(
-            container.holds, _node_clients(container.redis), self.stopping
+            container.holds,
+            _node_clients(container.redis),
+            self.stopping,
+            hold_lifetime_ms=settings.reservation_ttl_seconds * 1000,
         )
         self.sweep_lease = Lease(container.redis, "sneakerdrop:lease:sweeper", 10)
         self.reconcile_lease = Lease(

@@ -5,7 +5,10 @@ not expired yet). ACTIVE holds go through release.lua, which does nothing to a
 hold that another layer released first. PURCHASING holds past their claim
 deadline (a purchaser crashed between claim and commit) are settled by asking
 PostgreSQL: commit when the purchase exists, otherwise fence the claim out and
-abort it. Also prunes ended-hold tombstones past their retention.
+abort it. ACTIVE holds that Redis reloaded from disk (created before the server
+last started) may have been bought after that copy was written: PostgreSQL is
+asked about those first, and the sold ones are committed, never released. Also
+prunes ended-hold tombstones past their retention.
 """
 
 from __future__ import annotations
@@ -15,8 +18,11 @@ from typing import cast
 
 from app import metrics
 from app.db import purchases as purchase_rows
+from app.db import users as user_rows
 from app.db.session import Database
+from app.errors import ServiceUnavailable
 from app.store import keys
+from app.store.client import reloaded_hold, server_started_ms
 from app.store.holds import (
     AbortOutcome,
     HoldStore,
@@ -38,15 +44,16 @@ class Sweeper:
 
     async def sweep(self, drop_ids: list[str], layer: str = "sweeper") -> int:
         """One pass over the given drops; returns how many holds it released."""
+        started_ms = await server_started_ms(self.redis)
         seconds, micros = await self.redis.time()
         now_ms = seconds * 1000 + micros // 1000
         released = 0
         for drop_id in drop_ids:
-            released += await self._sweep_drop(drop_id, now_ms, layer)
+            released += await self._sweep_drop(drop_id, now_ms, started_ms, layer)
             await self._prune(drop_id, now_ms)
         return released
 
-    async def _sweep_drop(self, drop_id: str, now_ms: int, layer: str) -> int:
+    async def _sweep_drop(self, drop_id: str, now_ms: int, started_ms: int, layer: str) -> int:
         drop_keys = keys.DropKeys(drop_id)
         released = 0
         while True:
@@ -57,8 +64,8 @@ class Sweeper:
             refs = [r for r in (keys.parse_reservation_id(rid) for rid in due) if r is not None]
             if not refs:
                 return released
+            refs, progressed = await self._spare_sold(drop_keys, refs, started_ms)
             results = await self.holds.release_many(refs, ReleaseReason.EXPIRED)
-            progressed = False
             for ref, result in zip(refs, results, strict=True):
                 if result.outcome is ReleaseOutcome.RELEASED:
                     released += 1
@@ -73,6 +80,39 @@ class Sweeper:
                     progressed = True
             if not progressed or len(due) < BATCH:
                 return released
+
+    async def _spare_sold(
+        self, drop_keys: keys.DropKeys, refs: list[keys.ReservationRef], started_ms: int
+    ) -> tuple[list[keys.ReservationRef], bool]:
+        """Commit the reloaded holds PostgreSQL sold; returns (the holds left to release,
+        whether any was committed). When PostgreSQL does not answer, the reloaded holds
+        wait for a later pass: their units stay held rather than risk a second sale."""
+        entries = cast(
+            list[str | None],
+            await self.redis.hmget(drop_keys.holds, [r.reservation_id for r in refs]),
+        )
+        reloaded = {
+            ref.reservation_id: ref
+            for ref, raw in zip(refs, entries, strict=True)
+            if raw is not None and reloaded_hold(raw, started_ms)
+        }
+        if not reloaded:
+            return refs, False
+        try:
+            async with self.db.begin() as session:
+                sold = await purchase_rows.purchased_among(session, list(reloaded))
+                names = await user_rows.display_names(
+                    session, [reloaded[rid].user_id for rid in sold]
+                )
+        except ServiceUnavailable:
+            log.warning("reloaded holds not released: PostgreSQL is not answering")
+            return [r for r in refs if r.reservation_id not in reloaded], False
+        for reservation_id, purchased_at in sold.items():
+            ref = reloaded[reservation_id]
+            await self.holds.commit(ref, names.get(ref.user_id, "someone"), purchased_at)
+            metrics.RECONCILER_REPAIRS.labels(kind="committed").inc()
+            log.warning("reloaded hold was sold: committed", extra={"reservation": reservation_id})
+        return [r for r in refs if r.reservation_id not in sold], bool(sold)
 
     async def settle_claim(self, ref: keys.ReservationRef) -> bool:
         """Settle a purchase claim past its deadline with PostgreSQL's answer."""

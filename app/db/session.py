@@ -26,10 +26,23 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+# SQLSTATE classes of errors that mean "PostgreSQL cannot serve right now", whatever
+# exception class the driver maps them to: connection exception (08), insufficient
+# resources (53, e.g. too many connections), operator intervention (57: shutting down,
+# starting up, "cannot connect now", a statement cancelled by its timeout). asyncpg's
+# "the database system is shutting down" (57P03) reaches us as a bare DBAPIError.
+UNAVAILABLE_SQLSTATE_CLASSES = ("08", "53", "57")
+
+
 def is_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, UNAVAILABLE_ERRORS):
         return True
-    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    return isinstance(sqlstate, str) and sqlstate[:2] in UNAVAILABLE_SQLSTATE_CLASSES
 
 
 class Database:

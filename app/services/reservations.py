@@ -7,6 +7,11 @@ Purchase is crash-safe across the two stores (see docs/ARCHITECTURE.md):
 A PostgreSQL failure known to have written nothing aborts the claim (the hold
 is ACTIVE again with its remaining time). A failure with an unknown outcome
 leaves the claim for the sweeper, which asks PostgreSQL after the deadline.
+
+Redis restarted from an older copy (a snapshot, or an append-only file missing its
+last second) can show a hold as ACTIVE, or ended, that PostgreSQL knows was bought:
+PostgreSQL wins. Such a hold is committed, never cancelled or expired, and a
+purchase of it answers the recorded purchase.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from app.errors import (
     Unauthorized,
 )
 from app.store import keys
+from app.store.client import reloaded_hold, server_started_ms
 from app.store.drops import DropStore
 from app.store.holds import (
     AbortOutcome,
@@ -126,6 +132,8 @@ class ReservationService:
 
     async def cancel(self, user_id: str, reservation_id: str) -> None:
         ref = self._ref_of(user_id, reservation_id)
+        if await self._reloaded(ref) and await self._settle_sold(ref, None):
+            raise ReservationPurchased()
         result = await self.holds.release(ref, ReleaseReason.CANCELLED, owner=user_id)
         if result.outcome is ReleaseOutcome.RELEASED:
             metrics.HOLDS_RELEASED.labels(reason="cancelled").inc()
@@ -155,12 +163,16 @@ class ReservationService:
                     raise ReservationNotFound()
                 return PurchaseResult(existing, created=False)
             case ClaimOutcome.DUE:
+                if sold := await self._settle_sold(ref, display_name):
+                    return PurchaseResult(sold, created=False)
                 await self._expire(ref)
                 raise ReservationExpired()
-            case ClaimOutcome.EXPIRED:
+            case ClaimOutcome.EXPIRED | ClaimOutcome.CANCELLED:
+                if sold := await self._purchased(ref):
+                    return PurchaseResult(sold, created=False)
+                if claim.outcome is ClaimOutcome.CANCELLED:
+                    raise ReservationCancelled()
                 raise ReservationExpired()
-            case ClaimOutcome.CANCELLED:
-                raise ReservationCancelled()
         owns_claim = claim.outcome is ClaimOutcome.CLAIMED
         await self._fault("after_claim")
         definition = await self._definition(ref.drop_id)
@@ -233,6 +245,26 @@ class ReservationService:
         async with self.db.begin() as session:
             found = await purchase_rows.by_reservation(session, ref.reservation_id)
         return found if found is not None and found.user_id == ref.user_id else None
+
+    async def _reloaded(self, ref: keys.ReservationRef) -> bool:
+        """Whether Redis reloaded this ACTIVE hold from disk at its last start (see top)."""
+        raw = await self.holds.redis.hget(keys.DropKeys(ref.drop_id).holds, ref.reservation_id)
+        if raw is None or not str(raw).startswith("ACTIVE|"):
+            return False
+        return reloaded_hold(str(raw), await server_started_ms(self.holds.redis))
+
+    async def _settle_sold(
+        self, ref: keys.ReservationRef, display_name: str | None
+    ) -> Purchase | None:
+        """If PostgreSQL recorded this hold's purchase, commit it in Redis and return it."""
+        async with self.db.begin() as session:
+            found = await purchase_rows.by_reservation(session, ref.reservation_id)
+            if found is None or found.user_id != ref.user_id:
+                return None
+            if display_name is None:
+                display_name = await purchase_rows.buyer_name(session, ref.user_id)
+        await self.holds.commit(ref, display_name, found.purchased_at)
+        return found
 
     async def _definition(self, drop_id: str) -> DropDefinition:
         found = await self.drops.read([drop_id])

@@ -10,6 +10,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from app.store.holds import parse_entry
+
 # Errors that mean "Redis is not answering"; they become 503, never 500.
 REDIS_UNAVAILABLE: tuple[type[BaseException], ...] = (
     RedisConnectionError,
@@ -17,6 +19,9 @@ REDIS_UNAVAILABLE: tuple[type[BaseException], ...] = (
     ConnectionError,
     OSError,
 )
+
+
+UPTIME_GRAIN_MS = 1000
 
 
 def create_redis(url: str, *, cluster: bool = False, max_connections: int = 64) -> Redis:
@@ -37,9 +42,23 @@ def create_redis(url: str, *, cluster: bool = False, max_connections: int = 64) 
     # A blocking pool: a burst beyond max_connections waits for a free connection
     # (up to `timeout`) instead of failing with MaxConnectionsError.
     pool = BlockingConnectionPool.from_url(
-        url, max_connections=max_connections, timeout=5, **options
+        url, max_connections=max_connections, timeout=5, **options, **_pool_options()
     )
     return Redis.from_pool(pool)
+
+
+def _pool_options() -> dict[str, Any]:
+    """Turn off redis-py 8's maintenance notifications (a Redis Enterprise feature).
+
+    While they are left on 'auto', redis-py 8.1's async pool skips its check for a
+    connection the server closed, so after a Redis restart every idle pooled
+    connection failed its next command once: a burst of 503s after Redis was back.
+    """
+    try:
+        from redis.maint_notifications import MaintNotificationsConfig
+    except ImportError:  # redis-py before 8 has no such feature and checks connections
+        return {}
+    return {"maint_notifications_config": MaintNotificationsConfig(enabled=False)}
 
 
 async def check_eviction_policy(redis: Redis, *, strict: bool) -> str | None:
@@ -59,3 +78,35 @@ async def check_eviction_policy(redis: Redis, *, strict: bool) -> str | None:
             raise RuntimeError(message)
         logging.getLogger(__name__).warning(message)
     return policy
+
+
+async def server_started_ms(redis: Redis) -> int:
+    """When the Redis server (re)started, by its own clock, rounded late.
+
+    A hold created before then was reloaded from disk: from the append-only file, which
+    may have missed its last second, or from a restored snapshot, which may predate the
+    hold's purchase. Such a hold's unit goes back to stock only after PostgreSQL says it
+    was not sold. On a cluster, the latest start of any node. When the server will not
+    tell (INFO refused), now: every hold then counts as reloaded.
+    """
+    try:
+        uptime = _least_uptime(await redis.info("server"))
+    except ResponseError:
+        uptime = 0
+    seconds, micros = await redis.time()  # after INFO, so that `now - uptime` is not early
+    # uptime_in_seconds is a difference of whole seconds: up to 1 s more than the truth.
+    return int(seconds) * 1000 + int(micros) // 1000 - uptime * 1000 + UPTIME_GRAIN_MS
+
+
+def reloaded_hold(raw_entry: str, started_ms: int) -> bool:
+    """An ACTIVE hold created before Redis last started (see `server_started_ms`)."""
+    entry = parse_entry(raw_entry)
+    return entry.state == "ACTIVE" and entry.created_at_ms < started_ms
+
+
+def _least_uptime(info: dict[str, Any]) -> int:
+    """`uptime_in_seconds` of a server, or the least of a cluster's per-node answers."""
+    if "uptime_in_seconds" in info:
+        return int(info["uptime_in_seconds"])
+    nodes = [v for v in info.values() if isinstance(v, dict) and "uptime_in_seconds" in v]
+    return min((int(node["uptime_in_seconds"]) for node in nodes), default=0)
