@@ -29,8 +29,9 @@ from app.embedded import DataDirInUse, EmbeddedStartError, EmbeddedStores, runni
 
 logger = logging.getLogger("sneakerdrop.cli")
 
-# A later tuning task picks this from measurements; `--workers` overrides it.
-DEFAULT_WORKERS = 1
+# One API process per core: on 2 cores, 2 workers served 1.4x (holds) to 1.7x (sold
+# out) the reserves of one (docs/BENCHMARKS.md). `--workers` overrides it.
+DEFAULT_WORKERS = max(1, min(os.cpu_count() or 1, 16))
 # How long uvicorn waits for open connections (long-polls, websockets) after a stop signal.
 GRACEFUL_SHUTDOWN_SECONDS = 10
 
