@@ -9,7 +9,7 @@ from app import commands
 from app.container import Container
 from app.store import keys
 from tests.integration.engine.helpers import available, background_of, purchase, reserve, users
-from tests.support.factories import admin_token, assert_invariant, create_drop
+from tests.support.factories import admin_token, assert_invariant, auth, create_drop
 
 
 async def test_drifted_counter_is_reported_and_repaired(
@@ -86,4 +86,36 @@ async def test_redis_restored_from_an_older_snapshot(
     assert not await container.redis.hexists(drop_keys.holds, held["id"])  # type: ignore[misc]
     view = (await client.get(f"/api/drops/{drop['id']}")).json()
     assert (view["availableStock"], view["activeReservations"]) == (4, 0)
+    await assert_invariant(container, drop["id"])
+
+
+async def test_cancelling_a_drop_keeps_a_restored_sold_hold_sold(
+    client: httpx.AsyncClient, container: Container
+) -> None:
+    """A drop cancelled while Redis shows a bought hold as ACTIVE: the unit stays sold."""
+    admin = await admin_token(client, container)
+    drop = await create_drop(client, admin, totalStock=5)
+    buyer, holder = await users(container, 2)
+    bought = (await reserve(client, drop["id"], buyer.access_token)).json()
+    kept = (await reserve(client, drop["id"], holder.access_token)).json()
+    drop_keys = keys.DropKeys(drop["id"])
+    snapshot = {
+        key: (await container.redis.dump(key), await container.redis.pttl(key))
+        for key in drop_keys.all_static()
+    }
+    assert (await purchase(client, bought["id"], buyer.access_token)).status_code == 201
+    for key, (payload, ttl) in snapshot.items():  # Redis back to before the purchase
+        await container.redis.delete(key)
+        if payload is not None:
+            await container.redis.restore(key, max(ttl, 0), payload, replace=True)
+
+    cancelled = await client.patch(
+        f"/api/drops/{drop['id']}", json={"status": "cancelled"}, headers=auth(admin)
+    )
+
+    assert cancelled.status_code == 200, cancelled.text
+    view = (await client.get(f"/api/drops/{drop['id']}")).json()
+    assert (view["availableStock"], view["activeReservations"]) == (4, 0)  # kept's unit back
+    assert [b["displayName"] for b in view["recentBuyers"]] == [buyer.user.display_name]
+    assert kept["id"] != bought["id"]
     await assert_invariant(container, drop["id"])
