@@ -12,6 +12,7 @@ from starlette.responses import Response
 
 from app.api import render
 from app.api.deps import ContainerDep
+from app.api.problems import problem_response
 from app.api.responses import UNAVAILABLE, errors
 
 router = APIRouter(tags=["operations"])
@@ -30,12 +31,17 @@ async def readyz(container: ContainerDep) -> Response:
         redis = bool(await container.redis.ping())
     except Exception:
         redis = False
-    body = {
-        "status": "ok" if postgres and redis else "unavailable",
-        "postgres": postgres,
-        "redis": redis,
-    }
-    return render.JSONBody(body, status_code=200 if postgres and redis else 503)
+    if postgres and redis:
+        return render.JSONBody({"status": "ok", "postgres": True, "redis": True})
+    down = " and ".join(name for name, up in (("PostgreSQL", postgres), ("Redis", redis)) if not up)
+    return problem_response(
+        503,
+        "SERVICE_UNAVAILABLE",
+        "Service temporarily unavailable",
+        f"{down} not answering",
+        extra={"status": "unavailable", "postgres": postgres, "redis": redis},
+        headers={"Retry-After": "1"},
+    )
 
 
 @router.get("/metrics", response_class=Response)

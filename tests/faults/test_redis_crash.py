@@ -80,7 +80,8 @@ async def test_redis_killed_mid_burst_then_restarted_empty(
     for response in await probes_while_down(client, drop["id"], prober, probe_hold.json()["id"]):
         assert_unavailable(response)
     ready, _ = await answered(client.get("/readyz"))
-    assert (ready.status_code, ready.json()["redis"]) == (503, False)
+    assert_unavailable(ready)
+    assert (ready.json()["redis"], ready.json()["postgres"]) == (False, True)
 
     await asyncio.to_thread(owned_redis.restart, empty=True)
     # No request touches the drop: the reconciler notices Redis lost it and rebuilds it.
