@@ -3,7 +3,9 @@
 Each script is `SCRIPT LOAD`ed when the app starts, so a syntax error fails the
 boot rather than the first drop. Calls go through redis-py's `Script`, which
 sends EVALSHA and, after a Redis restart emptied the script cache (NOSCRIPT),
-loads the script again and retries without the caller noticing.
+loads the script again and retries without the caller noticing. A second flush
+can land between that reload and its retry; `run` then starts over, a few times:
+NOSCRIPT means the script did not run, so running it again is safe.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 LUA_DIR = Path(__file__).resolve().parents[2] / "lua"
+NOSCRIPT_ATTEMPTS = 3
 
 
 class ScriptName(StrEnum):
@@ -52,8 +56,14 @@ class Scripts:
                 raise RuntimeError(f"lua/{name.value}.lua loaded with an unexpected SHA")
 
     async def run(self, name: ScriptName, keys: list[str], args: list[Any]) -> list[Any]:
-        result: list[Any] = await self._scripts[name](keys=keys, args=args)
-        return result
+        for attempt in range(1, NOSCRIPT_ATTEMPTS + 1):
+            try:
+                result: list[Any] = await self._scripts[name](keys=keys, args=args)
+                return result
+            except NoScriptError:
+                if attempt == NOSCRIPT_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")
 
     def script(self, name: ScriptName) -> AsyncScript:
         return self._scripts[name]

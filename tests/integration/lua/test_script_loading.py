@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 from app.store import scripts as scripts_module
 from app.store.holds import HoldStore, ReserveOutcome
@@ -81,3 +82,22 @@ def test_header_names_keys_argv_and_returns(path: Path) -> None:
         assert used <= documented, f"{kind} {sorted(used - documented)} undocumented"
         if kind == "ARGV" and "ARGV[" in body:
             assert documented, "ARGV used but not named in the header"
+
+
+async def test_run_survives_a_flush_between_the_reload_and_its_retry(
+    redis: Redis, scripts: Scripts
+) -> None:
+    """redis-py reloads once; a second flush right then must not reach the caller."""
+    real = scripts._scripts[ScriptName.STOCK_TAKE]
+    flushes = 2
+
+    async def flushed_twice(**kwargs: Any) -> Any:
+        nonlocal flushes
+        if flushes:
+            flushes -= 1
+            raise NoScriptError("NOSCRIPT No matching script")
+        return await real(**kwargs)
+
+    scripts._scripts[ScriptName.STOCK_TAKE] = flushed_twice  # type: ignore[assignment]
+    assert await scripts.run(ScriptName.STOCK_TAKE, ["{d:00000000000000aa}:drop"], []) == -1
+    assert flushes == 0
