@@ -1,7 +1,7 @@
 """Expiry benchmark: N live holds expiring over a spread, and how soon each unit is back.
 
-    python loadtests/expiry_bench.py --holds 100000 --spread-seconds 60
-    python loadtests/expiry_bench.py --holds 2000 --spread-seconds 10      # a quick run
+    python -m loadtests.expiry_bench --holds 100000 --spread-seconds 60
+    python -m loadtests.expiry_bench --holds 2000 --spread-seconds 10      # a quick run
 
 The issue's target: 100,000 live holds expiring over a minute, each unit back in
 stock at most 1 s after its hold's ``expiresAt`` (p99).
@@ -66,7 +66,6 @@ import math
 import os
 import secrets
 import shutil
-import signal
 import socket
 import sys
 import tempfile
@@ -84,11 +83,12 @@ import psutil
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
+from loadtests.realtime_bench import serve_argv
+from loadtests.servers import ServerProcess
+
 ROOT = Path(__file__).resolve().parents[1]
 REPORTS = ROOT / "loadtests" / "reports"
 HOST = "127.0.0.1"
-READY_TIMEOUT = 120.0  # an embedded PostgreSQL's first start runs initdb
-STOP_TIMEOUT = 30.0
 TARGET_MS = 1000.0
 USER_PASSWORD = b"expiry-bench-password"
 
@@ -217,50 +217,8 @@ def free_port() -> int:
         return port
 
 
-class Server:
-    """`sneakerdrop serve` in a session of its own, logging to a file."""
-
-    def __init__(self, process: asyncio.subprocess.Process, url: str, log: Path) -> None:
-        self.process = process
-        self.url = url
-        self.log = log
-
-    @classmethod
-    async def start(cls, workdir: Path, port: int, workers: int, env: dict[str, str]) -> Server:
-        script = Path(sys.executable).with_name("sneakerdrop")
-        command = [str(script)] if script.exists() else [sys.executable, "-m", "app.cli"]
-        argv = [*command, "serve", "--host", HOST, "--port", str(port), "--workers", str(workers)]
-        log = workdir / "serve.log"
-        with log.open("wb") as output:
-            process = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=output,
-                stderr=output,
-                cwd=workdir,  # no stray .env
-                env=env,
-                start_new_session=True,
-            )
-        return cls(process, f"http://{HOST}:{port}", log)
-
-    def log_tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-
-    async def wait_ready(self, http: aiohttp.ClientSession) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.returncode is not None:
-                raise RuntimeError(
-                    f"serve exited with {self.process.returncode}:\n{self.log_tail()}"
-                )
-            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                async with http.get(f"{self.url}/readyz") as response:
-                    if response.status == 200:
-                        return
-            await asyncio.sleep(0.2)
-        raise RuntimeError(
-            f"{self.url}/readyz not ready after {READY_TIMEOUT}s:\n{self.log_tail()}"
-        )
+class Server(ServerProcess):
+    """`sneakerdrop serve` (loadtests/servers.py), plus the CPU of its process tree."""
 
     def cpu_by_process(self) -> dict[str, float]:
         """CPU seconds of the server's process tree, summed by process name."""
@@ -276,17 +234,6 @@ class Server:
                 name = member.name()
                 totals[name] = totals.get(name, 0.0) + times.user + times.system
         return totals
-
-    async def stop(self) -> int | None:
-        if self.process.returncode is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return await asyncio.wait_for(self.process.wait(), STOP_TIMEOUT)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)  # the session this script started
-            await self.process.wait()
-            return None
 
 
 def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
@@ -792,7 +739,8 @@ async def open_stores(
     for item in args.server_env:
         name, _, value = item.partition("=")
         env[name] = value
-    server = await Server.start(workdir, args.port or free_port(), args.workers, env)
+    port = args.port or free_port()
+    server = await Server.start("serve", serve_argv(port, args.workers), env, port, workdir)
     try:
         await server.wait_ready(http)
     except BaseException:

@@ -1,6 +1,6 @@
 """Real-time stock push benchmark: N Socket.IO clients, a reserve storm, change-to-client latency.
 
-    python loadtests/realtime_bench.py --clients 1000 --reserves 2000 --rate 20,100,500,max
+    python -m loadtests.realtime_bench --clients 1000 --reserves 2000 --rate 20,100,500,max
 
 Method
 ------
@@ -86,6 +86,7 @@ from redis.asyncio import Redis
 
 from app.embedded import running_store_urls
 from app.store.channels import database_of_url, socketio_channel
+from loadtests.stats import percentile
 
 SCRIPT = Path(__file__).resolve()
 ROOT = SCRIPT.parents[1]
@@ -104,15 +105,6 @@ Events = list[tuple[float, int]]  # one client's (arrival time, availableStock),
 
 
 # --- pure helpers: statistics and timing maths ---------------------------------------
-
-
-def percentile(ordered: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100) of an ascending, non-empty sequence."""
-    if not ordered:
-        raise ValueError("percentile of nothing")
-    # round first: 99.9 / 100 * 1000 is 999.0000000000001 in floating point, not 999
-    rank = max(1, math.ceil(round(q / 100 * len(ordered), 9)))
-    return ordered[min(rank, len(ordered)) - 1]
 
 
 @dataclass(frozen=True)
@@ -405,7 +397,7 @@ class LocalGroup:
 
 
 class RemoteGroup:
-    """Clients in a worker process (this script with --worker), driven by JSON lines."""
+    """Clients in a worker process (this module with --worker), driven by JSON lines."""
 
     def __init__(self, name: str, process: asyncio.subprocess.Process) -> None:
         self.name = name
@@ -418,7 +410,8 @@ class RemoteGroup:
     ) -> RemoteGroup:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
-            str(SCRIPT),
+            "-m",
+            "loadtests.realtime_bench",
             "--worker",
             "--url",
             url,

@@ -16,14 +16,17 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from loadtests.loadgen import Recorded
+
+Number = TypeVar("Number", int, float)
 
 NS_PER_MS = 1_000_000
 NS_PER_S = 1_000_000_000
 
 
-def percentile(ordered: Sequence[int], q: float) -> int:
+def percentile(ordered: Sequence[Number], q: float) -> Number:
     """Nearest-rank percentile (q in 0..100) of an ascending, non-empty sequence.
 
     The rank is rounded before `ceil`: 99.9 / 100 * 1000 is 999.0000000000001 in
