@@ -165,22 +165,13 @@ class _Postgres:
             pass
         return None
 
+    def _pg_ctl(self) -> list[str]:
+        """pg_ctl on this cluster, waiting (up to the timeout) for what it is asked."""
+        return ["pg_ctl", "-D", str(self.pgdata), "-w", "-t", str(int(self.timeout))]
+
     def _pg_ctl_stop(self, mode: str) -> bool:
         try:
-            self._run(
-                [
-                    "pg_ctl",
-                    "-D",
-                    str(self.pgdata),
-                    "-w",
-                    "-t",
-                    str(int(self.timeout)),
-                    "-m",
-                    mode,
-                    "stop",
-                ],
-                timeout=self.timeout + 5,
-            )
+            self._run([*self._pg_ctl(), "-m", mode, "stop"], timeout=self.timeout + 5)
             return True
         except (subprocess.CalledProcessError, EmbeddedStartError) as exc:
             logger.warning("pg_ctl stop -m %s failed: %s", mode, getattr(exc, "output", exc))
@@ -228,19 +219,7 @@ class _Postgres:
             self.launched = True
             try:
                 self._run(
-                    [
-                        "pg_ctl",
-                        "-D",
-                        str(self.pgdata),
-                        "-w",
-                        "-t",
-                        str(int(self.timeout)),
-                        "-l",
-                        str(self.logfile),
-                        "-o",
-                        options,
-                        "start",
-                    ],
+                    [*self._pg_ctl(), "-l", str(self.logfile), "-o", options, "start"],
                     timeout=self.timeout + 5,
                 )
             except subprocess.CalledProcessError as exc:

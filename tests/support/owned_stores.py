@@ -153,10 +153,7 @@ class OwnedPostgres:
         options = f"-h {_LOOPBACK} -p {self.port} -k {shlex.quote('')}"
         server.launched = True
         server._run(
-            [
-                *("pg_ctl", "-D", str(server.pgdata), "-w", "-t", "30"),
-                *("-l", str(server.logfile), "-o", options, "start"),
-            ],
-            timeout=35,
+            [*server._pg_ctl(), "-l", str(server.logfile), "-o", options, "start"],
+            timeout=server.timeout + 5,
         )
         server.port = self.port
