@@ -83,8 +83,7 @@ import psutil
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
-from loadtests.realtime_bench import serve_argv
-from loadtests.servers import ServerProcess
+from loadtests.servers import ServerProcess, serve_argv
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORTS = ROOT / "loadtests" / "reports"

@@ -67,7 +67,6 @@ import json
 import math
 import os
 import shutil
-import signal
 import socket
 import sys
 import tempfile
@@ -86,6 +85,7 @@ from redis.asyncio import Redis
 
 from app.embedded import running_store_urls
 from app.store.channels import database_of_url, socketio_channel
+from loadtests.servers import ServerProcess, serve_argv
 from loadtests.stats import percentile
 
 SCRIPT = Path(__file__).resolve()
@@ -96,8 +96,6 @@ ADMIN_PASSWORD = "bench-admin-password"
 USER_PASSWORD = "bench-user-password"
 PER_USER_LIMIT = 1000  # the API's maximum perUserLimit
 STOCK_EVENT = "stock_update"
-READY_TIMEOUT = 120.0  # embedded PostgreSQL's first start runs initdb
-STOP_TIMEOUT = 30.0
 PIPE_LIMIT = 1 << 28  # one phase's events travel from a client process as one JSON line
 
 T = TypeVar("T")
@@ -503,12 +501,6 @@ def free_port() -> int:
         return port
 
 
-def serve_argv(port: int, workers: int) -> list[str]:
-    script = Path(sys.executable).with_name("sneakerdrop")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "app.cli"]
-    return [*command, "serve", "--host", HOST, "--port", str(port), "--workers", str(workers)]
-
-
 # With --gc-log, a sitecustomize.py on the server's PYTHONPATH logs every full (gen 2)
 # collection of every API process: Python stops the event loop for as long as it runs.
 GC_HOOK = """\
@@ -562,61 +554,25 @@ def server_env(data_dir: Path, interval_ms: int | None, gc_log: Path | None) -> 
     return env
 
 
-class Server:
-    def __init__(
-        self,
-        process: asyncio.subprocess.Process,
-        url: str,
-        log: Path,
-        data_dir: Path,
-        gc_log: Path | None,
-    ) -> None:
-        self.process = process
-        self.url = url
-        self.gc_log = gc_log
-        self.log = log
-        self.data_dir = data_dir
+class Server(ServerProcess):
+    """`sneakerdrop serve` (loadtests/servers.py), with its DATA_DIR and GC log folder."""
+
+    data_dir: Path
+    gc_log: Path | None
 
     @classmethod
-    async def start(
+    async def launch(
         cls, workdir: Path, port: int, workers: int, interval_ms: int | None, gc_log: bool
     ) -> Server:
         data_dir = workdir / "data"
-        log = workdir / "serve.log"
         gc_folder = workdir / "gc" if gc_log else None
         if gc_folder is not None:
             gc_folder.mkdir()
             (gc_folder / "sitecustomize.py").write_text(GC_HOOK)
-        with log.open("wb") as output:
-            process = await asyncio.create_subprocess_exec(
-                *serve_argv(port, workers),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=output,
-                stderr=output,
-                cwd=workdir,  # no stray .env
-                env=server_env(data_dir, interval_ms, gc_folder),
-                start_new_session=True,
-            )
-        return cls(process, f"http://{HOST}:{port}", log, data_dir, gc_folder)
-
-    def log_tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-
-    async def wait_ready(self, http: aiohttp.ClientSession) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.returncode is not None:
-                raise RuntimeError(
-                    f"serve exited with {self.process.returncode}:\n{self.log_tail()}"
-                )
-            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                async with http.get(f"{self.url}/readyz") as response:
-                    if response.status == 200:
-                        return
-            await asyncio.sleep(0.2)
-        raise RuntimeError(
-            f"{self.url}/readyz not ready after {READY_TIMEOUT}s:\n{self.log_tail()}"
-        )
+        env = server_env(data_dir, interval_ms, gc_folder)
+        server = await cls.start("serve", serve_argv(port, workers), env, port, workdir)
+        server.data_dir, server.gc_log = data_dir, gc_folder
+        return server
 
     def store_pids(self) -> list[int]:
         """The embedded stores' processes, found by the ports in DATA_DIR/running.json."""
@@ -637,17 +593,6 @@ class Server:
                 if c.pid and c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port in ports
             }
         )
-
-    async def stop(self) -> int | None:
-        if self.process.returncode is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return await asyncio.wait_for(self.process.wait(), STOP_TIMEOUT)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)  # the session this script started
-            await self.process.wait()
-            return None
 
 
 # --- CPU accounting ------------------------------------------------------------------
@@ -1237,7 +1182,7 @@ async def bench(args: argparse.Namespace) -> int:
     print(f"machine: {json.dumps(machine())}", flush=True)
     stores = [name for name in ("DATABASE_URL", "REDIS_URL") if os.environ.get(name)]
     print(f"stores: {', '.join(stores) + ' from the environment' if stores else 'embedded'}")
-    server = await Server.start(workdir, port, args.workers, args.interval_ms, args.gc_log)
+    server = await Server.launch(workdir, port, args.workers, args.interval_ms, args.gc_log)
     url = server.url
     groups: dict[str, list[Group]] = {}
     recorder: PushRecorder | None = None

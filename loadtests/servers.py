@@ -20,6 +20,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
@@ -27,11 +28,10 @@ import asyncpg
 import redis.asyncio as redis_asyncio
 
 from loadtests.fixtures import asyncpg_dsn
-from loadtests.realtime_bench import serve_argv
 
 ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
-READY_TIMEOUT = 60.0
+READY_TIMEOUT = 120.0  # an embedded PostgreSQL's first start runs initdb
 STOP_TIMEOUT = 30.0
 
 
@@ -93,6 +93,13 @@ def reference_argv(port: int, workers: int) -> list[str]:
     ]
 
 
+def serve_argv(port: int, workers: int) -> list[str]:
+    """`sneakerdrop serve` on 127.0.0.1:`port` with `workers` API processes."""
+    script = Path(sys.executable).with_name("sneakerdrop")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "app.cli"]
+    return [*command, "serve", "--host", HOST, "--port", str(port), "--workers", str(workers)]
+
+
 class ServerProcess:
     """One server subprocess: started, waited for, stopped (SIGTERM, then SIGKILL)."""
 
@@ -105,7 +112,7 @@ class ServerProcess:
     @classmethod
     async def start(
         cls, name: str, argv: list[str], env: dict[str, str], port: int, workdir: Path
-    ) -> ServerProcess:
+    ) -> Self:
         log = workdir / f"{name}.log"
         with log.open("wb") as output:
             process = await asyncio.create_subprocess_exec(
