@@ -25,7 +25,11 @@ ContainerDep = Annotated[Container, Depends(get_container)]
 
 
 def bearer_token(request: Request) -> str:
-    header = request.headers.get("authorization", "")
+    return parse_bearer(request.headers.get("authorization", ""))
+
+
+def parse_bearer(header: str) -> str:
+    """The token of an `Authorization: Bearer <token>` value; 401 for anything else."""
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip() or len(token) > 4096:
         raise Unauthorized("Missing or malformed Authorization header")

@@ -30,12 +30,12 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from app.api import render
-from app.api.deps import client_ip
+from app.api.deps import client_ip, parse_bearer
 from app.api.middleware import RequestContextMiddleware
 from app.api.problems import error_response
 from app.config import Settings
 from app.container import Container
-from app.errors import Unauthorized, ValidationFailed
+from app.errors import ValidationFailed
 
 _RESERVE_PATH = re.compile(r"^/api/drops/([^/]+)/reserve$")
 
@@ -157,12 +157,8 @@ def _route_of(scope: Scope) -> _Route | None:
 def _bearer(scope: Scope) -> str:
     for name, value in scope["headers"]:
         if name == b"authorization":
-            scheme, _, token = bytes(value).decode("latin-1").partition(" ")
-            token = token.strip()
-            if scheme.lower() == "bearer" and token and len(token) <= 4096:
-                return token
-            break
-    raise Unauthorized("Missing or malformed Authorization header")
+            return parse_bearer(bytes(value).decode("latin-1"))
+    return parse_bearer("")
 
 
 async def _body(receive: Receive) -> bytes:
