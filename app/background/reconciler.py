@@ -19,9 +19,8 @@ from typing import cast
 from app import metrics
 from app.background.sweeper import Sweeper
 from app.db import drops as drop_rows
-from app.db import purchases as purchase_rows
-from app.db import users as user_rows
 from app.db.session import Database
+from app.services.settlement import commit_the_sold
 from app.store import keys
 from app.store.drops import DropStore, RebuildMode, RebuildOutcome
 from app.store.holds import HoldStore
@@ -137,11 +136,6 @@ class Reconciler:
     async def _commit_purchased_holds(self, drop_id: str) -> None:
         """Live holds that PostgreSQL says were purchased (Redis rolled back): commit them."""
         live = cast(list[str], await self.redis.hkeys(keys.DropKeys(drop_id).holds))
-        async with self.db.begin() as session:
-            purchased = await purchase_rows.purchased_among(session, live)
-            refs = [r for r in map(keys.parse_reservation_id, purchased) if r is not None]
-            names = await user_rows.display_names(session, [ref.user_id for ref in refs])
-        for ref in refs:
-            name = names.get(ref.user_id, "someone")
-            await self.holds.commit(ref, name, purchased[ref.reservation_id])
+        refs = [r for r in map(keys.parse_reservation_id, live) if r is not None]
+        for _ in await commit_the_sold(self.db, self.holds, refs):
             metrics.RECONCILER_REPAIRS.labels(kind="committed").inc()

@@ -18,9 +18,9 @@ from typing import cast
 
 from app import metrics
 from app.db import purchases as purchase_rows
-from app.db import users as user_rows
 from app.db.session import Database
 from app.errors import ServiceUnavailable
+from app.services.settlement import commit_the_sold
 from app.store import keys
 from app.store.client import reloaded_hold, server_started_ms
 from app.store.holds import (
@@ -99,17 +99,11 @@ class Sweeper:
         if not reloaded:
             return refs, False
         try:
-            async with self.db.begin() as session:
-                sold = await purchase_rows.purchased_among(session, list(reloaded))
-                names = await user_rows.display_names(
-                    session, [reloaded[rid].user_id for rid in sold]
-                )
+            sold = await commit_the_sold(self.db, self.holds, list(reloaded.values()))
         except ServiceUnavailable:
             log.warning("reloaded holds not released: PostgreSQL is not answering")
             return [r for r in refs if r.reservation_id not in reloaded], False
-        for reservation_id, purchased_at in sold.items():
-            ref = reloaded[reservation_id]
-            await self.holds.commit(ref, names.get(ref.user_id, "someone"), purchased_at)
+        for reservation_id in sold:
             metrics.RECONCILER_REPAIRS.labels(kind="committed").inc()
             log.warning("reloaded hold was sold: committed", extra={"reservation": reservation_id})
         return [r for r in refs if r.reservation_id not in sold], bool(sold)

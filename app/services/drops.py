@@ -12,18 +12,15 @@ from datetime import UTC, datetime
 from typing import cast
 
 from app.db import drops as drop_rows
-from app.db import purchases as purchase_rows
-from app.db import users as user_rows
 from app.db.models import Drop
 from app.db.session import Database
 from app.domain import STOREFRONT_STATUSES, DropCounters, DropDefinition, DropStatus, drop_status
 from app.errors import DropNotFound, InvalidState, ValidationFailed
 from app.services.recent_misses import RecentMisses
+from app.services.settlement import commit_the_sold
 from app.store import keys
 from app.store.drops import DropStore, MirroredDrop, RebuildMode
 from app.store.holds import HoldStore, ReleaseOutcome, ReleaseReason
-
-CANCEL_BATCH = 5_000  # reservation ids per PostgreSQL look-up when a drop is cancelled
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,18 +199,7 @@ class DropService:
         """
         held = cast(list[str], await self.holds.redis.hkeys(keys.DropKeys(drop_id).holds))
         refs = [r for r in map(keys.parse_reservation_id, held) if r is not None]
-        sold: dict[str, datetime] = {}
-        async with self.db.begin() as session:
-            for first in range(0, len(refs), CANCEL_BATCH):
-                batch = [r.reservation_id for r in refs[first : first + CANCEL_BATCH]]
-                sold.update(await purchase_rows.purchased_among(session, batch))
-            names = await user_rows.display_names(
-                session, [r.user_id for r in refs if r.reservation_id in sold]
-            )
-        for ref in refs:
-            if ref.reservation_id in sold:
-                name = names.get(ref.user_id, "someone")
-                await self.holds.commit(ref, name, sold[ref.reservation_id])
+        sold = await commit_the_sold(self.db, self.holds, refs)
         unsold = [r for r in refs if r.reservation_id not in sold]
         results = await self.holds.release_many(unsold, ReleaseReason.CANCELLED)
         return sum(result.outcome is ReleaseOutcome.RELEASED for result in results)
