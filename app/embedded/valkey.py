@@ -23,6 +23,28 @@ from app.embedded.common import (
 logger = logging.getLogger(__name__)
 
 
+def server_options(port: int, directory: Path, logfile: Path) -> list[str]:
+    """How sneakerdrop runs Valkey: loopback only, append-only file, expiry events, no
+    eviction."""
+    return [
+        "--bind", _LOOPBACK,
+        "--port", str(port),
+        "--dir", str(directory),
+        "--daemonize", "no",
+        "--appendonly", "yes",
+        "--appendfsync", "everysec",
+        "--save", "",
+        "--notify-keyspace-events", "Ex",
+        # Expired timer keys are found (and announced) by the server's active expiry
+        # cycle, hz times a second: 10 by default, 50 here, so the keyspace path
+        # returns units sooner than the sweeper's interval.
+        "--hz", "50",
+        "--maxmemory-policy", "noeviction",
+        "--protected-mode", "yes",
+        "--logfile", str(logfile),
+    ]  # fmt: skip
+
+
 class _Valkey:
     """A valkey-server child process with its data in `DATA_DIR/valkey`."""
 
@@ -67,21 +89,7 @@ class _Valkey:
             port = _free_port()
             args = [
                 str(binary),
-                "--bind", _LOOPBACK,
-                "--port", str(port),
-                "--dir", str(self.dir),
-                "--daemonize", "no",
-                "--appendonly", "yes",
-                "--appendfsync", "everysec",
-                "--save", "",
-                "--notify-keyspace-events", "Ex",
-                # Expired timer keys are found (and announced) by the server's active
-                # expiry cycle, hz times a second: 10 by default, 50 here, so the
-                # keyspace path returns units sooner than the sweeper's interval.
-                "--hz", "50",
-                "--maxmemory-policy", "noeviction",
-                "--protected-mode", "yes",
-                "--logfile", str(self.logfile),
+                *server_options(port, self.dir, self.logfile),
                 "--pidfile", str(self.pidfile),
             ]  # fmt: skip
             started = time.monotonic()

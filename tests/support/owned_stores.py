@@ -29,6 +29,7 @@ from app.embedded.common import (
     _valkey_server_bin,
 )
 from app.embedded.postgres import _Postgres
+from app.embedded.valkey import server_options
 
 START_SECONDS = 20.0
 
@@ -52,19 +53,7 @@ class OwnedValkey:
 
     def start(self) -> None:
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        args = [
-            str(_valkey_server_bin()),
-            "--bind", _LOOPBACK,
-            "--port", str(self.port),
-            "--dir", str(self.dir),
-            "--daemonize", "no",
-            "--appendonly", "yes",
-            "--appendfsync", "everysec",
-            "--save", "",
-            "--notify-keyspace-events", "Ex",
-            "--maxmemory-policy", "noeviction",
-            "--logfile", str(self.logfile),
-        ]  # fmt: skip
+        args = [str(_valkey_server_bin()), *server_options(self.port, self.dir, self.logfile)]
         self.process = subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True
         )
