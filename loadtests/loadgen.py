@@ -41,6 +41,7 @@ from typing import cast
 import httptools
 
 LOOKAHEAD_NS = 1_000_000  # the event loop's timers tick in milliseconds
+TICK_NS = 1_000_000  # the shortest sleep between sends of an open loop
 IDLE_REUSE_NS = 3_000_000_000  # uvicorn drops a keep-alive connection idle for 5 s
 WARM_CONNECTIONS = 16  # an open loop opens these before its first request is due
 
@@ -375,13 +376,18 @@ class _OpenLoop(_Run):
             conn.idle_since = start
         index = self.plan.part
         while index < self.total:
+            horizon = perf_counter_ns() + LOOKAHEAD_NS
             due = start + int(index * interval)
-            now = perf_counter_ns()
-            if due > now + LOOKAHEAD_NS:
-                await asyncio.sleep((due - now - LOOKAHEAD_NS) / 1e9)
-                continue
-            self.dispatch(index, due)
-            index += self.plan.parts
+            while due <= horizon:
+                self.dispatch(index, due)
+                index += self.plan.parts
+                if index >= self.total:
+                    break
+                due = start + int(index * interval)
+            else:
+                # At least one tick: shorter sleeps round down to none, and the loop
+                # would spin, taking a core from the server it measures.
+                await asyncio.sleep(max(due - horizon, TICK_NS) / 1e9)
         self.scheduled_all = True
         self.check_done()
         await self.finished

@@ -11,7 +11,9 @@ and writes the raw (collapsed) stacks to loadtests/reports/ (any flame-graph too
 them).
 
 Paths: ``hold`` (every reserve succeeds), ``sold-out`` (every reserve is refused) and
-``drops`` (``GET /api/drops`` with 20 live drops).
+``drops`` (``GET /api/drops`` with 20 live drops). ``--rate N`` sends N requests a
+second (open loop, as in the storm's fixed-rate phases) instead of as many as the
+connections take.
 """
 
 from __future__ import annotations
@@ -119,7 +121,14 @@ async def profile(args: argparse.Namespace) -> int:
         async with aiohttp.ClientSession() as http:
             await server.wait_ready(http)
         requests = await prepare(args.path, server.url, stores)
-        plan = Plan("127.0.0.1", port, requests, args.connections, duration=args.seconds + 2)
+        plan = Plan(
+            "127.0.0.1",
+            port,
+            requests,
+            args.connections,
+            rate=args.rate,
+            duration=args.seconds + 2,
+        )
         load = asyncio.create_task(drive(plan))
         await asyncio.sleep(1.0)  # connections open and the server warm before sampling
         spy = [
@@ -168,6 +177,11 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--top", type=int, default=30)
+    parser.add_argument(
+        "--rate",
+        type=float,
+        help="requests/s, open loop (default: closed loop, as fast as it goes)",
+    )
     args = parser.parse_args()
     import uvloop
 
