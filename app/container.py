@@ -17,6 +17,7 @@ from app.services.reservations import ReservationService
 from app.store.client import create_redis
 from app.store.drops import DropStore
 from app.store.holds import HoldStore
+from app.store.pipelined import PipelinedConnection
 from app.store.scripts import Scripts
 
 
@@ -33,8 +34,11 @@ class Container:
     reservations: ReservationService
     rate_limiter: RateLimiter
     sio: socketio.AsyncServer | None = None
+    pipelined: PipelinedConnection | None = None
 
     async def close(self) -> None:
+        if self.pipelined is not None:
+            await self.pipelined.close()
         await self.redis.aclose()
         await self.db.dispose()
 
@@ -51,7 +55,10 @@ async def build_container(settings: Settings) -> Container:
         statement_timeout_ms=settings.db_statement_timeout_ms,
     )
     redis = create_redis(settings.redis_url, cluster=settings.redis_cluster)
-    scripts = Scripts(redis)
+    # The scripts share one pipelined connection per process (not on a cluster, where
+    # a command goes to the node that owns its keys).
+    pipelined = None if settings.redis_cluster else PipelinedConnection(settings.redis_url)
+    scripts = Scripts(redis, pipelined)
     await scripts.load_all()
     holds = HoldStore(redis, scripts)
     drops = DropStore(redis, scripts)
@@ -67,4 +74,5 @@ async def build_container(settings: Settings) -> Container:
         drop_service=drop_service,
         reservations=ReservationService(settings, db, holds, drops, drop_service.ensure_mirrored),
         rate_limiter=RateLimiter(settings, scripts),
+        pipelined=pipelined,
     )

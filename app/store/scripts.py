@@ -1,9 +1,10 @@
 """The Lua scripts of `lua/`, loaded once at start-up.
 
 Each script is `SCRIPT LOAD`ed when the app starts, so a syntax error fails the
-boot rather than the first drop. Calls go through redis-py's `Script`, which
-sends EVALSHA and, after a Redis restart emptied the script cache (NOSCRIPT),
-loads the script again and retries without the caller noticing. A second flush
+boot rather than the first drop. Calls send EVALSHA (over the process's pipelined
+connection, or through redis-py's `Script` on a cluster) and, after a Redis restart
+emptied the script cache (NOSCRIPT), load the script again and retry without the
+caller noticing. A second flush
 can land between that reload and its retry; `run` then starts over, a few times:
 NOSCRIPT means the script did not run, so running it again is safe.
 """
@@ -17,6 +18,8 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
+
+from app.store.pipelined import PipelinedConnection
 
 LUA_DIR = Path(__file__).resolve().parents[2] / "lua"
 NOSCRIPT_ATTEMPTS = 3
@@ -40,10 +43,15 @@ def read_source(name: ScriptName) -> str:
 
 
 class Scripts:
-    """One registered `AsyncScript` per file in `lua/`."""
+    """One registered `AsyncScript` per file in `lua/`.
 
-    def __init__(self, redis: Redis) -> None:
+    With a `pipelined` connection (not on Redis Cluster) `run` sends its EVALSHA there
+    and reloads a flushed script itself; otherwise redis-py's `Script` does both.
+    """
+
+    def __init__(self, redis: Redis, pipelined: PipelinedConnection | None = None) -> None:
         self._redis = redis
+        self._pipelined = pipelined
         self._scripts: dict[ScriptName, AsyncScript] = {
             name: redis.register_script(read_source(name)) for name in ScriptName
         }
@@ -56,13 +64,20 @@ class Scripts:
                 raise RuntimeError(f"lua/{name.value}.lua loaded with an unexpected SHA")
 
     async def run(self, name: ScriptName, keys: list[str], args: list[Any]) -> list[Any]:
+        script = self._scripts[name]
         for attempt in range(1, NOSCRIPT_ATTEMPTS + 1):
             try:
-                result: list[Any] = await self._scripts[name](keys=keys, args=args)
-                return result
+                if self._pipelined is None:
+                    result: list[Any] = await script(keys=keys, args=args)
+                    return result
+                return await self._pipelined.execute(  # type: ignore[no-any-return]
+                    "EVALSHA", script.sha, len(keys), *keys, *args
+                )
             except NoScriptError:
                 if attempt == NOSCRIPT_ATTEMPTS:
                     raise
+                if self._pipelined is not None:
+                    await self._redis.script_load(script.script)
         raise AssertionError("unreachable")
 
     def script(self, name: ScriptName) -> AsyncScript:

@@ -22,6 +22,7 @@ from app.store.client import create_redis
 from app.store.drops import DropStore, RebuildMode, RebuildOutcome
 from app.store.holds import HoldEntry, HoldStore, ReserveOutcome, ReserveResult, parse_entry
 from app.store.keys import DropKeys, ReservationRef, new_id
+from app.store.pipelined import PipelinedConnection
 from app.store.scripts import ScriptName, Scripts
 from tests.support.stores import StoreUrls
 
@@ -41,8 +42,19 @@ async def redis(stores: StoreUrls) -> AsyncIterator[Redis]:
 
 
 @pytest.fixture
-async def scripts(redis: Redis) -> Scripts:
-    loaded = Scripts(redis)
+async def pipelined(stores: StoreUrls) -> AsyncIterator[PipelinedConnection]:
+    """The shared connection the app sends its scripts over (not on a cluster)."""
+    connection = PipelinedConnection(stores.redis_url)
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+async def scripts(redis: Redis, pipelined: PipelinedConnection) -> Scripts:
+    """The scripts as the app runs them: EVALSHA over the pipelined connection."""
+    loaded = Scripts(redis, pipelined)
     await loaded.load_all()
     return loaded
 

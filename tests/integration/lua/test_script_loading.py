@@ -85,9 +85,31 @@ def test_header_names_keys_argv_and_returns(path: Path) -> None:
 
 
 async def test_run_survives_a_flush_between_the_reload_and_its_retry(
-    redis: Redis, scripts: Scripts
+    redis: Redis, scripts: Scripts, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """redis-py reloads once; a second flush right then must not reach the caller."""
+    """A second flush right after the reload must not reach the caller."""
+    assert scripts._pipelined is not None
+    real = scripts._pipelined.execute
+    flushes = 2
+
+    async def flushed_twice(*args: Any) -> Any:
+        nonlocal flushes
+        if flushes:
+            flushes -= 1
+            raise NoScriptError("NOSCRIPT No matching script")
+        return await real(*args)
+
+    monkeypatch.setattr(scripts._pipelined, "execute", flushed_twice)
+    assert await scripts.run(ScriptName.STOCK_TAKE, ["{d:00000000000000aa}:drop"], []) == -1
+    assert flushes == 0
+
+
+async def test_without_a_pipelined_connection_scripts_run_through_redis_py(
+    redis: Redis,
+) -> None:
+    """The Redis Cluster path: redis-py's Script, with the same retry on a double flush."""
+    scripts = Scripts(redis)
+    await scripts.load_all()
     real = scripts._scripts[ScriptName.STOCK_TAKE]
     flushes = 2
 
@@ -101,3 +123,5 @@ async def test_run_survives_a_flush_between_the_reload_and_its_retry(
     scripts._scripts[ScriptName.STOCK_TAKE] = flushed_twice  # type: ignore[assignment]
     assert await scripts.run(ScriptName.STOCK_TAKE, ["{d:00000000000000aa}:drop"], []) == -1
     assert flushes == 0
+    await redis.script_flush()
+    assert await scripts.run(ScriptName.STOCK_TAKE, ["{d:00000000000000aa}:drop"], []) == -1
