@@ -34,7 +34,9 @@ def from_ms(ms: int) -> datetime:
 
 def iso(moment: datetime) -> str:
     """ISO-8601 UTC with a `Z`, millisecond precision."""
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    return moment.isoformat(timespec="milliseconds")[:-6] + "Z"  # drop "+00:00"
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,18 +5,20 @@ Written as plain ASGI (not BaseHTTPMiddleware) to keep the per-request cost low.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
-import secrets
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from prometheus_client import Counter, Histogram
 from starlette.exceptions import HTTPException
 
 from app import metrics
 from app.api.problems import problem_body
 from app.logs import request_id_var
+from app.randomness import token_hex
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -96,8 +98,9 @@ class RequestContextMiddleware:
             route = scope.get("route")
             route_path = getattr(route, "path", None) or "unmatched"
             method = scope.get("method", "")
-            metrics.REQUESTS.labels(method, route_path, str(status_holder[0])).inc()
-            metrics.REQUEST_LATENCY.labels(method, route_path).observe(elapsed)
+            count, latency = _request_metrics(method, route_path, status_holder[0])
+            count.inc()
+            latency.observe(elapsed)
             if access_log.isEnabledFor(logging.INFO):
                 access_log.info(
                     "request",
@@ -111,6 +114,15 @@ class RequestContextMiddleware:
             request_id_var.reset(token)
 
 
+@functools.lru_cache(maxsize=1024)
+def _request_metrics(method: str, route: str, status: int) -> tuple[Counter, Histogram]:
+    """The labelled children, looked up once per route and status, not per request."""
+    return (
+        metrics.REQUESTS.labels(method, route, str(status)),
+        metrics.REQUEST_LATENCY.labels(method, route),
+    )
+
+
 def _request_id(scope: Scope) -> str:
     for name, value in scope.get("headers", []):
         if name == b"x-request-id":
@@ -118,7 +130,7 @@ def _request_id(scope: Scope) -> str:
             if _REQUEST_ID_RE.match(candidate):
                 return candidate
             break
-    return secrets.token_hex(8)
+    return token_hex(8)
 
 
 def _declared_length(scope: Scope) -> int:

@@ -10,8 +10,9 @@ without a look-up.
 from __future__ import annotations
 
 import re
-import secrets
 from dataclasses import dataclass
+
+from app.randomness import token_hex
 
 DROP_INDEX = "sneakerdrop:drops"  # zset: drop id -> startsAt (ms); every mirrored drop
 DROP_INDEX_LOADED = "sneakerdrop:drops:loaded"  # set once the index was rebuilt from PostgreSQL
@@ -26,11 +27,11 @@ TIMER_KEY_RE = re.compile(rf"^\{{d:({_HEX16})\}}:t:({_HEX16}\.{_HEX16}\.[0-9a-f]
 
 def new_id() -> str:
     """A random 64-bit id in hex: users, drops."""
-    return secrets.token_hex(8)
+    return token_hex(8)
 
 
 def new_reservation_id(drop_id: str, user_id: str) -> str:
-    return f"{drop_id}.{user_id}.{secrets.token_hex(8)}"
+    return f"{drop_id}.{user_id}.{token_hex(8)}"
 
 
 @dataclass(frozen=True, slots=True)
