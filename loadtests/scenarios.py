@@ -241,6 +241,18 @@ async def reserve_scenario(bench: Bench) -> None:
             duration=args.fixed_duration,
             drop_id=drop_id,
         )
+    for fraction in args.curve:  # latency against load, below and above the target's 70 %
+        for path, drops in (("hold path", hold), ("sold-out path", storm)):
+            drop_id = drops[bench.product.name]
+            await bench.phase(
+                "reserve",
+                f"{path} at {fraction:.0%} of peak",
+                bench.product,
+                bench.reserves(bench.product, [drop_id], sustained),
+                rate=fraction * bench.peaks[path],
+                duration=args.fixed_duration,
+                drop_id=drop_id,
+            )
     await purchase_and_cancel(bench, storm[bench.product.name])
 
 

@@ -21,7 +21,9 @@ Run it from the repository root (it imports `app` and `loadtests`). What it does
    the app's TokenService (loadtests/fixtures.py); drops created through the API.
 4. Scenarios (loadtests/scenarios.py), `drops` first so its listing holds only its own
    drops. Closed-loop phases run `--duration` s with `--concurrency` connections;
-   open-loop phases run `--fixed-duration` s at a fixed rate. The first `--warmup` s
+   open-loop phases run `--fixed-duration` s at a fixed rate (`--load-fraction` of
+   the peak just measured; `--curve 0.3,0.5,0.6` adds phases at those fractions, for
+   latency against load). The first `--warmup` s
    of a timed phase are not counted. The load generator (loadtests/loadgen.py) runs in
    `--gen-procs` processes of its own (0: in this one).
 5. The invariant: `available + live holds + purchases == total` for every drop, Redis
@@ -69,6 +71,13 @@ REPORTS = Path(__file__).resolve().parent / "reports"
 ORDER = ["drops", "reserve", "big"]
 
 
+def _fractions(text: str) -> list[float]:
+    values = [float(part) for part in text.split(",") if part.strip()]
+    if not all(0 < value <= 1.5 for value in values):
+        raise argparse.ArgumentTypeError("fractions of peak lie in (0, 1.5]")
+    return values
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description="Drop-storm benchmark: product vs reference, same Redis, same run.",
@@ -84,6 +93,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pause", type=float, default=1.0, help="s between phases")
     p.add_argument("--load-fraction", type=float, default=0.7, help="of peak, fixed-rate phases")
     p.add_argument("--rate", type=float, help="fixed rate (req/s) instead of the fraction")
+    p.add_argument(
+        "--curve",
+        type=_fractions,
+        default=[],
+        help="more fixed-rate phases of both paths at these fractions of peak (0.3,0.5)",
+    )
     p.add_argument("--users", type=int, default=5000)
     p.add_argument("--stock", type=int, default=100, help="units of the storm drop")
     p.add_argument("--burst", type=int, default=0, help="reserves in the burst (0: --users)")
