@@ -94,6 +94,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--load-fraction", type=float, default=0.7, help="of peak, fixed-rate phases")
     p.add_argument("--rate", type=float, help="fixed rate (req/s) instead of the fraction")
     p.add_argument(
+        "--big-fraction", type=float, default=0.5, help="of the hold path's peak, big-drop rounds"
+    )
+    p.add_argument(
         "--curve",
         type=_fractions,
         default=[],
