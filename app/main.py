@@ -27,6 +27,7 @@ from app.container import Container, build_container
 from app.gc_tuning import freeze_startup_objects
 from app.logs import configure_logging
 from app.realtime.socket import close_socket_server, create_socket_server, register_handlers
+from app.stalls import GcPauseRecorder
 from app.store.client import check_eviction_policy
 
 log = logging.getLogger(__name__)
@@ -66,10 +67,13 @@ def create_fastapi(settings: Settings, sio: socketio.AsyncServer | None) -> Fast
         background.start()
         if settings.gc_freeze:
             freeze_startup_objects()
+        gc_pauses = GcPauseRecorder()
+        gc_pauses.install()
         log.info("sneakerdrop ready")
         try:
             yield
         finally:
+            gc_pauses.uninstall()
             await background.stop()
             if sio is not None:
                 await close_socket_server(sio)

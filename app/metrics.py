@@ -45,3 +45,14 @@ BACKGROUND_ERRORS = Counter(
 REDIS_RECONNECTS = Counter(
     "sneakerdrop_redis_resubscribes_total", "Pub/sub resubscriptions after a Redis blip", ["task"]
 )
+GC_PAUSES = Histogram(
+    "sneakerdrop_gc_pause_seconds",
+    "Garbage-collector pauses of a worker, by generation",
+    ["generation"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
+)
+LOOP_LAG = Histogram(
+    "sneakerdrop_event_loop_lag_seconds",
+    "How late a worker's event loop ran a timer: time every request queued behind it waited",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)

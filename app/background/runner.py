@@ -24,6 +24,7 @@ from app.background.stopping import pause
 from app.background.sweeper import Sweeper
 from app.container import Container
 from app.realtime.broadcaster import Broadcaster
+from app.stalls import watch_loop_lag
 from app.store import keys
 
 log = logging.getLogger(__name__)
@@ -121,6 +122,7 @@ class BackgroundTasks:
         ]
         if self.broadcaster is not None:
             self.tasks.append(asyncio.create_task(self.broadcaster.run(), name="broadcaster"))
+        self.tasks.append(asyncio.create_task(watch_loop_lag(), name="loop-lag"))
 
     async def stop(self) -> None:
         """Stop every loop: cancel once, then wait. A loop whose cancel was swallowed ends
