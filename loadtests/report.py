@@ -10,17 +10,20 @@ The targets (loadtests issue "load tests and performance"):
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from loadtests.stats import Latency, Phase, Target, limit_target, ratio_target
+from loadtests.stats import Bucket, Latency, Phase, Target, limit_target, ratio_target
 
 RESERVE_RATIO = 0.8
 P99_LIMIT_MS = 10.0
 LISTING_RATIO = 0.5
 BIG_DROP_RATIO = 1.2
+
+MIN_PLOTTED_SPAN = 0.5  # s: shorter per-second buckets are left off the plot
 
 
 def latency_text(latency: Latency | None) -> str:
@@ -140,11 +143,13 @@ def plot(path: Path, phases: Sequence[Phase], title: str) -> None:
     for i, phase in enumerate(phases):
         if not phase.buckets:
             continue
-        xs = [phase.offset + b.second + b.span / 2 for b in phase.buckets]
+        # A phase's last sliver of a second holds a few answers: its rate and p99 are noise.
+        whole = [b for b in phase.buckets if b.span >= MIN_PLOTTED_SPAN] or phase.buckets
+        xs = [phase.offset + b.second + b.span / 2 for b in whole]
         colour = colours.get(phase.server, "tab:gray")
-        top.plot(xs, [b.p99 for b in phase.buckets], color=colour, linewidth=1.4)
-        top.plot(xs, [b.p50 for b in phase.buckets], color=colour, linewidth=0.8, ls="--")
-        bottom.plot(xs, [b.rate for b in phase.buckets], color=colour, linewidth=1.2)
+        top.plot(xs, [b.p99 for b in whole], color=colour, linewidth=1.4)
+        top.plot(xs, [b.p50 for b in whole], color=colour, linewidth=0.8, ls="--")
+        bottom.plot(xs, [b.rate for b in whole], color=colour, linewidth=1.2)
         last = phase.buckets[-1]
         start, end = phase.offset, phase.offset + last.second + last.span
         for axis in (top, bottom):
@@ -171,3 +176,33 @@ def plot(path: Path, phases: Sequence[Phase], title: str) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+def load_phases(report: dict[str, Any]) -> list[Phase]:
+    """The phases of a JSON report written by `write_json`."""
+    phases = []
+    for raw in report["phases"]:
+        values = dict(raw)
+        for key in ("latency", "generator_lag"):
+            values[key] = Latency(**values[key]) if values[key] else None
+        values["buckets"] = [Bucket(**bucket) for bucket in values["buckets"]]
+        phases.append(Phase(**values))
+    return phases
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Draw a report's plot again: `python -m loadtests.report REPORT.json [OUT.png]`."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not 1 <= len(args) <= 2:
+        print(main.__doc__, file=sys.stderr)
+        return 2
+    source = Path(args[0])
+    report = json.loads(source.read_text())
+    target = Path(args[1]) if len(args) == 2 else source.with_suffix(".png")
+    plot(target, load_phases(report), report.get("title", source.stem))
+    print(f"wrote {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -252,11 +252,11 @@ def finish(args: argparse.Namespace, bench: Bench, problems: list[str]) -> int:
         "targets": [{"name": t.name, "measured": t.measured, "passed": t.passed} for t in found],
         "problems": problems,
     }
-    write_json(base.with_suffix(".json"), summary, bench.phases)
     title = (
         f"{', '.join(args.chosen)}: {args.workers} worker(s), {args.concurrency} connections, "
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
     )
+    write_json(base.with_suffix(".json"), {**summary, "title": title}, bench.phases)
     plot(base.with_suffix(".png"), bench.phases, title)
     print(f"\nwrote {base}.json and {base}.png")
     if problems:

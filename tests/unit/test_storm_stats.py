@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from array import array
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
 from loadtests.loadgen import Recorded, build_request, outcome, shares
-from loadtests.report import targets
+from loadtests.report import load_phases, targets, write_json
 from loadtests.stats import (
     NS_PER_MS,
     NS_PER_S,
@@ -198,3 +200,23 @@ def test_big_drop_target_compares_the_mean_p99_of_the_rounds() -> None:
     assert (big.passed, big.measured) == (False, "3.75 ms vs 3.00 ms = 1.25x")
     big = targets([*phases[:3], rounds("100-unit drops", 4.4)], 0.7)[-1]
     assert big.passed is True  # 3.75 <= 1.2 x 3.2
+
+
+def test_a_json_report_reads_back_into_the_same_phases(tmp_path: Path) -> None:
+    one = record(0, [(0, 90 * MS, "201"), (S, 2 * MS, "201"), (2 * S, 3 * MS, "201")], 3 * S)
+    one.lags.extend([0, MS])
+    phase = summarise(
+        [one],
+        scenario="reserve",
+        name="hold path",
+        server="product",
+        connections=4,
+        rate=3.0,
+        duration=3.0,
+        warmup=0.5,
+        run_began_ns=0,
+    )
+    phase.cpu = {"product": 0.5}
+    path = tmp_path / "run.json"
+    write_json(path, {"title": "t"}, [phase])
+    assert load_phases(json.loads(path.read_text())) == [phase]
