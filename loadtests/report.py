@@ -16,6 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from loadtests import worker_stalls
 from loadtests.stats import Bucket, Latency, Phase, Target, limit_target, ratio_target
 
 RESERVE_RATIO = 0.8
@@ -45,6 +46,8 @@ def phase_line(phase: Phase) -> str:
         lines.append(f"    generator lag p99 {phase.generator_lag.p99:.2f} ms")
     if phase.cpu:
         lines.append("    cores: " + ", ".join(f"{k} {v:.2f}" for k, v in phase.cpu.items()))
+    if phase.stalls:
+        lines.append("    worker stalls: " + worker_stalls.describe(phase.stalls))
     lines += [f"    NOTE: {note}" for note in phase.notes]
     return "\n".join(lines)
 

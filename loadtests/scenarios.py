@@ -32,6 +32,7 @@ from typing import Any
 import aiohttp
 import redis.asyncio as redis_asyncio
 
+from loadtests import worker_stalls
 from loadtests.cpu import BUSY_OTHER_CORES, CpuMeter, cores_between
 from loadtests.fixtures import User, api, create_drop, seed_holds
 from loadtests.loadgen import Generators, Plan, build_request
@@ -121,11 +122,13 @@ class Bench:
         quiet = None
         if self.meter is not None and self.args.wait_quiet:
             quiet = await wait_quiet(self.meter, self.args.wait_quiet)
+        stalls_before = await worker_stalls.read(self.http, endpoint.url)
         before = self.meter.sample() if self.meter else {}
         wall = time.monotonic()
         records = await self.generators.run(plan)
         wall = time.monotonic() - wall
         after = self.meter.sample() if self.meter else {}
+        stalls_after = await worker_stalls.read(self.http, endpoint.url)
         phase = summarise(
             records,
             scenario=scenario,
@@ -138,6 +141,8 @@ class Bench:
             run_began_ns=self.run_began_ns,
         )
         phase.cpu = cores_between(before, after, wall)
+        if stalls_before is not None and stalls_after is not None:
+            phase.stalls = worker_stalls.between(stalls_before, stalls_after)
         if wall >= 0.5 and phase.cpu.get("other", 0.0) > BUSY_OTHER_CORES:
             phase.notes.append(f"other processes used {phase.cpu['other']:.2f} cores: not quiet")
         if quiet is not None:

@@ -177,6 +177,7 @@ class Phase:
     offset: float  # when the phase began, seconds since the run began (for the plot)
     notes: list[str] = field(default_factory=list)
     cpu: dict[str, float] = field(default_factory=dict)  # cores used, by group
+    stalls: dict[str, float] = field(default_factory=dict)  # loadtests/worker_stalls.py
 
     @property
     def label(self) -> str:
