@@ -16,6 +16,7 @@ from loadtests.stats import (
     NS_PER_S,
     Bucket,
     Latency,
+    Phase,
     buckets,
     limit_target,
     percentile,
@@ -75,6 +76,23 @@ def record(began: int, answers: list[tuple[int, int, str]], ended: int) -> Recor
         began_ns=began,
         ended_ns=ended,
         connections=2,
+    )
+
+
+def product_phase(
+    recorded: Recorded, scenario: str, name: str, rate: float, duration: float, warmup: float
+) -> Phase:
+    """One generator process's record as a product phase with 4 connections."""
+    return summarise(
+        [recorded],
+        scenario=scenario,
+        name=name,
+        server="product",
+        connections=4,
+        rate=rate,
+        duration=duration,
+        warmup=warmup,
+        run_began_ns=0,
     )
 
 
@@ -177,18 +195,9 @@ def test_targets_pick_the_right_phases() -> None:
 
 
 def test_big_drop_target_compares_the_mean_p99_of_the_rounds() -> None:
-    def rounds(name: str, latency_ms: float):
-        return summarise(
-            [record(0, [(0, int(latency_ms * MS), "201")], S)],
-            scenario="big",
-            name=name,
-            server="product",
-            connections=4,
-            rate=100.0,
-            duration=1.0,
-            warmup=0.0,
-            run_began_ns=0,
-        )
+    def rounds(name: str, latency_ms: float) -> Phase:
+        recorded = record(0, [(0, int(latency_ms * MS), "201")], S)
+        return product_phase(recorded, "big", name, rate=100.0, duration=1.0, warmup=0.0)
 
     phases = [
         rounds("100-unit drops", 2.0),
@@ -205,17 +214,7 @@ def test_big_drop_target_compares_the_mean_p99_of_the_rounds() -> None:
 def test_a_json_report_reads_back_into_the_same_phases(tmp_path: Path) -> None:
     one = record(0, [(0, 90 * MS, "201"), (S, 2 * MS, "201"), (2 * S, 3 * MS, "201")], 3 * S)
     one.lags.extend([0, MS])
-    phase = summarise(
-        [one],
-        scenario="reserve",
-        name="hold path",
-        server="product",
-        connections=4,
-        rate=3.0,
-        duration=3.0,
-        warmup=0.5,
-        run_began_ns=0,
-    )
+    phase = product_phase(one, "reserve", "hold path", rate=3.0, duration=3.0, warmup=0.5)
     phase.cpu = {"product": 0.5}
     path = tmp_path / "run.json"
     write_json(path, {"title": "t"}, [phase])
