@@ -116,8 +116,8 @@ class _Protocol(asyncio.Protocol):
         while True:
             try:
                 reply = self.reader.gets()
-            except hiredis.ProtocolError as exc:
-                self.owner.broken(RedisConnectionError(f"Redis protocol error: {exc}"))
+            except Exception as exc:  # a protocol or decoding error: the stream is lost
+                self.owner.broken(RedisConnectionError(f"unreadable reply from Redis: {exc}"))
                 return
             if reply is _INCOMPLETE:
                 return

@@ -180,3 +180,16 @@ async def _blocked_in_blpop(
             return client_id, waiting
         await asyncio.sleep(0.01)
     raise AssertionError("the client never blocked")
+
+
+async def test_an_undecodable_reply_fails_the_connection_not_the_process(
+    pipelined: PipelinedConnection, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Replies are decoded as UTF-8, as the app's redis-py client does; bytes that are not
+    UTF-8 fail the waiting callers with a ConnectionError (handled, not a crash of the
+    protocol that the event loop reports), and the next call reconnects."""
+    await pipelined.execute("SET", "not-utf8", b"\xff\xfe")
+    with pytest.raises(RedisConnectionError, match="unreadable reply"):
+        await pipelined.execute("GET", "not-utf8")
+    assert await pipelined.execute("PING") == "PONG"
+    assert not [r for r in caplog.records if r.name == "asyncio" and r.levelname == "ERROR"]
