@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     database_url: str | None = None
     redis_url: str | None = None
     redis_cluster: bool = False
+    # How long a Redis command may go unanswered before its request gets a 503.
+    redis_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     data_dir: Path = Path("./.sneakerdrop")
 
     jwt_access_secret: str | None = None

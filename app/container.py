@@ -54,10 +54,16 @@ async def build_container(settings: Settings) -> Container:
         pool_size=settings.db_pool_size,
         statement_timeout_ms=settings.db_statement_timeout_ms,
     )
-    redis = create_redis(settings.redis_url, cluster=settings.redis_cluster)
+    redis = create_redis(
+        settings.redis_url, cluster=settings.redis_cluster, timeout=settings.redis_timeout_seconds
+    )
     # The scripts share one pipelined connection per process (not on a cluster, where
     # a command goes to the node that owns its keys).
-    pipelined = None if settings.redis_cluster else PipelinedConnection(settings.redis_url)
+    pipelined = (
+        None
+        if settings.redis_cluster
+        else PipelinedConnection(settings.redis_url, timeout=settings.redis_timeout_seconds)
+    )
     scripts = Scripts(redis, pipelined)
     await scripts.load_all()
     holds = HoldStore(redis, scripts)

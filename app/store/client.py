@@ -24,7 +24,9 @@ REDIS_UNAVAILABLE: tuple[type[BaseException], ...] = (
 UPTIME_GRAIN_MS = 1000
 
 
-def create_redis(url: str, *, cluster: bool = False, max_connections: int = 64) -> Redis:
+def create_redis(
+    url: str, *, cluster: bool = False, max_connections: int = 64, timeout: float = 5.0
+) -> Redis:
     """A decoded-responses client. With REDIS_CLUSTER the cluster client, typed as Redis.
 
     Every key a script touches shares one drop's hash tag, so scripts run unchanged
@@ -32,7 +34,7 @@ def create_redis(url: str, *, cluster: bool = False, max_connections: int = 64) 
     """
     options: dict[str, Any] = {
         "decode_responses": True,
-        "socket_timeout": 5,
+        "socket_timeout": timeout,
         "socket_connect_timeout": 3,
         "health_check_interval": 15,
     }
@@ -42,7 +44,7 @@ def create_redis(url: str, *, cluster: bool = False, max_connections: int = 64) 
     # A blocking pool: a burst beyond max_connections waits for a free connection
     # (up to `timeout`) instead of failing with MaxConnectionsError.
     pool = BlockingConnectionPool.from_url(
-        url, max_connections=max_connections, timeout=5, **options, **_pool_options()
+        url, max_connections=max_connections, timeout=timeout, **options, **_pool_options()
     )
     return Redis.from_pool(pool)
 

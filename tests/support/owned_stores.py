@@ -76,9 +76,19 @@ class OwnedValkey:
     def kill(self) -> None:
         """SIGKILL: no AOF flush, no goodbye to clients, as in a crash."""
         if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)  # a frozen one too
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(timeout=10)
         self.process = None
+
+    def freeze(self) -> None:
+        """SIGSTOP: the server keeps its connections open and answers nothing (a hang)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
 
     def restart(self, *, restore_from: Path | None = None, empty: bool = False) -> None:
         """Start again on the same port: with its data, none, or a snapshot's."""
