@@ -151,6 +151,7 @@ class PipelinedConnection:
         self._flush_scheduled = False
         self._watchdog: asyncio.TimerHandle | None = None
         self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None  # the connection's, from connect
 
     @property
     def connected(self) -> bool:
@@ -170,7 +171,10 @@ class PipelinedConnection:
     # --- sending --------------------------------------------------------------------
 
     def _send(self, command: bytes) -> asyncio.Future[Any]:
-        loop = asyncio.get_running_loop()
+        # The connection's own loop: asyncio.get_running_loop() costs a getpid() system
+        # call on Python 3.11, once per command.
+        loop = self._loop
+        assert loop is not None, "commands are only sent once connected"
         waiter: asyncio.Future[Any] = loop.create_future()
         now = loop.time()
         self.pending.append((waiter, now))
@@ -197,7 +201,8 @@ class PipelinedConnection:
         self._watchdog = None
         if not self.pending:
             return
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        assert loop is not None
         oldest = self.pending[0][1]
         if loop.time() - oldest >= self.timeout:
             self.broken(RedisTimeoutError(f"Redis did not answer within {self.timeout:g} s"))
@@ -217,7 +222,7 @@ class PipelinedConnection:
         await asyncio.shield(self._connecting)
 
     async def _open(self) -> None:
-        loop = asyncio.get_running_loop()
+        self._loop = loop = asyncio.get_running_loop()
         endpoint = self.endpoint
         try:
             async with asyncio.timeout(self.connect_timeout):
