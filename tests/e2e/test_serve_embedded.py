@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 import httpx
-import psutil
+
+from tests.support.processes import alive, servers_using
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 90.0
@@ -45,28 +46,6 @@ def _env(data_dir: Path) -> dict[str, str]:
 
 def _text(log: Path) -> str:
     return log.read_text(errors="replace")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def _servers_of(data_dir: Path) -> list[int]:
-    """Live PostgreSQL / Valkey processes whose command line or folder is in data_dir."""
-    found = []
-    for process in psutil.process_iter(["pid", "name", "cmdline", "cwd", "status"]):
-        info = process.info
-        if info["status"] == psutil.STATUS_ZOMBIE:
-            continue
-        if not (info["name"] or "").startswith(("postgres", "valkey-server")):
-            continue
-        where = " ".join(info["cmdline"] or []) + " " + (info["cwd"] or "")
-        if str(data_dir) in where:
-            found.append(info["pid"])
-    return found
 
 
 async def _start(data_dir: Path, port: int, log: Path) -> asyncio.subprocess.Process:
@@ -127,7 +106,7 @@ async def test_serve_with_embedded_stores(tmp_path: Path) -> None:
     try:
         await _wait_ready(first, port, first_log)
         pids = _server_pids(data_dir)
-        assert all(_alive(pid) for pid in pids)
+        assert all(alive(pid) for pid in pids)
 
         # A second instance on the same DATA_DIR refuses to start and touches nothing.
         second = await asyncio.create_subprocess_exec(
@@ -146,15 +125,15 @@ async def test_serve_with_embedded_stores(tmp_path: Path) -> None:
         assert f"pid {first.pid}" in message
         assert "Traceback" not in message
         assert _server_pids(data_dir) == pids
-        assert all(_alive(pid) for pid in pids)
+        assert all(alive(pid) for pid in pids)
 
         await _stop(first, "SIGTERM", first_log)
     finally:
         if first.returncode is None:
             first.kill()
             await first.wait()
-    assert not any(_alive(pid) for pid in pids)
-    assert _servers_of(data_dir) == []
+    assert not any(alive(pid) for pid in pids)
+    assert servers_using(data_dir) == []
 
     # The same DATA_DIR serves again, and a terminal's Ctrl-C stops it in order: the
     # stores are in their own sessions, so only sneakerdrop sees the SIGINT.
@@ -168,8 +147,8 @@ async def test_serve_with_embedded_stores(tmp_path: Path) -> None:
         if again.returncode is None:
             again.kill()
             await again.wait()
-    assert not any(_alive(pid) for pid in pids)
-    assert _servers_of(data_dir) == []
+    assert not any(alive(pid) for pid in pids)
+    assert servers_using(data_dir) == []
     log = _text(second_log)
     assert "embedded Valkey stopped" in log
     assert "embedded PostgreSQL stopped" in log

@@ -9,36 +9,13 @@ import sys
 from pathlib import Path
 
 import asyncpg
-import psutil
 import pytest
 import redis.asyncio as aioredis
 
 from app.embedded import DataDirInUse, EmbeddedStores
+from tests.support.processes import alive, servers_using
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _alive(pid: int) -> bool:
-    """Running, and not a zombie (an orphaned postmaster is reaped by PID 1, if ever)."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def _processes_using(data_dir: Path) -> list[int]:
-    """PostgreSQL or Valkey servers whose command line or folder is under data_dir."""
-    found = []
-    for process in psutil.process_iter(["pid", "name", "cmdline", "cwd", "status"]):
-        info = process.info
-        if info["status"] == psutil.STATUS_ZOMBIE:
-            continue
-        if not (info["name"] or "").startswith(("postgres", "valkey-server")):
-            continue
-        where = " ".join(info["cmdline"] or []) + " " + (info["cwd"] or "")
-        if str(data_dir) in where:
-            found.append(info["pid"])
-    return found
 
 
 async def _write(database_url: str, redis_url: str) -> None:
@@ -83,7 +60,7 @@ async def test_start_stop_restart_keeps_data(tmp_path: Path) -> None:
         assert database_url.endswith("/sneakerdrop")
         assert redis_url.startswith("redis://127.0.0.1:")
         pids = [stores.postgres_pid, stores.valkey_pid]
-        assert all(pid is not None and _alive(pid) for pid in pids)
+        assert all(pid is not None and alive(pid) for pid in pids)
         await _write(database_url, redis_url)
 
         with pytest.raises(
@@ -92,8 +69,8 @@ async def test_start_stop_restart_keeps_data(tmp_path: Path) -> None:
             EmbeddedStores(data_dir).start(postgres=True, redis=False)
         assert f"pid {os.getpid()}" in str(info.value)
 
-    assert not any(_alive(pid) for pid in pids if pid is not None)
-    assert _processes_using(data_dir) == []
+    assert not any(alive(pid) for pid in pids if pid is not None)
+    assert servers_using(data_dir) == []
     stores.stop()  # idempotent
 
     with EmbeddedStores(data_dir) as again:
@@ -101,7 +78,7 @@ async def test_start_stop_restart_keeps_data(tmp_path: Path) -> None:
         assert database_url is not None
         assert redis_url is not None
         assert await _read(database_url, redis_url) == ("pg survives", b"redis survives")
-    assert _processes_using(data_dir) == []
+    assert servers_using(data_dir) == []
 
 
 async def test_only_what_is_asked(tmp_path: Path) -> None:
@@ -147,11 +124,11 @@ async def test_restart_after_a_crash(tmp_path: Path) -> None:
     finally:
         holder.kill()  # SIGKILL: no chance to stop anything
         await holder.wait()
-    leftovers = _processes_using(data_dir)
+    leftovers = servers_using(data_dir)
     assert leftovers, "the servers outlive a SIGKILLed owner (their own sessions)"
 
     with EmbeddedStores(data_dir) as stores:
         database_url, redis_url = stores.start(postgres=True, redis=True)
-        assert not any(_alive(pid) for pid in leftovers)
+        assert not any(alive(pid) for pid in leftovers)
         assert await _read(database_url, redis_url) == ("pg survives", b"redis survives")
-    assert _processes_using(data_dir) == []
+    assert servers_using(data_dir) == []
