@@ -27,9 +27,9 @@ import asyncio
 import ssl
 from collections import deque
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
 import hiredis
+from redis.asyncio.connection import SSLConnection, parse_url
 from redis.exceptions import AuthenticationError, DataError, NoScriptError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -63,30 +63,23 @@ def _error(reply: ResponseError) -> ResponseError:
 
 
 class _Endpoint:
-    """Where and how to connect, read from a redis:// rediss:// or unix:// URL."""
+    """Where and how to connect: the URL read by redis-py's own parser, so the scripts'
+    connection and the app's redis-py client take a URL the same way."""
 
     def __init__(self, url: str) -> None:
-        parts = urlsplit(url)
-        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        self.username = unquote(parts.username) if parts.username else None
-        self.password = unquote(parts.password) if parts.password else None
-        self.path: str | None = None
-        self.host = parts.hostname or "localhost"
-        self.port = parts.port or 6379
+        options = parse_url(url)  # ValueError for a scheme other than redis, rediss, unix
+        self.username: str | None = options.get("username")
+        self.password: str | None = options.get("password")
+        self.path: str | None = options.get("path")
+        self.host: str = options.get("host", "localhost")
+        self.port: int = options.get("port", 6379)
+        self.db: int = options.get("db", 0)
         self.tls: ssl.SSLContext | None = None
-        if parts.scheme == "unix":
-            self.path = unquote(parts.path)
-            db = query.get("db", "0")
-        elif parts.scheme in {"redis", "rediss"}:
-            db = query.get("db") or parts.path.lstrip("/") or "0"
-            if parts.scheme == "rediss":
-                self.tls = ssl.create_default_context()
-                if query.get("ssl_cert_reqs", "required").lower() in {"none", "optional"}:
-                    self.tls.check_hostname = False
-                    self.tls.verify_mode = ssl.CERT_NONE
-        else:
-            raise ValueError(f"unsupported Redis URL scheme {parts.scheme!r}")
-        self.db = int(db)
+        if options.get("connection_class") is SSLConnection:
+            self.tls = ssl.create_default_context()
+            if str(options.get("ssl_cert_reqs", "required")).lower() in {"none", "optional"}:
+                self.tls.check_hostname = False
+                self.tls.verify_mode = ssl.CERT_NONE
 
     def handshake(self) -> list[tuple[Any, ...]]:
         commands: list[tuple[Any, ...]] = []
