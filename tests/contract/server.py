@@ -8,16 +8,14 @@ stores exactly as `sneakerdrop serve` does.
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import uvicorn
-
 from app.config import Settings
 from app.main import create_app
+from tests.support.realtime_server import uvicorn_on_free_port
 
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 15.0
@@ -26,20 +24,7 @@ STOP_TIMEOUT = 15.0
 @contextmanager
 def serve_in_thread(settings: Settings) -> Iterator[str]:
     """Yield the base URL of a started server; stop it (lifespan shutdown included) after."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        create_app(settings),
-        host="127.0.0.1",
-        port=port,
-        lifespan="on",
-        log_level="warning",
-        access_log=False,
-        timeout_graceful_shutdown=5,
-    )
-    server = uvicorn.Server(config)
+    server, sock, port = uvicorn_on_free_port(create_app(settings))
     failure: list[BaseException] = []
 
     def run() -> None:

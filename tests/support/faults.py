@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 from sqlalchemy import func, select
+from sqlalchemy.orm import InstrumentedAttribute
 
 from app.container import Container
 from app.db.models import Purchase
@@ -51,24 +52,22 @@ async def hold_state(container: Container, reservation_id: str) -> str | None:
 
 async def purchase_counts(container: Container, drop_id: str) -> dict[str, int]:
     """Purchase rows per reservation id of one drop, as PostgreSQL has them."""
-    async with container.db.begin() as session:
-        rows = await session.execute(
-            select(Purchase.reservation_id, func.count())
-            .where(Purchase.drop_id == drop_id)
-            .group_by(Purchase.reservation_id)
-        )
-    return {reservation_id: int(count) for reservation_id, count in rows.all()}
+    return await _purchases_per(container, drop_id, Purchase.reservation_id)
 
 
 async def buyers(container: Container, drop_id: str) -> dict[str, int]:
     """Purchases per user of one drop."""
+    return await _purchases_per(container, drop_id, Purchase.user_id)
+
+
+async def _purchases_per(
+    container: Container, drop_id: str, column: InstrumentedAttribute[str]
+) -> dict[str, int]:
     async with container.db.begin() as session:
         rows = await session.execute(
-            select(Purchase.user_id, func.count())
-            .where(Purchase.drop_id == drop_id)
-            .group_by(Purchase.user_id)
+            select(column, func.count()).where(Purchase.drop_id == drop_id).group_by(column)
         )
-    return {user_id: int(count) for user_id, count in rows.all()}
+    return {key: int(count) for key, count in rows.all()}
 
 
 async def sneakerdrop_check(stores: StoreUrls, data_dir: Path) -> str:

@@ -55,12 +55,10 @@ def free_port() -> int:
         return port
 
 
-@asynccontextmanager
-async def serve_in_process(settings: Settings) -> AsyncIterator[LiveServer]:
-    """uvicorn serving create_app(settings) as a task of this event loop."""
-    asgi = create_app(settings)
+def uvicorn_on_free_port(asgi: Any) -> tuple[uvicorn.Server, socket.socket, int]:
+    """A uvicorn server for `asgi` (lifespan on, quiet) and the local socket it will serve."""
     sock = _bound_socket()
-    port = sock.getsockname()[1]
+    port: int = sock.getsockname()[1]
     config = uvicorn.Config(
         asgi,
         host="127.0.0.1",
@@ -70,7 +68,14 @@ async def serve_in_process(settings: Settings) -> AsyncIterator[LiveServer]:
         access_log=False,
         timeout_graceful_shutdown=5,
     )
-    server = uvicorn.Server(config)
+    return uvicorn.Server(config), sock, port
+
+
+@asynccontextmanager
+async def serve_in_process(settings: Settings) -> AsyncIterator[LiveServer]:
+    """uvicorn serving create_app(settings) as a task of this event loop."""
+    asgi = create_app(settings)
+    server, sock, port = uvicorn_on_free_port(asgi)
     task = asyncio.create_task(server.serve(sockets=[sock]), name=f"uvicorn-{port}")
     try:
         await wait_until(lambda: _started(server, task), START_TIMEOUT, "uvicorn to start")
