@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=10, ge=1, le=200)
     db_statement_timeout_ms: int = Field(default=5000, ge=100, le=600_000)
     log_level: str = "INFO"
+    # After each request a worker polls its sockets this long instead of sleeping
+    # (app/busy_poll.py); 0 lets it sleep at once.
+    busy_poll_ms: float = Field(default=2.0, ge=0, le=100)
     gc_freeze: bool = True  # freeze start-up objects out of garbage collection (app/gc_tuning.py)
 
     _split = field_validator("cors_origins", "trusted_proxies", mode="before")(_split_csv)

@@ -33,6 +33,7 @@ from app.api import render
 from app.api.deps import client_ip, parse_bearer
 from app.api.middleware import RequestContextMiddleware
 from app.api.problems import error_response
+from app.busy_poll import BusyPoller
 from app.config import Settings
 from app.container import Container
 from app.errors import ValidationFailed
@@ -115,9 +116,11 @@ class HotPaths:
         if settings.cors_origins:
             lean = CORSMiddleware(lean, **cors_options(settings))
         self.lean = RequestContextMiddleware(lean)
+        self.poller = BusyPoller(settings.busy_poll_ms / 1000)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            self.poller.kick()
             route = _route_of(scope)
             if route is not None:
                 scope["route"] = route
