@@ -3,8 +3,8 @@
 A worker that has caught up blocks in `epoll_wait`, and the next request has to wake
 it. On a virtual machine that parks the vCPU and brings it back, and the request after
 a wake-up runs on cold caches: measured here (docs/BENCHMARKS.md), a reserve cost
-about 1.4 times the CPU at a steady 5,000 a second that it cost at full speed, and the
-latency tail grew long before the worker was full.
+1.3 to 1.5 times the CPU at a steady 5,000 a second that it cost at full speed, and
+the latency tail grew long before the worker was full.
 
 So for `window` seconds after each request the loop is given a callback that
 re-schedules itself: the loop keeps polling its sockets with a zero timeout and picks
@@ -15,7 +15,7 @@ the next request up at once. Two things keep that cheap:
 - it is polite: each poll first yields the CPU (`sched_yield`), so a spinning worker
   takes only time that no other process on its core wants. Without that, two
   spinning workers on two cores took the CPU Redis and each other needed, and the
-  peak fell by a third.
+  sold-out peak fell by 38 %.
 
 `BUSY_POLL_MS` sets the window; 0 turns it off.
 """
