@@ -66,7 +66,6 @@ import math
 import os
 import secrets
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -83,7 +82,7 @@ import psutil
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
-from loadtests.servers import ServerProcess, serve_argv
+from loadtests.servers import ServerProcess, free_port, serve_argv
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORTS = ROOT / "loadtests" / "reports"
@@ -207,13 +206,6 @@ def iso_ms(text: str) -> int:
 
 
 # --- the server under test -----------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class Server(ServerProcess):

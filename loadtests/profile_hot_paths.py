@@ -33,12 +33,12 @@ import aiohttp
 
 from loadtests.fixtures import create_drop, create_users
 from loadtests.loadgen import Plan, build_request, drive
-from loadtests.realtime_bench import free_port
 from loadtests.servers import (
     Stores,
     create_scratch_database,
     drop_database,
     flush_redis,
+    free_port,
     redis_keys,
     start_product,
 )

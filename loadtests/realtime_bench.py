@@ -67,7 +67,6 @@ import json
 import math
 import os
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -85,7 +84,7 @@ from redis.asyncio import Redis
 
 from app.embedded import running_store_urls
 from app.store.channels import database_of_url, socketio_channel
-from loadtests.servers import ServerProcess, serve_argv
+from loadtests.servers import ServerProcess, free_port, serve_argv
 from loadtests.stats import percentile
 
 SCRIPT = Path(__file__).resolve()
@@ -492,13 +491,6 @@ async def worker_main(url: str, count: int, batch: int, drop_ids: list[str]) -> 
 
 
 # --- the server under test -----------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 # With --gc-log, a sitecustomize.py on the server's PYTHONPATH logs every full (gen 2)

@@ -64,7 +64,8 @@ from loadtests import soak_tally as t
 from loadtests.cpu import CpuMeter, cores_between
 from loadtests.fixtures import create_drop, create_users
 from loadtests.invariant import drop_checks
-from loadtests.realtime_bench import free_port, machine
+from loadtests.realtime_bench import machine
+from loadtests.servers import free_port
 from loadtests.soak_shoppers import Admin, Client, Mix, Pacer, Shopper
 from loadtests.soak_tally import DropBook, Tally
 from loadtests.stats import Latency

@@ -63,9 +63,10 @@ from loadtests.cpu import CpuMeter
 from loadtests.fixtures import create_users
 from loadtests.invariant import invariant_problems
 from loadtests.loadgen import Generators
-from loadtests.realtime_bench import free_port, machine
+from loadtests.realtime_bench import machine
 from loadtests.report import phase_line, plot, target_lines, targets, write_json
 from loadtests.scenarios import SCENARIOS, Bench, Endpoint
+from loadtests.servers import free_port
 
 REPORTS = Path(__file__).resolve().parent / "reports"
 ORDER = ["drops", "reserve", "big"]

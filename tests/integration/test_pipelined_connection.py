@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -21,6 +20,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from app.store.client import REDIS_UNAVAILABLE, create_redis
 from app.store.pipelined import PipelinedConnection
 from tests.support.lua_fixtures import pipelined, redis
+from tests.support.realtime_server import free_port
 from tests.support.stores import StoreUrls
 
 __all__ = ["pipelined", "redis"]  # fixtures
@@ -46,13 +46,6 @@ def _with_password(url: str, password: str) -> str:
     parts = urlsplit(url)
     netloc = f":{password}@{parts.hostname}:{parts.port}"
     return urlunsplit(parts._replace(netloc=netloc))
-
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 async def test_concurrent_callers_each_get_their_own_reply(
@@ -139,7 +132,7 @@ async def test_a_cancelled_caller_does_not_shift_the_replies(
 
 async def test_a_refused_connection_is_a_connection_error(stores: StoreUrls) -> None:
     parts = urlsplit(stores.redis_url)
-    url = urlunsplit(parts._replace(netloc=f"127.0.0.1:{_closed_port()}"))
+    url = urlunsplit(parts._replace(netloc=f"127.0.0.1:{free_port()}"))
     async with _connection(url, connect_timeout=1) as conn:
         with pytest.raises(RedisConnectionError):
             await conn.execute("PING")
