@@ -234,27 +234,20 @@ async def reserve_scenario(bench: Bench) -> None:
                 phase.notes.append(f"not every answer was {wanted}: {phase.outcomes}")
             if server is bench.product:
                 bench.peaks[path] = phase.throughput
-    for path, drops in (("hold path", hold), ("sold-out path", storm)):
-        rate = args.rate or args.load_fraction * bench.peaks[path]
-        drop_id = drops[bench.product.name]
-        await bench.phase(
-            "reserve",
-            path,
-            bench.product,
-            bench.reserves(bench.product, [drop_id], sustained),
-            rate=rate,
-            duration=args.fixed_duration,
-            drop_id=drop_id,
-        )
-    for fraction in args.curve:  # latency against load, below and above the target's 70 %
+    # The target's phases (named by the path alone), then `--curve`: latency against load.
+    fixed = [(None, args.load_fraction), *((f"{f:.0%}", f) for f in args.curve)]
+    for share, fraction in fixed:
         for path, drops in (("hold path", hold), ("sold-out path", storm)):
             drop_id = drops[bench.product.name]
+            rate = fraction * bench.peaks[path]
+            if share is None and args.rate:
+                rate = args.rate
             await bench.phase(
                 "reserve",
-                f"{path} at {fraction:.0%} of peak",
+                path if share is None else f"{path} at {share} of peak",
                 bench.product,
                 bench.reserves(bench.product, [drop_id], sustained),
-                rate=fraction * bench.peaks[path],
+                rate=rate,
                 duration=args.fixed_duration,
                 drop_id=drop_id,
             )
