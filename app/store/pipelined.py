@@ -239,8 +239,9 @@ class PipelinedConnection:
             for reply in replies:
                 await reply
         except ResponseError as exc:
-            self.broken(AuthenticationError(f"Redis refused the connection: {exc}"))
-            raise AuthenticationError(f"Redis refused the connection: {exc}") from exc
+            refused = AuthenticationError(f"Redis refused the connection: {exc}")
+            self.broken(refused)
+            raise refused from exc
 
     # --- failing ----------------------------------------------------------------------
 

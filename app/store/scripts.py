@@ -4,9 +4,9 @@ Each script is `SCRIPT LOAD`ed when the app starts, so a syntax error fails the
 boot rather than the first drop. Calls send EVALSHA (over the process's pipelined
 connection, or through redis-py's `Script` on a cluster) and, after a Redis restart
 emptied the script cache (NOSCRIPT), load the script again and retry without the
-caller noticing. A second flush
-can land between that reload and its retry; `run` then starts over, a few times:
-NOSCRIPT means the script did not run, so running it again is safe.
+caller noticing. A second flush can land between that reload and its retry; `run`
+then starts over, a few times: NOSCRIPT means the script did not run, so running it
+again is safe.
 """
 
 from __future__ import annotations
