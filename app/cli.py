@@ -107,6 +107,8 @@ def _command(name: str) -> Callable[..., Coroutine[Any, Any, Any]]:
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
+    from app.event_loop import LOOP_FACTORY
+
     host = args.host or settings.host
     port = args.port or settings.port
     with backing_stores(settings) as (settings, _):
@@ -120,7 +122,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             host=host,
             port=port,
             workers=args.workers,
-            loop="uvloop",
+            loop=LOOP_FACTORY,  # uvloop that accepts in batches (app/event_loop.py)
             http="httptools",
             lifespan="on",
             # X-Forwarded-For is believed only from TRUSTED_PROXIES.

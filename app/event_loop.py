@@ -1,0 +1,212 @@
+"""The event loop `serve` runs: uvloop, with listening sockets that accept in batches.
+
+libuv, under uvloop, accepts one connection each time the loop polls its sockets
+(since libuv 1.45). A loop under load spends each turn on the requests that are
+ready, so when hundreds of clients connect at once, as in the first second of a drop,
+the hundredth new client waits a hundred turns before its first request is even read.
+Measured here (docs/BENCHMARKS.md): 180 connections waiting in the kernel's accept
+queue, and the first request on a new connection answered after 0.4 to 1.7 s while
+requests on open connections took 40 ms.
+
+`BatchAcceptLoop.create_server` accepts up to `ACCEPT_BATCH` connections each time a
+listening socket is readable, as asyncio's own loop does, and hands them to uvloop's
+transports; everything else is uvloop's. uvicorn takes the loop through its `loop`
+setting (`LOOP_FACTORY`), in every worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import uvloop
+
+log = logging.getLogger(__name__)
+
+ACCEPT_BATCH = 256  # connections accepted per readiness of a listening socket, at most
+RESOURCE_PAUSE_S = 1.0  # out of file descriptors or memory: stop accepting this long
+# The accept errors that mean "not this connection" (asyncio's own list, with EAGAIN
+# handled apart): the client gave up before it was accepted, or the network dropped it.
+_TRANSIENT = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR}
+_OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+
+
+class BatchAcceptServer(asyncio.AbstractServer):
+    """Listening sockets read by the loop's own reader callbacks, in batches."""
+
+    def __init__(
+        self,
+        loop: uvloop.Loop,
+        sockets: Iterable[socket.socket],
+        protocol_factory: Callable[[], asyncio.BaseProtocol],
+        batch: int = ACCEPT_BATCH,
+    ) -> None:
+        self._loop = loop
+        self._sockets = list(sockets)
+        self._protocol_factory = protocol_factory
+        self._batch = batch
+        self._serving = False
+        self._closed = asyncio.Event()
+        self._handshakes: set[asyncio.Task[Any]] = set()
+
+    @property
+    def sockets(self) -> tuple[socket.socket, ...]:
+        return tuple(self._sockets)
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    def is_serving(self) -> bool:
+        return self._serving
+
+    async def start_serving(self) -> None:
+        self._start()
+
+    def _start(self) -> None:
+        if self._serving or self._closed.is_set():
+            return
+        self._serving = True
+        for sock in self._sockets:
+            sock.setblocking(False)
+            self._loop.add_reader(sock.fileno(), self._accept, sock)
+
+    def _stop_reading(self) -> None:
+        for sock in self._sockets:
+            if sock.fileno() != -1:
+                self._loop.remove_reader(sock.fileno())
+
+    def _accept(self, sock: socket.socket) -> None:
+        for _ in range(self._batch):
+            try:
+                conn, _ = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return  # none left; the reader fires again on the next one
+            except OSError as exc:
+                if exc.errno in _TRANSIENT:
+                    continue
+                if exc.errno in _OUT_OF_RESOURCES:
+                    log.error("cannot accept connections, pausing", extra={"error": str(exc)})
+                    self._pause()
+                    return
+                raise
+            self._adopt(conn)
+
+    def _pause(self) -> None:
+        """Stop accepting for a while: the queued clients wait in the kernel's backlog."""
+        self._stop_reading()
+        self._serving = False
+        self._loop.call_later(RESOURCE_PAUSE_S, self._start)
+
+    def _adopt(self, conn: socket.socket) -> None:
+        conn.setblocking(False)
+        if conn.family in (socket.AF_INET, socket.AF_INET6):
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        task = self._loop.create_task(
+            self._loop.connect_accepted_socket(self._protocol_factory, conn)
+        )
+        self._handshakes.add(task)
+        task.add_done_callback(lambda done: self._adopted(done, conn))
+
+    def _adopted(self, task: asyncio.Task[Any], conn: socket.socket) -> None:
+        self._handshakes.discard(task)
+        if task.cancelled() or task.exception() is not None:
+            conn.close()  # the client left before its transport was set up
+
+    def close(self) -> None:
+        """Stop accepting and close the listening sockets; open connections stay."""
+        if self._closed.is_set():
+            return
+        self._stop_reading()
+        self._serving = False
+        for sock in self._sockets:
+            sock.close()
+        self._closed.set()
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+    async def serve_forever(self) -> None:
+        self._start()
+        await asyncio.Event().wait()  # until cancelled; close() stops the accepting
+
+    async def __aenter__(self) -> BatchAcceptServer:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+        await self.wait_closed()
+
+
+def _listening_sockets(host: str | None, port: int, backlog: int) -> list[socket.socket]:
+    """Bound, listening sockets for `host` (every interface when empty), as asyncio binds."""
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(backlog)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+class BatchAcceptLoop(uvloop.Loop):
+    async def create_server(  # type: ignore[override]
+        self,
+        protocol_factory: Callable[[], asyncio.BaseProtocol],
+        host: str | None = None,
+        port: int | None = None,
+        *,
+        sock: socket.socket | None = None,
+        backlog: int = 100,
+        ssl: Any = None,
+        start_serving: bool = True,
+        **kwargs: Any,
+    ) -> asyncio.AbstractServer:
+        """A TCP server on `sock` or on `host`:`port` that accepts in batches.
+
+        TLS and the rarer options (reuse_port, a list of hosts) go to uvloop's own server.
+        """
+        if ssl is not None or kwargs or isinstance(host, list):
+            if sock is not None:
+                return await super().create_server(
+                    protocol_factory,
+                    sock=sock,
+                    backlog=backlog,
+                    ssl=ssl,
+                    start_serving=start_serving,
+                    **kwargs,
+                )
+            return await super().create_server(
+                protocol_factory,
+                host,
+                port or 0,
+                backlog=backlog,
+                ssl=ssl,
+                start_serving=start_serving,
+                **kwargs,
+            )
+        if sock is not None:
+            sock.listen(backlog)  # a socket bound by uvicorn's supervisor is not listening yet
+            sockets = [sock]
+        else:
+            sockets = _listening_sockets(host, port or 0, backlog)
+        server = BatchAcceptServer(self, sockets, protocol_factory)
+        if start_serving:
+            server._start()
+        return server
+
+
+# uvicorn's `loop` setting: a custom value names the callable that makes a loop.
+LOOP_FACTORY = f"{__name__}:{BatchAcceptLoop.__name__}"
