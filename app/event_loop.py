@@ -28,11 +28,10 @@ import uvloop
 log = logging.getLogger(__name__)
 
 ACCEPT_BATCH = 256  # connections accepted per readiness of a listening socket, at most
-RESOURCE_PAUSE_S = 1.0  # out of file descriptors or memory: stop accepting this long
+PAUSE_S = 1.0  # after an accept error such as EMFILE: stop accepting this long
 # The accept errors that mean "not this connection" (asyncio's own list, with EAGAIN
 # handled apart): the client gave up before it was accepted, or the network dropped it.
 _TRANSIENT = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR}
-_OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
 
 class BatchAcceptServer(asyncio.AbstractServer):
@@ -88,18 +87,18 @@ class BatchAcceptServer(asyncio.AbstractServer):
             except OSError as exc:
                 if exc.errno in _TRANSIENT:
                     continue
-                if exc.errno in _OUT_OF_RESOURCES:
-                    log.error("cannot accept connections, pausing", extra={"error": str(exc)})
-                    self._pause()
-                    return
-                raise
+                # Out of descriptors or memory, or a socket gone wrong: retrying at once
+                # would fail again on every turn of the loop.
+                log.error("cannot accept connections, pausing", extra={"error": str(exc)})
+                self._pause()
+                return
             self._adopt(conn)
 
     def _pause(self) -> None:
         """Stop accepting for a while: the queued clients wait in the kernel's backlog."""
         self._stop_reading()
         self._serving = False
-        self._loop.call_later(RESOURCE_PAUSE_S, self._start)
+        self._loop.call_later(PAUSE_S, self._start)
 
     def _adopt(self, conn: socket.socket) -> None:
         conn.setblocking(False)

@@ -182,22 +182,27 @@ def test_a_client_that_gave_up_does_not_stop_the_batch() -> None:
     run(scenario)
 
 
-def test_out_of_file_descriptors_pauses_accepting_then_resumes(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize("code", [errno.EMFILE, errno.EINVAL])
+def test_an_accept_error_pauses_accepting_then_resumes(
+    monkeypatch: pytest.MonkeyPatch, code: int
 ) -> None:
+    """Out of descriptors, or a socket gone wrong: no retry on every turn of the loop."""
+
     async def scenario(loop: BatchAcceptLoop) -> None:
         Counting.made = 0
         resumed = asyncio.Event()
-        monkeypatch.setattr(event_loop, "RESOURCE_PAUSE_S", 0.0)
+        monkeypatch.setattr(event_loop, "PAUSE_S", 0.0)
         sock = Flaky()
         sock.bind(("127.0.0.1", 0))
         sock.listen(16)
-        sock.errors = [errno.EMFILE]
+        sock.errors = [code]
         server = await loop.create_server(Counting, sock=sock)
         assert isinstance(server, BatchAcceptServer)
         start = server._start
+        serving_while_paused: list[bool] = []
 
         def start_again() -> None:
+            serving_while_paused.append(server.is_serving())
             start()
             resumed.set()
 
@@ -205,6 +210,7 @@ def test_out_of_file_descriptors_pauses_accepting_then_resumes(
         clients = connect_blocking(sock.getsockname(), 1)
         await asyncio.wait_for(resumed.wait(), 5)
         await turns(TURNS)
+        assert serving_while_paused == [False]
         assert Counting.made == 1
         assert server.is_serving()
         clients[0].close()
