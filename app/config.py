@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     # After each request a worker polls its sockets this long instead of sleeping
     # (app/busy_poll.py); 0 lets it sleep at once.
     busy_poll_ms: float = Field(default=2.0, ge=0, le=100)
+    # Connections a worker accepts each time its listening socket is ready
+    # (app/event_loop.py); 1 accepts one per turn of the event loop, as libuv does.
+    accept_batch: int = Field(default=256, ge=1, le=4096)
     gc_freeze: bool = True  # freeze start-up objects out of garbage collection (app/gc_tuning.py)
 
     _split = field_validator("cors_origins", "trusted_proxies", mode="before")(_split_csv)

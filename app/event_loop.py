@@ -1,18 +1,18 @@
-"""The event loop `serve` runs: uvloop, with listening sockets that accept in batches.
+"""The event loop `serve` runs: uvloop, with a listening socket that accepts in batches.
 
 libuv, under uvloop, accepts one connection each time the loop polls its sockets
 (since libuv 1.45). A loop under load spends each turn on the requests that are
-ready, so when hundreds of clients connect at once, as in the first second of a drop,
-the hundredth new client waits a hundred turns before its first request is even read.
-Measured here (docs/BENCHMARKS.md): 180 connections waiting in the kernel's accept
-queue, and the first request on a new connection answered after 0.4 to 1.7 s while
-requests on open connections took 40 ms.
+ready, so when a crowd of clients connects at once, as in the first second of a drop,
+the hundredth new client waits a hundred turns before its first request is even read
+(docs/BENCHMARKS.md, "Accepting connections").
 
-`BatchAcceptLoop.create_server` accepts up to `ACCEPT_BATCH` connections each time a
-listening socket is readable, as asyncio's own loop does, and hands them to uvloop's
-transports; everything else is uvloop's. uvicorn takes the loop through its `loop`
-setting (`LOOP_FACTORY`), in every worker.
-"""
+`BatchAcceptLoop.create_server` listens on `host`:`port` itself and accepts up to
+`ACCEPT_BATCH` (a setting, 256 by default) connections each time the socket is
+readable, as asyncio's own loop does, then hands each one to uvloop's transports.
+With several workers each listens on a socket of its own (SO_REUSEPORT) beside the
+one uvicorn's supervisor shares, so that the kernel spreads connections over them
+(see `create_server`). uvicorn takes the loop through its `loop` setting
+(`LOOP_FACTORY`)."""
 
 from __future__ import annotations
 
@@ -25,9 +25,10 @@ from typing import Any
 
 import uvloop
 
+from app.config import get_settings
+
 log = logging.getLogger(__name__)
 
-ACCEPT_BATCH = 256  # connections accepted per readiness of a listening socket, at most
 PAUSE_S = 1.0  # after an accept error such as EMFILE: stop accepting this long
 # The accept errors that mean "not this connection" (asyncio's own list, with EAGAIN
 # handled apart): the client gave up before it was accepted, or the network dropped it.
@@ -42,7 +43,7 @@ class BatchAcceptServer(asyncio.AbstractServer):
         loop: uvloop.Loop,
         sockets: Iterable[socket.socket],
         protocol_factory: Callable[[], asyncio.BaseProtocol],
-        batch: int = ACCEPT_BATCH,
+        batch: int,
     ) -> None:
         self._loop = loop
         self._sockets = list(sockets)
@@ -160,6 +161,34 @@ def _listening_sockets(host: str | None, port: int, backlog: int) -> list[socket
     return sockets
 
 
+def _own_socket_beside(shared: socket.socket, backlog: int) -> socket.socket | None:
+    """A listening socket of this worker's own on the address of the workers' shared one.
+
+    SO_REUSEPORT on both lets the bind share the port; the shared socket is never
+    listened on, so every connection goes to a worker's own socket. None where that
+    cannot be done; the shared socket is then served as it is.
+    """
+    if shared.family not in (socket.AF_INET, socket.AF_INET6) or shared.type != socket.SOCK_STREAM:
+        return None
+    if shared.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+        return None  # listened on already: connections would wait there unaccepted
+    own = socket.socket(shared.family, socket.SOCK_STREAM)
+    try:
+        shared.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        own.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        own.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if shared.family == socket.AF_INET6:
+            v6only = shared.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
+            own.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, v6only)
+        own.bind(shared.getsockname())
+        own.listen(backlog)
+    except OSError as exc:
+        own.close()
+        log.warning("workers share one listening socket", extra={"error": str(exc)})
+        return None
+    return own
+
+
 class BatchAcceptLoop(uvloop.Loop):
     async def create_server(  # type: ignore[override]
         self,
@@ -173,38 +202,49 @@ class BatchAcceptLoop(uvloop.Loop):
         start_serving: bool = True,
         **kwargs: Any,
     ) -> asyncio.AbstractServer:
-        """A TCP server on `sock` or on `host`:`port` that accepts in batches.
+        """A server that accepts in batches, on `host`:`port` or beside a shared `sock`.
 
-        TLS and the rarer options (reuse_port, a list of hosts) go to uvloop's own server.
+        uvicorn passes `sock` when several workers share one socket that its supervisor
+        bound. Whichever worker the kernel wakes first accepts from a shared socket, and
+        that was often one worker for nearly every connection (measured: 63 of 64), at
+        the throughput of one. So each worker listens on a socket of its own bound to
+        the same address with SO_REUSEPORT, and the kernel spreads new connections
+        over the workers evenly. A socket that is already listening (a process manager
+        of another kind), TLS and the rarer options stay with uvloop.
         """
         if ssl is not None or kwargs or isinstance(host, list):
-            if sock is not None:
-                return await super().create_server(
-                    protocol_factory,
-                    sock=sock,
-                    backlog=backlog,
-                    ssl=ssl,
-                    start_serving=start_serving,
-                    **kwargs,
-                )
-            return await super().create_server(
-                protocol_factory,
-                host,
-                port or 0,
-                backlog=backlog,
-                ssl=ssl,
-                start_serving=start_serving,
-                **kwargs,
+            return await self._uvloop_server(
+                protocol_factory, host, port, sock, backlog, ssl, start_serving, **kwargs
             )
         if sock is not None:
-            sock.listen(backlog)  # a socket bound by uvicorn's supervisor is not listening yet
-            sockets = [sock]
+            own = _own_socket_beside(sock, backlog)
+            if own is None:
+                return await self._uvloop_server(
+                    protocol_factory, None, None, sock, backlog, None, start_serving
+                )
+            sockets = [own]
         else:
             sockets = _listening_sockets(host, port or 0, backlog)
-        server = BatchAcceptServer(self, sockets, protocol_factory)
+        server = BatchAcceptServer(self, sockets, protocol_factory, get_settings().accept_batch)
         if start_serving:
             server._start()
         return server
+
+    async def _uvloop_server(
+        self,
+        protocol_factory: Callable[[], asyncio.BaseProtocol],
+        host: str | None,
+        port: int | None,
+        sock: socket.socket | None,
+        backlog: int,
+        ssl: Any,
+        start_serving: bool,
+        **kwargs: Any,
+    ) -> asyncio.AbstractServer:
+        options = {"backlog": backlog, "ssl": ssl, "start_serving": start_serving, **kwargs}
+        if sock is not None:
+            return await super().create_server(protocol_factory, sock=sock, **options)
+        return await super().create_server(protocol_factory, host, port or 0, **options)
 
 
 # uvicorn's `loop` setting: a custom value names the callable that makes a loop.

@@ -67,6 +67,7 @@ class Recorded:
     starts: array[int] = field(default_factory=lambda: array("q"))  # perf_counter_ns
     latencies: array[int] = field(default_factory=lambda: array("q"))  # ns
     lags: array[int] = field(default_factory=lambda: array("q"))  # open loop: sent - due, ns
+    firsts: array[int] = field(default_factory=lambda: array("q"))  # each connection's first, ns
     outcomes: Counter[str] = field(default_factory=Counter)
     began_ns: int = 0
     ended_ns: int = 0
@@ -103,6 +104,7 @@ class _Conn(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.busy = False
+        self.answers = 0
         self.counted_from = 0
         self.idle_since = 0
         self.status = 0
@@ -175,6 +177,9 @@ class _Run:
         self.record.starts.append(conn.counted_from)
         self.record.latencies.append(now - conn.counted_from)
         self.record.outcomes[result] += 1
+        conn.answers += 1
+        if conn.answers == 1:  # the server had to accept the connection first
+            self.record.firsts.append(now - conn.counted_from)
         if conn.alive:
             self.after(conn, now)
         else:  # the server closed it after this answer

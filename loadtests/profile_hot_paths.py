@@ -20,12 +20,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import secrets
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -35,11 +32,8 @@ from loadtests.fixtures import create_drop, create_users
 from loadtests.loadgen import Plan, build_request, drive
 from loadtests.servers import (
     Stores,
-    create_scratch_database,
-    drop_database,
-    flush_redis,
     free_port,
-    redis_keys,
+    scratch_stores,
     start_product,
 )
 
@@ -102,17 +96,11 @@ async def prepare(path: str, url: str, stores: Stores) -> list[bytes]:
 
 
 async def profile(args: argparse.Namespace) -> int:
-    database_url = os.environ.get("DATABASE_URL")
-    redis_url = os.environ.get("REDIS_URL")
-    if not database_url or not redis_url:
-        raise SystemExit(
-            "set DATABASE_URL and REDIS_URL (a scratch database is made on that server)"
-        )
-    if await redis_keys(redis_url):
-        raise SystemExit(f"{redis_url} is not empty")
-    scratch = await create_scratch_database(database_url)
-    stores = Stores(scratch, redis_url, secrets.token_urlsafe(48), secrets.token_urlsafe(48), 3600)
-    workdir = Path(tempfile.mkdtemp(prefix="profile-"))
+    async with scratch_stores("profile-") as (stores, workdir):
+        return await profile_in(args, stores, workdir)
+
+
+async def profile_in(args: argparse.Namespace, stores: Stores, workdir: Path) -> int:
     port = free_port()
     server = await start_product(stores, port, 1, workdir)
     REPORTS.mkdir(exist_ok=True)
@@ -165,9 +153,6 @@ async def profile(args: argparse.Namespace) -> int:
         print(f"\nwrote {raw}")
     finally:
         await server.stop()
-        await flush_redis(redis_url)
-        await drop_database(database_url, scratch)
-        shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 

@@ -44,6 +44,12 @@ def phase_line(phase: Phase) -> str:
     ]
     if phase.generator_lag is not None:
         lines.append(f"    generator lag p99 {phase.generator_lag.p99:.2f} ms")
+    if phase.first_answers is not None:
+        first = phase.first_answers
+        lines.append(
+            f"    {first.count} connections; their first answers p50 {first.p50:.2f}, "
+            f"max {first.max:.1f} ms"
+        )
     if phase.cpu:
         lines.append("    cores: " + ", ".join(f"{k} {v:.2f}" for k, v in phase.cpu.items()))
     if phase.stalls:
@@ -186,8 +192,8 @@ def load_phases(report: dict[str, Any]) -> list[Phase]:
     phases = []
     for raw in report["phases"]:
         values = dict(raw)
-        for key in ("latency", "generator_lag"):
-            values[key] = Latency(**values[key]) if values[key] else None
+        for key in ("latency", "generator_lag", "first_answers"):
+            values[key] = Latency(**values[key]) if values.get(key) else None
         values["buckets"] = [Bucket(**bucket) for bucket in values["buckets"]]
         phases.append(Phase(**values))
     return phases

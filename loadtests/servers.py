@@ -14,11 +14,13 @@ import asyncio
 import contextlib
 import os
 import secrets
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
@@ -237,3 +239,27 @@ async def flush_redis(redis_url: str) -> None:
         await client.flushdb()
     finally:
         await client.aclose()
+
+
+@contextlib.asynccontextmanager
+async def scratch_stores(prefix: str) -> AsyncIterator[tuple[Stores, Path]]:
+    """Stores for a one-off measurement, from DATABASE_URL and REDIS_URL, and a work folder.
+
+    A scratch database is made on that PostgreSQL and dropped at the end; the Redis
+    database must be empty and is flushed at the end.
+    """
+    database_url = os.environ.get("DATABASE_URL")
+    redis_url = os.environ.get("REDIS_URL")
+    if not database_url or not redis_url:
+        raise SystemExit("set DATABASE_URL and REDIS_URL (a scratch database is made there)")
+    if await redis_keys(redis_url):
+        raise SystemExit(f"{redis_url} is not empty")
+    scratch = await create_scratch_database(database_url)
+    stores = Stores(scratch, redis_url, secrets.token_urlsafe(48), secrets.token_urlsafe(48), 3600)
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield stores, workdir
+    finally:
+        await flush_redis(redis_url)
+        await drop_database(database_url, scratch)
+        shutil.rmtree(workdir, ignore_errors=True)

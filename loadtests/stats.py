@@ -129,6 +129,7 @@ class Merged:
     starts: list[int] = field(default_factory=list)
     latencies: list[int] = field(default_factory=list)
     lags: list[int] = field(default_factory=list)
+    firsts: list[int] = field(default_factory=list)
     outcomes: Counter[str] = field(default_factory=Counter)
     began_ns: int = 0
     ended_ns: int = 0
@@ -144,6 +145,7 @@ class Merged:
             merged.starts += record.starts
             merged.latencies += record.latencies
             merged.lags += record.lags
+            merged.firsts += record.firsts
             merged.outcomes.update(record.outcomes)
             merged.connections += record.connections
         return merged
@@ -175,6 +177,8 @@ class Phase:
     generator_lag: Latency | None  # open loop: how late the generator sent
     buckets: list[Bucket]
     offset: float  # when the phase began, seconds since the run began (for the plot)
+    # Each connection's first answer, which waited for the server to accept it.
+    first_answers: Latency | None = None
     notes: list[str] = field(default_factory=list)
     cpu: dict[str, float] = field(default_factory=dict)  # cores used, by group
     stalls: dict[str, float] = field(default_factory=dict)  # loadtests/worker_stalls.py
@@ -235,6 +239,7 @@ def summarise(
         generator_lag=Latency.of(merged.lags) if rate is not None else None,
         buckets=buckets(merged.starts, merged.latencies, merged.began_ns),
         offset=(merged.began_ns - run_began_ns) / NS_PER_S,
+        first_answers=Latency.of(merged.firsts),
     )
 
 

@@ -6,6 +6,7 @@ import asyncio
 import errno
 import socket
 from collections.abc import Awaitable, Callable
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -15,6 +16,18 @@ from app.event_loop import BatchAcceptLoop, BatchAcceptServer
 
 PENDING = 100  # connections waiting in the kernel's accept queue at once
 TURNS = 10  # loop turns they get to be accepted in; libuv alone accepts one per turn
+
+
+@pytest.fixture(autouse=True)
+def accept_batch(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]:
+    """The ACCEPT_BATCH setting the loop reads (256, the default, unless a test sets it)."""
+
+    def use(batch: int) -> None:
+        settings = SimpleNamespace(accept_batch=batch)
+        monkeypatch.setattr(event_loop, "get_settings", lambda: settings)
+
+    use(256)
+    return use
 
 
 def run(test: Callable[[BatchAcceptLoop], Awaitable[None]]) -> None:
@@ -38,11 +51,16 @@ class Counting(asyncio.Protocol):
         self.transport.write(data.upper())
 
 
-def listening(backlog: int = PENDING * 2) -> socket.socket:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(backlog)
-    return sock
+async def serving(loop: BatchAcceptLoop) -> asyncio.AbstractServer:
+    """A server on 127.0.0.1, as a single-worker `serve` makes it."""
+    return await loop.create_server(Counting, "127.0.0.1", 0, backlog=PENDING * 2)
+
+
+async def serving_on(loop: BatchAcceptLoop, sock: socket.socket) -> BatchAcceptServer:
+    """A batch-accepting server on a socket of the test's own making."""
+    server = BatchAcceptServer(loop, [sock], Counting, event_loop.get_settings().accept_batch)
+    await server.start_serving()
+    return server
 
 
 def connect_blocking(address: tuple[str, int], count: int) -> list[socket.socket]:
@@ -62,7 +80,7 @@ async def turns(count: int) -> None:
 def test_a_queue_of_new_connections_is_accepted_within_a_few_turns() -> None:
     async def scenario(loop: BatchAcceptLoop) -> None:
         Counting.made = 0
-        server = await loop.create_server(Counting, sock=listening())
+        server = await serving(loop)
         assert isinstance(server, BatchAcceptServer)
         clients = connect_blocking(server.sockets[0].getsockname(), PENDING)
         try:
@@ -73,6 +91,29 @@ def test_a_queue_of_new_connections_is_accepted_within_a_few_turns() -> None:
                 client.close()
             server.close()
             await server.wait_closed()
+
+    run(scenario)
+
+
+def test_a_batch_of_one_accepts_one_connection_per_turn(
+    accept_batch: Callable[[int], None],
+) -> None:
+    """ACCEPT_BATCH=1 behaves as libuv alone does: the queue drains a turn at a time."""
+    accept_batch(1)
+
+    async def scenario(loop: BatchAcceptLoop) -> None:
+        Counting.made = 0
+        server = await serving(loop)
+        clients = connect_blocking(server.sockets[0].getsockname(), PENDING)
+        try:
+            await turns(TURNS)
+            assert 1 <= Counting.made <= TURNS
+            await turns(PENDING * 2)
+            assert Counting.made == PENDING  # every one, in the end
+        finally:
+            for client in clients:
+                client.close()
+            server.close()
 
     run(scenario)
 
@@ -105,13 +146,56 @@ def test_a_closed_server_refuses_new_connections() -> None:
     run(scenario)
 
 
-def test_a_bound_socket_that_is_not_listening_yet_is_served() -> None:
-    """uvicorn's supervisor binds the socket and each worker's loop makes it listen."""
+def supervisor_socket() -> socket.socket:
+    """What uvicorn's supervisor hands every worker: bound, not listening."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+def test_workers_sharing_a_socket_each_listen_on_their_own_and_share_the_crowd() -> None:
+    made: list[int] = [0, 0]
+
+    def counting(worker: int) -> Callable[[], asyncio.Protocol]:
+        def protocol() -> asyncio.Protocol:
+            made[worker] += 1
+            return asyncio.Protocol()
+
+        return protocol
 
     async def scenario(loop: BatchAcceptLoop) -> None:
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
+        shared = supervisor_socket()
+        workers = [
+            await loop.create_server(counting(w), sock=shared, backlog=PENDING) for w in (0, 1)
+        ]
+        clients: list[socket.socket] = []
+        try:
+            assert all(isinstance(server, BatchAcceptServer) for server in workers)
+            assert all(server.sockets[0] is not shared for server in workers)
+            clients = connect_blocking(shared.getsockname(), PENDING)
+            await turns(TURNS)
+            assert sum(made) == PENDING
+            assert min(made) > 0  # all 100 on one of two sockets: odds of 2 in 2**100
+        finally:
+            for client in clients:
+                client.close()
+            for server in workers:
+                server.close()
+                await server.wait_closed()
+            shared.close()
+
+    run(scenario)
+
+
+def test_a_shared_socket_that_is_already_listening_stays_with_uvloop() -> None:
+    """Connections queued on it would wait there if the workers listened elsewhere."""
+
+    async def scenario(loop: BatchAcceptLoop) -> None:
+        sock = supervisor_socket()
+        sock.listen(16)
         server = await loop.create_server(Counting, sock=sock, backlog=16)
+        assert not isinstance(server, BatchAcceptServer)
         reader, writer = await asyncio.open_connection(*sock.getsockname())
         writer.write(b"drop")
         assert await reader.readexactly(4) == b"DROP"
@@ -124,7 +208,7 @@ def test_a_bound_socket_that_is_not_listening_yet_is_served() -> None:
 def test_start_serving_false_waits_for_start_serving() -> None:
     async def scenario(loop: BatchAcceptLoop) -> None:
         Counting.made = 0
-        server = await loop.create_server(Counting, sock=listening(), start_serving=False)
+        server = await loop.create_server(Counting, "127.0.0.1", 0, start_serving=False)
         clients = connect_blocking(server.sockets[0].getsockname(), 3)
         await turns(TURNS)
         assert Counting.made == 0
@@ -170,7 +254,7 @@ def test_a_client_that_gave_up_does_not_stop_the_batch() -> None:
         sock.bind(("127.0.0.1", 0))
         sock.listen(16)
         sock.errors = [errno.ECONNABORTED]
-        server = await loop.create_server(Counting, sock=sock)
+        server = await serving_on(loop, sock)
         clients = connect_blocking(sock.getsockname(), 2)
         await turns(TURNS)
         assert Counting.made == 2
@@ -196,8 +280,7 @@ def test_an_accept_error_pauses_accepting_then_resumes(
         sock.bind(("127.0.0.1", 0))
         sock.listen(16)
         sock.errors = [code]
-        server = await loop.create_server(Counting, sock=sock)
-        assert isinstance(server, BatchAcceptServer)
+        server = await serving_on(loop, sock)
         start = server._start
         serving_while_paused: list[bool] = []
 

@@ -57,6 +57,13 @@ async def test_closed_loop_reconnects_when_the_server_closes(port: int) -> None:
     record = await drive(plan(port, ["/close"], connections=1, count=5))
     assert record.outcomes == {"200": 5}
     assert record.connections == 5
+    assert len(record.firsts) == 5  # every answer was the first on its connection
+
+
+async def test_each_connections_first_answer_is_recorded_once(port: int) -> None:
+    record = await drive(plan(port, ["/ok"], connections=3, count=30))
+    assert len(record.firsts) == 3
+    assert all(first in record.latencies for first in record.firsts)
 
 
 async def test_closed_loop_stops_at_its_duration(port: int) -> None:
