@@ -190,6 +190,8 @@ def _own_socket_beside(shared: socket.socket, backlog: int) -> socket.socket | N
 
 
 class BatchAcceptLoop(uvloop.Loop):
+    """uvloop, whose TCP servers accept in batches from sockets of their own."""
+
     async def create_server(  # type: ignore[override]
         self,
         protocol_factory: Callable[[], asyncio.BaseProtocol],
@@ -206,8 +208,8 @@ class BatchAcceptLoop(uvloop.Loop):
 
         uvicorn passes `sock` when several workers share one socket that its supervisor
         bound. Whichever worker the kernel wakes first accepts from a shared socket, and
-        that was often one worker for nearly every connection (measured: 63 of 64), at
-        the throughput of one. So each worker listens on a socket of its own bound to
+        that was at times one worker for nearly every connection, at the throughput of
+        one (docs/BENCHMARKS.md). So each worker listens on a socket of its own bound to
         the same address with SO_REUSEPORT, and the kernel spreads new connections
         over the workers evenly. A socket that is already listening (a process manager
         of another kind), TLS and the rarer options stay with uvloop.
