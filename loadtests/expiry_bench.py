@@ -82,7 +82,8 @@ import psutil
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
-from loadtests.servers import ServerProcess, free_port, serve_argv
+from app.embedded.common import free_port
+from loadtests.servers import ServerProcess, serve_argv
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORTS = ROOT / "loadtests" / "reports"

@@ -28,12 +28,12 @@ from pathlib import Path
 
 import aiohttp
 
+from app.embedded.common import free_port
 from loadtests.loadgen import Generators, Plan
 from loadtests.profile_hot_paths import prepare
 from loadtests.servers import (
     ServerProcess,
     Stores,
-    free_port,
     product_env,
     scratch_stores,
     serve_argv,

@@ -28,11 +28,11 @@ from pathlib import Path
 
 import aiohttp
 
+from app.embedded.common import free_port
 from loadtests.fixtures import create_drop, create_users
 from loadtests.loadgen import Plan, build_request, drive
 from loadtests.servers import (
     Stores,
-    free_port,
     scratch_stores,
     start_product,
 )

@@ -83,8 +83,9 @@ import socketio
 from redis.asyncio import Redis
 
 from app.embedded import running_store_urls
+from app.embedded.common import free_port
 from app.store.channels import database_of_url, socketio_channel
-from loadtests.servers import ServerProcess, free_port, serve_argv
+from loadtests.servers import ServerProcess, serve_argv
 from loadtests.stats import percentile
 
 SCRIPT = Path(__file__).resolve()

@@ -58,6 +58,7 @@ import aiohttp
 import redis.asyncio as redis_asyncio
 
 from app.background.reconciler import DropCheck
+from app.embedded.common import free_port
 from app.store.keys import DropKeys
 from loadtests import servers
 from loadtests import soak_tally as t
@@ -65,7 +66,6 @@ from loadtests.cpu import CpuMeter, cores_between
 from loadtests.fixtures import create_drop, create_users
 from loadtests.invariant import drop_checks
 from loadtests.realtime_bench import machine
-from loadtests.servers import free_port
 from loadtests.soak_shoppers import Admin, Client, Mix, Pacer, Shopper
 from loadtests.soak_tally import DropBook, Tally
 from loadtests.stats import Latency

@@ -58,6 +58,7 @@ from typing import Any
 
 import aiohttp
 
+from app.embedded.common import free_port
 from loadtests import servers
 from loadtests.cpu import CpuMeter
 from loadtests.fixtures import create_users
@@ -66,7 +67,6 @@ from loadtests.loadgen import Generators
 from loadtests.realtime_bench import machine
 from loadtests.report import phase_line, plot, target_lines, targets, write_json
 from loadtests.scenarios import SCENARIOS, Bench, Endpoint
-from loadtests.servers import free_port
 
 REPORTS = Path(__file__).resolve().parent / "reports"
 ORDER = ["drops", "reserve", "big"]

@@ -37,7 +37,8 @@ class EmbeddedStartError(RuntimeError):
     """An embedded server could not be started (the message carries its log tail)."""
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on, for a server about to start."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((_LOOPBACK, 0))
         port: int = sock.getsockname()[1]

@@ -26,11 +26,11 @@ from app.embedded.common import (
     _add_mode,
     _end_group,
     _ensure_system_user,
-    _free_port,
     _log_tail,
     _make_traversable,
     _postgres_bin,
     _wait_gone,
+    free_port,
 )
 
 logger = logging.getLogger(__name__)
@@ -212,7 +212,7 @@ class _Postgres:
 
         socket_dir = str(self.pgdata) if len(str(self.pgdata)) + 16 <= _MAX_SOCKET_PATH else ""
         for attempt in range(3):
-            port = _free_port()
+            port = free_port()
             options = f"-h {_LOOPBACK} -p {port} -k {shlex.quote(socket_dir)}"
             log_size = self.logfile.stat().st_size
             started = time.monotonic()

@@ -14,10 +14,10 @@ import psutil
 from app.embedded.common import (
     _LOOPBACK,
     EmbeddedStartError,
-    _free_port,
     _log_tail,
     _valkey_server_bin,
     _wait_gone,
+    free_port,
 )
 
 logger = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ class _Valkey:
         self._stop_orphan()
         binary = _valkey_server_bin()
         for attempt in range(3):
-            port = _free_port()
+            port = free_port()
             args = [
                 str(binary),
                 *server_options(port, self.dir, self.logfile),

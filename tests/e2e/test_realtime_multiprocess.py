@@ -14,11 +14,11 @@ import httpx
 import pytest
 
 from app.container import build_container
+from app.embedded.common import free_port
 from tests.conftest import make_settings
 from tests.support.factories import PASSWORD, assert_invariant, auth, create_drop, signup
 from tests.support.realtime_server import (
     available_via_get,
-    free_port,
     listening,
     log_text,
     reserve,

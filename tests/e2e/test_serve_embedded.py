@@ -10,25 +10,18 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 import time
 from pathlib import Path
 
 import httpx
 
+from app.embedded.common import free_port
 from tests.support.processes import alive, servers_using
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 90.0
 STOP_TIMEOUT = 30.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _serve_argv(port: int) -> list[str]:
@@ -100,7 +93,7 @@ async def _stop(process: asyncio.subprocess.Process, how: str, log: Path) -> Non
 
 async def test_serve_with_embedded_stores(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    port = _free_port()
+    port = free_port()
     first_log = tmp_path / "first.log"
     first = await _start(data_dir, port, first_log)
     try:
@@ -110,7 +103,7 @@ async def test_serve_with_embedded_stores(tmp_path: Path) -> None:
 
         # A second instance on the same DATA_DIR refuses to start and touches nothing.
         second = await asyncio.create_subprocess_exec(
-            *_serve_argv(_free_port()),
+            *_serve_argv(free_port()),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,

@@ -17,10 +17,10 @@ from redis.exceptions import AuthenticationError, NoScriptError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from app.embedded.common import free_port
 from app.store.client import REDIS_UNAVAILABLE, create_redis
 from app.store.pipelined import PipelinedConnection
 from tests.support.lua_fixtures import pipelined, redis
-from tests.support.realtime_server import free_port
 from tests.support.stores import StoreUrls
 
 __all__ = ["pipelined", "redis"]  # fixtures

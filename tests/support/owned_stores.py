@@ -24,9 +24,9 @@ from app.embedded.common import (
     _LOOPBACK,
     DATABASE_NAME,
     POSTGRES_ROLE,
-    _free_port,
     _log_tail,
     _valkey_server_bin,
+    free_port,
 )
 from app.embedded.postgres import _Postgres
 from app.embedded.valkey import server_options
@@ -40,7 +40,7 @@ class OwnedValkey:
     def __init__(self, root: Path) -> None:
         self.dir = root / "valkey"
         self.logfile = root / "valkey.log"
-        self.port = _free_port()
+        self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     @property

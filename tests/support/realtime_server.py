@@ -49,12 +49,6 @@ def _bound_socket() -> socket.socket:
     return sock
 
 
-def free_port() -> int:
-    with _bound_socket() as sock:
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def uvicorn_on_free_port(asgi: Any) -> tuple[uvicorn.Server, socket.socket, int]:
     """A uvicorn server for `asgi` (lifespan on, quiet) and the local socket it will serve."""
     sock = _bound_socket()
