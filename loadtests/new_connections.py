@@ -31,16 +31,10 @@ import aiohttp
 from app.embedded.common import free_port
 from loadtests.loadgen import Generators, Plan
 from loadtests.profile_hot_paths import prepare
-from loadtests.servers import (
-    ServerProcess,
-    Stores,
-    product_env,
-    scratch_stores,
-    serve_argv,
-)
-from loadtests.stats import NS_PER_S, Latency, Merged
+from loadtests.servers import HOST, ServerProcess, Stores, scratch_stores, start_product
+from loadtests.stats import Latency, Merged, buckets
 
-BATCHES = {"one per turn": "1", "batched": ""}  # server name -> ACCEPT_BATCH ("" default)
+BATCHES = {"one-per-turn": "1", "batched": ""}  # server name -> ACCEPT_BATCH ("" default)
 
 
 LISTEN = "0A"  # the socket state in /proc/net/tcp
@@ -70,39 +64,19 @@ async def longest_accept_queue(port: int, stop: asyncio.Event) -> int:
     return longest
 
 
-def first_second_p99(merged: Merged) -> float:
-    answered = sorted(
-        latency
-        for start, latency in zip(merged.starts, merged.latencies, strict=True)
-        if start + latency < merged.began_ns + NS_PER_S
-    )
-    latency = Latency.of(answered)
-    return latency.p99 if latency is not None else 0.0
-
-
 def line(name: str, merged: Merged, queued: int) -> str:
     every = Latency.of(merged.latencies)
     first = Latency.of(merged.firsts)
     assert every is not None
     assert first is not None
+    per_second = buckets(merged.starts, merged.latencies, merged.began_ns)
+    first_second = next((b.p99 for b in per_second if b.second == 0), 0.0)
     return (
         f"  {name:>12}: {merged.connections:3d} connections, at most {queued:3d} waiting "
         f"to be accepted; p99 {every.p99:7.1f} ms, "
-        f"first second {first_second_p99(merged):7.1f} ms; each connection's first "
+        f"first second {first_second:7.1f} ms; each connection's first "
         f"answer p50 {first.p50:6.1f}, max {first.max:7.1f} ms"
     )
-
-
-async def start(name: str, batch: str, stores: Stores, workdir: Path) -> ServerProcess:
-    port = free_port()
-    overrides = {"ACCEPT_BATCH": batch} if batch else {}
-    slug = name.replace(" ", "-")
-    data_dir = workdir / f"{slug}-data"
-    data_dir.mkdir()
-    env = product_env(stores, port, data_dir, overrides)
-    server = await ServerProcess.start(slug, serve_argv(port, 1), env, port, workdir)
-    server.name = name
-    return server
 
 
 async def measure(args: argparse.Namespace) -> int:
@@ -114,31 +88,31 @@ async def measure_in(args: argparse.Namespace, stores: Stores, workdir: Path) ->
     generators = Generators(1)
     servers: list[ServerProcess] = []
     try:
+        ports: dict[str, int] = {}
         for name, batch in BATCHES.items():
-            servers.append(await start(name, batch, stores, workdir))
+            ports[name] = free_port()
+            overrides = {"ACCEPT_BATCH": batch} if batch else {}
+            servers.append(await start_product(stores, ports[name], 1, workdir, overrides, name))
         async with aiohttp.ClientSession() as http:
             for server in servers:
                 await server.wait_ready(http)
         await generators.start()
         requests = await prepare("sold-out", servers[0].url, stores)
-        first_host = servers[0].url.split("://", 1)[1].encode()
+        first_host = f"{HOST}:{ports[servers[0].name]}".encode()
         per_server = {
-            server.name: [
-                r.replace(first_host, server.url.split("://", 1)[1].encode()) for r in requests
-            ]
-            for server in servers
+            name: [r.replace(first_host, f"{HOST}:{port}".encode()) for r in requests]
+            for name, port in ports.items()
         }
-        for server in servers:  # warm: a max-rate second on each
-            port = int(server.url.rsplit(":", 1)[1])
-            await generators.run(Plan("127.0.0.1", port, per_server[server.name], 64, duration=1))
+        for name, port in ports.items():  # warm: a max-rate second on each
+            await generators.run(Plan(HOST, port, per_server[name], 64, duration=1))
         print(f"open loop at {args.rate:,.0f}/s for {args.seconds} s after {args.gap} s idle")
         for round_ in range(args.rounds):
             print(f"round {round_ + 1}")
             for server in servers if round_ % 2 == 0 else servers[::-1]:
                 await asyncio.sleep(args.gap)
-                port = int(server.url.rsplit(":", 1)[1])
+                port = ports[server.name]
                 plan = Plan(
-                    "127.0.0.1",
+                    HOST,
                     port,
                     per_server[server.name],
                     args.connections,

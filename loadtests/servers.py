@@ -164,14 +164,16 @@ async def start_product(
     workers: int,
     workdir: Path,
     overrides: Mapping[str, str] | None = None,
+    name: str = "product",
 ) -> ServerProcess:
+    """`sneakerdrop serve`; `name` names its log and data folder in `workdir`."""
     argv = serve_argv(port, workers)
-    env = product_env(stores, port, product_data_dir(workdir), overrides)
-    return await ServerProcess.start("product", argv, env, port, workdir)
+    env = product_env(stores, port, product_data_dir(workdir, name), overrides)
+    return await ServerProcess.start(name, argv, env, port, workdir)
 
 
-def product_data_dir(workdir: Path) -> Path:
-    data_dir = workdir / "product-data"
+def product_data_dir(workdir: Path, name: str = "product") -> Path:
+    data_dir = workdir / f"{name}-data"
     data_dir.mkdir(exist_ok=True)
     return data_dir
 
