@@ -77,6 +77,20 @@ async def turns(count: int) -> None:
         await asyncio.sleep(0)
 
 
+def hang_up(clients: list[socket.socket], server: asyncio.AbstractServer) -> None:
+    for client in clients:
+        client.close()
+    server.close()
+
+
+async def assert_echoes(address: tuple[str, int], data: bytes) -> None:
+    """A connection to `address` gets `data` back upper-cased (the `Counting` echo)."""
+    reader, writer = await asyncio.open_connection(*address)
+    writer.write(data)
+    assert await reader.readexactly(len(data)) == data.upper()
+    writer.close()
+
+
 def test_a_queue_of_new_connections_is_accepted_within_a_few_turns() -> None:
     async def scenario(loop: BatchAcceptLoop) -> None:
         Counting.made = 0
@@ -87,9 +101,7 @@ def test_a_queue_of_new_connections_is_accepted_within_a_few_turns() -> None:
             await turns(TURNS)
             assert Counting.made == PENDING
         finally:
-            for client in clients:
-                client.close()
-            server.close()
+            hang_up(clients, server)
             await server.wait_closed()
 
     run(scenario)
@@ -111,9 +123,7 @@ def test_a_batch_of_one_accepts_one_connection_per_turn(
             await turns(PENDING * 2)
             assert Counting.made == PENDING  # every one, in the end
         finally:
-            for client in clients:
-                client.close()
-            server.close()
+            hang_up(clients, server)
 
     run(scenario)
 
@@ -121,11 +131,7 @@ def test_a_batch_of_one_accepts_one_connection_per_turn(
 def test_an_accepted_connection_carries_data_both_ways() -> None:
     async def scenario(loop: BatchAcceptLoop) -> None:
         server = await loop.create_server(Counting, "127.0.0.1", 0)
-        host, port = server.sockets[0].getsockname()
-        reader, writer = await asyncio.open_connection(host, port)
-        writer.write(b"reserve")
-        assert await reader.readexactly(7) == b"RESERVE"
-        writer.close()
+        await assert_echoes(server.sockets[0].getsockname(), b"reserve")
         server.close()
         await server.wait_closed()
         assert not server.is_serving()
@@ -196,10 +202,7 @@ def test_a_shared_socket_that_is_already_listening_stays_with_uvloop() -> None:
         sock.listen(16)
         server = await loop.create_server(Counting, sock=sock, backlog=16)
         assert not isinstance(server, BatchAcceptServer)
-        reader, writer = await asyncio.open_connection(*sock.getsockname())
-        writer.write(b"drop")
-        assert await reader.readexactly(4) == b"DROP"
-        writer.close()
+        await assert_echoes(sock.getsockname(), b"drop")
         server.close()
 
     run(scenario)
@@ -216,9 +219,7 @@ def test_start_serving_false_waits_for_start_serving() -> None:
         await server.start_serving()
         await turns(TURNS)
         assert Counting.made == 3
-        for client in clients:
-            client.close()
-        server.close()
+        hang_up(clients, server)
 
     run(scenario)
 
@@ -234,11 +235,13 @@ def test_options_it_does_not_handle_go_to_uvloop() -> None:
 
 
 class Flaky(socket.socket):
-    """A listening socket whose next accepts fail with the given errors first."""
+    """A listening socket on 127.0.0.1 whose next accepts fail with `errors` first."""
 
-    def __init__(self) -> None:
+    def __init__(self, errors: list[int]) -> None:
         super().__init__()
-        self.errors: list[int] = []
+        self.errors = errors
+        self.bind(("127.0.0.1", 0))
+        self.listen(16)
 
     def accept(self) -> tuple[socket.socket, Any]:
         if self.errors:
@@ -250,18 +253,13 @@ class Flaky(socket.socket):
 def test_a_client_that_gave_up_does_not_stop_the_batch() -> None:
     async def scenario(loop: BatchAcceptLoop) -> None:
         Counting.made = 0
-        sock = Flaky()
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(16)
-        sock.errors = [errno.ECONNABORTED]
+        sock = Flaky([errno.ECONNABORTED])
         server = await serving_on(loop, sock)
         clients = connect_blocking(sock.getsockname(), 2)
         await turns(TURNS)
         assert Counting.made == 2
         assert sock.errors == []
-        for client in clients:
-            client.close()
-        server.close()
+        hang_up(clients, server)
 
     run(scenario)
 
@@ -276,10 +274,7 @@ def test_an_accept_error_pauses_accepting_then_resumes(
         Counting.made = 0
         resumed = asyncio.Event()
         monkeypatch.setattr(event_loop, "PAUSE_S", 0.0)
-        sock = Flaky()
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(16)
-        sock.errors = [code]
+        sock = Flaky([code])
         server = await serving_on(loop, sock)
         start = server._start
         serving_while_paused: list[bool] = []
@@ -296,7 +291,6 @@ def test_an_accept_error_pauses_accepting_then_resumes(
         assert serving_while_paused == [False]
         assert Counting.made == 1
         assert server.is_serving()
-        clients[0].close()
-        server.close()
+        hang_up(clients, server)
 
     run(scenario)
