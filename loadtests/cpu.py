@@ -4,21 +4,28 @@ A throughput ratio means little if another job took a core from one server and n
 from the other, and a p99 taken while the machine is busy is the machine's. Each phase
 reports the cores each group used (`cores_between`) and flags one where "other" (the
 rest of the machine) used more than `BUSY_OTHER_CORES`; `--wait-quiet` first waits for
-the rest of the machine to go idle (realtime_bench.wait_quiet).
+the rest of the machine to go idle (`wait_quiet`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import time
 from collections.abc import Iterable
+from typing import Protocol
 from urllib.parse import urlsplit
 
 import psutil
 
-from loadtests.realtime_bench import machine_busy_seconds, tree_cpu_seconds
-
 BUSY_OTHER_CORES = 0.2
+
+
+class Sampler(Protocol):
+    """A CPU meter: CPU seconds so far per group, with the rest of the machine as "other"."""
+
+    def sample(self) -> dict[str, float]: ...
 
 
 def listening_pids(*urls: str) -> list[int]:
@@ -71,3 +78,49 @@ def cores_between(
     if seconds <= 0:
         return {}
     return {name: round((after[name] - before.get(name, 0.0)) / seconds, 2) for name in after}
+
+
+def tree_cpu_seconds(pids: Iterable[int], exclude: set[int]) -> float:
+    """User + system CPU seconds of these processes and their descendants (alive ones)."""
+    seen: set[int] = set()
+    total = 0.0
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            members = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            continue
+        for process in members:
+            if process.pid in seen or process.pid in exclude:
+                continue
+            seen.add(process.pid)
+            with contextlib.suppress(psutil.Error):
+                times = process.cpu_times()
+                total += times.user + times.system
+    return total
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine spent not idle (all cores)."""
+    times = psutil.cpu_times()
+    return float(times.user + times.nice + times.system + times.irq + times.softirq + times.steal)
+
+
+def own_cpu_seconds() -> float:
+    times = psutil.Process().cpu_times()
+    return float(times.user + times.system)
+
+
+async def wait_quiet(meter: Sampler, within: float, cores: float = 0.15) -> float:
+    """Wait (at most `within` s) until the rest of the machine uses < `cores` for 3 s.
+
+    Returns the cores it used in the last 3 s. Other jobs on a shared machine take CPU
+    from the server and the clients alike, so a figure is only worth taking quiet.
+    """
+    deadline = time.monotonic() + within
+    while True:
+        before, started = meter.sample()["other"], time.monotonic()
+        await asyncio.sleep(3.0)
+        other = (meter.sample()["other"] - before) / (time.monotonic() - started)
+        if other < cores or time.monotonic() >= deadline:
+            return other

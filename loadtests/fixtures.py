@@ -62,7 +62,7 @@ def asyncpg_dsn(database_url: str) -> str:
 
 def token_service(access_secret: str, ttl_seconds: int = ACCESS_TTL_SECONDS) -> TokenService:
     settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         jwt_access_secret=access_secret,
         jwt_refresh_secret=access_secret[::-1],  # never used: only access tokens are minted
         access_token_ttl_seconds=ttl_seconds,

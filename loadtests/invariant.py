@@ -21,7 +21,7 @@ from app.container import build_container
 async def drop_checks(database_url: str, redis_url: str) -> list[DropCheck]:
     """The app's own check of every drop (Redis against PostgreSQL), as it finds them."""
     settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         database_url=database_url,
         redis_url=redis_url,
         jwt_access_secret="x" * 32,  # unused: the check signs nothing

@@ -85,7 +85,7 @@ def build_request(
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
-def outcome(status: int, body: bytes) -> str:
+def outcome(status: int, body: bytes | bytearray) -> str:
     """`201`, or the status and the problem `code` of an error (`409 SOLD_OUT`)."""
     if status < 300:
         return str(status)

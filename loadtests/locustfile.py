@@ -44,7 +44,7 @@ EXPECTED_REFUSALS = {"SOLD_OUT", "LIMIT_REACHED", "DROP_NOT_LIVE"}
 _next_token = itertools.count()
 
 
-@events.init_command_line_parser.add_listener
+@events.init_command_line_parser.add_listener  # type: ignore[untyped-decorator]  # locust
 def _options(parser: Any) -> None:
     group = parser.add_argument_group("drop storm")
     group.add_argument("--fixtures", default="", help="JSON from `python -m loadtests.fixtures`")
@@ -67,7 +67,7 @@ def fixtures(path: str) -> dict[str, Any]:
 
 def count_outcome(environment: Environment, result: str, seconds: float, size: int) -> None:
     """One `outcome` entry per reserve, named by its result: counts and times per result."""
-    environment.events.request.fire(
+    environment.events.request.fire(  # type: ignore[no-untyped-call]  # locust
         request_type="outcome",
         name=f"reserve -> {result}",
         response_time=seconds * 1000,
@@ -166,6 +166,6 @@ class DropStorm(LoadTestShape):
         users = options.storm_users if options else 200
         ramp = options.storm_ramp if options else 5.0
         seconds = options.storm_seconds if options else 60.0
-        if self.get_run_time() > seconds:
+        if self.get_run_time() > seconds:  # type: ignore[no-untyped-call]  # locust
             return None
         return users, max(1.0, users / max(ramp, 0.1))

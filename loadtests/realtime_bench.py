@@ -75,7 +75,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
-from urllib.parse import urlsplit
 
 import aiohttp
 import psutil
@@ -85,6 +84,13 @@ from redis.asyncio import Redis
 from app.embedded import running_store_urls
 from app.embedded.common import free_port
 from app.store.channels import database_of_url, socketio_channel
+from loadtests.cpu import (
+    listening_pids,
+    machine_busy_seconds,
+    own_cpu_seconds,
+    tree_cpu_seconds,
+    wait_quiet,
+)
 from loadtests.servers import ServerProcess, serve_argv
 from loadtests.stats import percentile
 
@@ -573,53 +579,13 @@ class Server(ServerProcess):
             running = json.loads((self.data_dir / "running.json").read_text())
         except (OSError, ValueError):
             return []
-        ports = set()
-        for key in ("database_url", "redis_url"):
-            with contextlib.suppress(ValueError):
-                port = urlsplit(running.get(key) or "").port
-                if port:
-                    ports.add(port)
-        return sorted(
-            {
-                c.pid
-                for c in psutil.net_connections(kind="tcp")
-                if c.pid and c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port in ports
-            }
-        )
+        urls = [running.get(key) or "" for key in ("database_url", "redis_url")]
+        with contextlib.suppress(ValueError):  # a malformed port
+            return listening_pids(*urls)
+        return []
 
 
 # --- CPU accounting ------------------------------------------------------------------
-
-
-def tree_cpu_seconds(pids: Iterable[int], exclude: set[int]) -> float:
-    """User + system CPU seconds of these processes and their descendants (alive ones)."""
-    seen: set[int] = set()
-    total = 0.0
-    for pid in pids:
-        try:
-            root = psutil.Process(pid)
-            members = [root, *root.children(recursive=True)]
-        except psutil.Error:
-            continue
-        for process in members:
-            if process.pid in seen or process.pid in exclude:
-                continue
-            seen.add(process.pid)
-            with contextlib.suppress(psutil.Error):
-                times = process.cpu_times()
-                total += times.user + times.system
-    return total
-
-
-def machine_busy_seconds() -> float:
-    """CPU seconds the whole machine spent not idle (all cores)."""
-    times = psutil.cpu_times()
-    return float(times.user + times.nice + times.system + times.irq + times.softirq + times.steal)
-
-
-def own_cpu_seconds() -> float:
-    times = psutil.Process().cpu_times()
-    return float(times.user + times.system)
 
 
 class CpuMeter:
@@ -641,21 +607,6 @@ class CpuMeter:
         ours = sum(sample.values())
         sample["other"] = machine_busy_seconds() - ours  # anything else on the machine
         return sample
-
-
-async def wait_quiet(meter: CpuMeter, within: float, cores: float = 0.15) -> float:
-    """Wait (at most `within` s) until the rest of the machine uses < `cores` for 3 s.
-
-    Returns the cores it used in the last 3 s. Other jobs on a shared machine take CPU
-    from the server and the clients alike, so a figure is only worth taking quiet.
-    """
-    deadline = time.monotonic() + within
-    while True:
-        before, started = meter.sample()["other"], time.monotonic()
-        await asyncio.sleep(3.0)
-        other = (meter.sample()["other"] - before) / (time.monotonic() - started)
-        if other < cores or time.monotonic() >= deadline:
-            return other
 
 
 # --- the HTTP side: setup and the reserve driver -------------------------------------

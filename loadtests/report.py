@@ -144,6 +144,7 @@ def plot(path: Path, phases: Sequence[Phase], title: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     colours = {"product": "tab:blue", "reference": "tab:orange"}
     figure, (top, bottom) = plt.subplots(
@@ -180,7 +181,7 @@ def plot(path: Path, phases: Sequence[Phase], title: str) -> None:
     top.axhline(P99_LIMIT_MS, color="tab:red", linewidth=0.6, ls=":")
     bottom.set_ylabel("answers per second")
     bottom.set_xlabel("seconds since the run began")
-    handles = [plt.Line2D([], [], color=c, label=name) for name, c in colours.items()]
+    handles = [Line2D([], [], color=c, label=name) for name, c in colours.items()]
     top.legend(handles=handles, loc="upper right", fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=110)

@@ -27,16 +27,15 @@ import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import redis.asyncio as redis_asyncio
 
 from loadtests import worker_stalls
-from loadtests.cpu import BUSY_OTHER_CORES, CpuMeter, cores_between
+from loadtests.cpu import BUSY_OTHER_CORES, CpuMeter, cores_between, wait_quiet
 from loadtests.fixtures import User, api, create_drop, seed_holds
 from loadtests.loadgen import Generators, Plan, build_request
-from loadtests.realtime_bench import wait_quiet
 from loadtests.report import phase_line
 from loadtests.stats import Phase, summarise
 
@@ -257,7 +256,7 @@ async def reserve_scenario(bench: Bench) -> None:
 async def live_holds(redis_url: str, drop_id: str) -> list[str]:
     client = redis_asyncio.Redis.from_url(redis_url, decode_responses=True)
     try:
-        ids: list[str] = await client.hkeys(f"{{d:{drop_id}}}:holds")
+        ids = cast(list[str], await client.hkeys(f"{{d:{drop_id}}}:holds"))
         return sorted(ids)
     finally:
         await client.aclose()
