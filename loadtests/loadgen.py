@@ -56,6 +56,10 @@ class Plan:
     duration: float | None = None  # seconds of sending, at most
     count: int | None = None  # requests, at most (an open loop needs one of the two)
     start_ns: int = 0  # when to begin (perf_counter_ns); 0: once connected
+    # Open loop: which idle connection a due request takes. "lifo": the one freed last,
+    # so a few connections carry the load; "fifo": the one idle longest, so every open
+    # connection carries a share, as a crowd of clients on their own connections does.
+    reuse: str = "lifo"
     part: int = 0
     parts: int = 1
 
@@ -295,7 +299,8 @@ class _OpenLoop(_Run):
         if total == sys.maxsize:
             raise ValueError("an open loop needs a count or a duration")
         self.total = total
-        self.idle: list[_Conn] = []  # LIFO: the busiest connections stay warm
+        self.idle: deque[_Conn] = deque()
+        self.take_idle = self.idle.pop if plan.reuse == "lifo" else self.idle.popleft
         self.queue: deque[tuple[int, int]] = deque()
         self.opening = 0
         self.busy = 0
@@ -305,7 +310,7 @@ class _OpenLoop(_Run):
         now = perf_counter_ns()
         self.record.lags.append(max(now - due, 0))  # the generator's own lateness
         while self.idle:
-            conn = self.idle.pop()
+            conn = self.take_idle()
             if conn.alive and now - conn.idle_since < IDLE_REUSE_NS:
                 self.send(conn, index, due, now)
                 return

@@ -116,7 +116,14 @@ class Bench:
         if count is not None:
             connections = max(1, min(connections, count))
         plan = Plan(
-            host, int(port), requests, connections, rate=rate, duration=duration, count=count
+            host,
+            int(port),
+            requests,
+            connections,
+            rate=rate,
+            duration=duration,
+            count=count,
+            reuse=self.args.reuse,
         )
         quiet = None
         if self.meter is not None and self.args.wait_quiet:

@@ -25,7 +25,11 @@ Run it from the repository root (it imports `app` and `loadtests`). What it does
    the peak just measured; `--curve 0.3,0.5,0.6` adds phases at those fractions, for
    latency against load). The first `--warmup` s
    of a timed phase are not counted. The load generator (loadtests/loadgen.py) runs in
-   `--gen-procs` processes of its own (0: in this one).
+   `--gen-procs` processes of its own (0: in this one). In an open-loop phase a due
+   request takes the idle connection freed last (`--reuse lifo`, the default), so a
+   few connections carry most of the load and the workers they landed on get more of
+   it; `--reuse fifo` takes the one idle longest, spreading requests over every open
+   connection as a crowd of clients would.
 5. The invariant: `available + live holds + purchases == total` for every drop, Redis
    against PostgreSQL (the app's Reconciler.check), and no drop granted more holds
    than its stock. A violation prints OVERSOLD / INVARIANT VIOLATED and exits 3.
@@ -90,6 +94,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-connections", type=int, default=256, help="most of a fixed-rate phase")
     p.add_argument("--duration", type=float, default=10.0, help="s per max-rate phase")
     p.add_argument("--fixed-duration", type=float, default=10.0, help="s per fixed-rate phase")
+    p.add_argument(
+        "--reuse",
+        choices=("lifo", "fifo"),
+        default="lifo",
+        help="fixed-rate phases: idle connection a request takes (last freed / idle longest)",
+    )
     p.add_argument("--warmup", type=float, default=1.0, help="s not counted of a timed phase")
     p.add_argument("--pause", type=float, default=1.0, help="s between phases")
     p.add_argument("--load-fraction", type=float, default=0.7, help="of peak, fixed-rate phases")

@@ -14,13 +14,28 @@ ANSWERS = {
     b"/ok": b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\n{}",
     b"/no": b"HTTP/1.1 409 Conflict\r\nContent-Length: %d\r\n\r\n%s" % (len(PROBLEM), PROBLEM),
     b"/close": b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+    b"/slow": b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\n{}",
 }
+SLOW_SECONDS = 0.05
 
 
-async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def handle(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    served: list[int] | None = None,
+) -> None:
+    """Answers by path; `served`, if given, counts each connection's requests as they come."""
+    slot = 0
+    if served is not None:
+        slot = len(served)
+        served.append(0)
     try:
         while head := await reader.readuntil(b"\r\n\r\n"):
             path = head.split(b" ", 2)[1]
+            if served is not None:
+                served[slot] += 1
+            if path == b"/slow":
+                await asyncio.sleep(SLOW_SECONDS)
             writer.write(ANSWERS[path])
             await writer.drain()
             if path == b"/close":
@@ -88,3 +103,23 @@ async def test_parts_of_a_plan_share_its_requests(port: int) -> None:
     ]
     assert parts[0].outcomes == {"201": 6}  # requests 0, 2, ..., 10
     assert parts[1].outcomes == {"409 SOLD_OUT": 5}  # requests 1, 3, ..., 9
+
+
+@pytest.mark.parametrize(("reuse", "busiest_share"), [("lifo", (0.7, 1.0)), ("fifo", (0.0, 0.45))])
+async def test_open_loop_reuse_decides_how_requests_spread_over_connections(
+    reuse: str, busiest_share: tuple[float, float]
+) -> None:
+    """Eight slow answers first open eight connections; then "lifo" keeps reusing the
+    connections freed last, while "fifo" takes turns over all eight. Measured: the
+    share of the requests the two busiest connections carried (a fair share is 25 %)."""
+    served: list[int] = []  # requests per connection, counted before each answer
+    server = await asyncio.start_server(lambda r, w: handle(r, w, served), "127.0.0.1", 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        paths = ["/slow"] * 8 + ["/ok"] * 292
+        record = await drive(plan(port, paths, connections=8, rate=1000.0, count=300, reuse=reuse))
+    assert record.outcomes == {"201": 300}
+    assert record.connections == len(served) == 8
+    assert sum(served) == 300
+    low, high = busiest_share
+    assert low <= sum(sorted(served)[-2:]) / 300 <= high, served
