@@ -36,12 +36,14 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from multiprocessing import get_context
 from time import perf_counter_ns
-from typing import cast
+from typing import Literal, cast, get_args
 
 import httptools
 
 LOOKAHEAD_NS = 1_000_000  # the event loop's timers tick in milliseconds
 TICK_NS = 1_000_000  # the shortest sleep between sends of an open loop
+Reuse = Literal["lifo", "fifo"]
+REUSE_ORDERS: tuple[Reuse, ...] = get_args(Reuse)
 IDLE_REUSE_NS = 3_000_000_000  # uvicorn drops a keep-alive connection idle for 5 s
 WARM_CONNECTIONS = 16  # an open loop opens these before its first request is due
 
@@ -59,7 +61,7 @@ class Plan:
     # Open loop: which idle connection a due request takes. "lifo": the one freed last,
     # so a few connections carry the load; "fifo": the one idle longest, so every open
     # connection carries a share, as a crowd of clients on their own connections does.
-    reuse: str = "lifo"
+    reuse: Reuse = "lifo"
     part: int = 0
     parts: int = 1
 

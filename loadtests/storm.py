@@ -67,7 +67,7 @@ from loadtests import servers
 from loadtests.cpu import CpuMeter
 from loadtests.fixtures import create_users
 from loadtests.invariant import invariant_problems
-from loadtests.loadgen import Generators
+from loadtests.loadgen import REUSE_ORDERS, Generators
 from loadtests.realtime_bench import machine
 from loadtests.report import phase_line, plot, target_lines, targets, write_json
 from loadtests.scenarios import SCENARIOS, Bench, Endpoint
@@ -96,7 +96,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fixed-duration", type=float, default=10.0, help="s per fixed-rate phase")
     p.add_argument(
         "--reuse",
-        choices=("lifo", "fifo"),
+        choices=REUSE_ORDERS,
         default="lifo",
         help="fixed-rate phases: idle connection a request takes (last freed / idle longest)",
     )

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from loadtests.loadgen import LOOKAHEAD_NS, Plan, build_request, drive
+from loadtests.loadgen import LOOKAHEAD_NS, Plan, Reuse, build_request, drive
 
 PROBLEM = b'{"status":409,"code":"SOLD_OUT","x":1}'
 ANSWERS = {
@@ -107,7 +107,7 @@ async def test_parts_of_a_plan_share_its_requests(port: int) -> None:
 
 @pytest.mark.parametrize(("reuse", "busiest_share"), [("lifo", (0.7, 1.0)), ("fifo", (0.0, 0.45))])
 async def test_open_loop_reuse_decides_how_requests_spread_over_connections(
-    reuse: str, busiest_share: tuple[float, float]
+    reuse: Reuse, busiest_share: tuple[float, float]
 ) -> None:
     """Eight slow answers first open eight connections; then "lifo" keeps reusing the
     connections freed last, while "fifo" takes turns over all eight. Measured: the
