@@ -12,6 +12,7 @@ import httpx
 from app.background.runner import BackgroundTasks
 from app.container import Container
 from app.services.auth import Session
+from app.store.client import server_started_ms
 from tests.support.factories import PASSWORD, auth
 
 AppFactory = Callable[..., Awaitable[tuple[httpx.AsyncClient, Container]]]
@@ -71,6 +72,17 @@ async def redis_now_ms(container: Container) -> int:
 
 async def redis_time_reached(container: Container, ms: int) -> bool:
     return await redis_now_ms(container) >= ms
+
+
+async def past_redis_start(container: Container) -> None:
+    """Wait until a hold made now counts as made after Redis started (`server_started_ms`,
+    rounded a second late). On a Redis started moments before, as the embedded one is at
+    the start of a test session, an earlier hold counts as reloaded from disk, and the
+    expiry listener leaves it to the sweeper."""
+    started_ms = await server_started_ms(container.redis)
+    await wait_until(
+        lambda: redis_time_reached(container, started_ms + 1), within=5, what="Redis start"
+    )
 
 
 def deadline_ms(reservation: dict[str, str]) -> int:

@@ -15,6 +15,7 @@ from tests.integration.engine.helpers import (
     available,
     background_of,
     deadline_ms,
+    past_redis_start,
     purchase,
     redis_now_ms,
     redis_time_reached,
@@ -31,6 +32,15 @@ SHORT = {"reservation_ttl_seconds": 1}
 
 def expired_by(layer: str) -> float:
     return metrics.HOLDS_EXPIRED.labels(layer=layer)._value.get()
+
+
+def passes_timed(task: str) -> float:
+    """How many passes of a background loop `sneakerdrop_background_pass_seconds` timed."""
+    for family in metrics.BACKGROUND_PASS.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_count") and sample.labels.get("task") == task:
+                return sample.value
+    return 0.0
 
 
 async def _hold_many(
@@ -53,6 +63,7 @@ async def _closed_states(container: Container, drop_id: str) -> list[str]:
 async def test_keyspace_events_release_holds(make_app: AppFactory) -> None:
     client, container = await make_app(**SHORT, sweep_interval_ms=60_000)
     await container.redis.config_set("notify-keyspace-events", "Ex")
+    await past_redis_start(container)
     before = expired_by("keyspace")
     drop_id = await _hold_many(client, container, 10, 10)
 
@@ -68,9 +79,11 @@ async def test_sweeper_releases_when_notifications_are_off(make_app: AppFactory)
     await background_of(client).listener.subscribed.wait()  # it re-applies the flags on connect
     await container.redis.config_set("notify-keyspace-events", "")
     before = expired_by("sweeper")
+    passes_before = passes_timed("sweeper")
     drop_id = await _hold_many(client, container, 8, 10)
 
     await wait_until(lambda: stock_is(container, drop_id, 10), within=5, what="sweep")
+    assert passes_timed("sweeper") > passes_before
 
     assert expired_by("sweeper") - before == 8, {
         layer: expired_by(layer) for layer in ("keyspace", "sweeper", "reconciler", "purchase")
