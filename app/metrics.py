@@ -42,6 +42,12 @@ STOCK_PUSHES = Counter("sneakerdrop_stock_updates_total", "stock_update events p
 BACKGROUND_ERRORS = Counter(
     "sneakerdrop_background_errors_total", "Failures in background loops", ["task"]
 )
+BACKGROUND_PASS = Histogram(
+    "sneakerdrop_background_pass_seconds",
+    "How long one pass of a background loop took (sweeper, reconciler)",
+    ["task"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
 REDIS_RECONNECTS = Counter(
     "sneakerdrop_redis_resubscribes_total", "Pub/sub resubscriptions after a Redis blip", ["task"]
 )

@@ -7,7 +7,8 @@ For every drop in PostgreSQL it compares Redis's counters with the facts:
 A drop Redis lost is rebuilt; holds Redis still has but PostgreSQL shows as
 purchased (Redis rolled back to an older snapshot) are committed; drifted
 counters are repaired by drop_rebuild.lua, which refuses while a purchase is in
-flight (retried next pass). Overdue holds are swept as well.
+flight (retried next pass). Overdue holds are swept as well, and ended holds
+past their retention forgotten.
 """
 
 from __future__ import annotations
@@ -69,10 +70,10 @@ class Reconciler:
         async with self.db.begin() as session:
             rows = await drop_rows.all_drops(session)
             sold = await drop_rows.sold_counts(session)
+        counters_of = await self.drops.counters_of([row.id for row in rows])
         checks = []
         for row in rows:
-            counters = await self.drops.counters(row.id)
-            total, available, redis_sold, live = counters or (None, 0, 0, 0)
+            total, available, redis_sold, live = counters_of[row.id] or (None, 0, 0, 0)
             checks.append(
                 DropCheck(
                     row.id,
@@ -90,7 +91,9 @@ class Reconciler:
     async def run_once(self) -> list[DropCheck]:
         """One pass: sweep, check, repair. Returns the checks as found before repair."""
         checks = await self.check()
-        await self.sweeper.sweep([c.drop_id for c in checks if c.total is not None], "reconciler")
+        mirrored = [c.drop_id for c in checks if c.total is not None]
+        await self.sweeper.sweep(mirrored, "reconciler")
+        await self.sweeper.prune(mirrored)
         for check in checks:
             metrics.DRIFT.labels(drop=check.drop_id).set(check.drift)
             if not check.healthy:

@@ -53,7 +53,8 @@ async def _every(
     while not stopping.is_set():
         try:
             if await lease.refresh():
-                await work()
+                with metrics.BACKGROUND_PASS.labels(task=name).time():
+                    await work()
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -7,13 +7,14 @@ deadline (a purchaser crashed between claim and commit) are settled by asking
 PostgreSQL: commit when the purchase exists, otherwise fence the claim out and
 abort it. ACTIVE holds that Redis reloaded from disk (created before the server
 last started) may have been bought after that copy was written: PostgreSQL is
-asked about those first, and the sold ones are committed, never released. Also
-prunes ended-hold tombstones past their retention.
+asked about those first, and the sold ones are committed, never released. `prune`,
+run by the reconciler, forgets ended-hold tombstones past their retention.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from typing import cast
 
 from app import metrics
@@ -32,7 +33,9 @@ from app.store.holds import (
 
 log = logging.getLogger(__name__)
 
-BATCH = 500
+BATCH = 500  # due holds released per round trip
+SCAN_CHUNK = 100  # drops asked in one round trip whether anything is due
+PRUNE_BATCH = 1000  # ended holds forgotten per round trip
 CLOSED_RETENTION_MS = 6 * 3600 * 1000  # how long an ended hold still answers 410/409, not 404
 
 
@@ -43,15 +46,51 @@ class Sweeper:
         self.db = db
 
     async def sweep(self, drop_ids: list[str], layer: str = "sweeper") -> int:
-        """One pass over the given drops; returns how many holds it released."""
+        """One pass over the given drops; returns how many holds it released.
+
+        Most drops have nothing due (sold out long ago, or holds not yet at their
+        deadline), so the drops are asked in chunks, one round trip per chunk, and
+        only those with a hold due get the per-drop work: a pass over thousands of
+        quiet drops costs a few round trips instead of one per drop.
+        """
+        if not drop_ids:
+            return 0
         started_ms = await server_started_ms(self.redis)
-        seconds, micros = await self.redis.time()
-        now_ms = seconds * 1000 + micros // 1000
+        now_ms = await self._now_ms()
         released = 0
-        for drop_id in drop_ids:
-            released += await self._sweep_drop(drop_id, now_ms, started_ms, layer)
-            await self._prune(drop_id, now_ms)
+        for chunk in _chunks(drop_ids, SCAN_CHUNK):
+            pipe = self.redis.pipeline(transaction=False)
+            for drop_id in chunk:
+                pipe.zrangebyscore(keys.DropKeys(drop_id).due, "-inf", now_ms, start=0, num=1)
+            firsts = await pipe.execute()
+            for drop_id, first in zip(chunk, firsts, strict=True):
+                if first:
+                    released += await self._sweep_drop(drop_id, now_ms, started_ms, layer)
         return released
+
+    async def prune(self, drop_ids: list[str]) -> int:
+        """Forget ended holds past their retention (they answer 404 from then on);
+        returns how many. The reconciler calls it once a pass: the retention is hours,
+        so a minute late costs nothing, while every sweep would pay the scan."""
+        if not drop_ids:
+            return 0
+        cutoff_ms = await self._now_ms() - CLOSED_RETENTION_MS
+        pruned = 0
+        for chunk in _chunks(drop_ids, SCAN_CHUNK):
+            pipe = self.redis.pipeline(transaction=False)
+            for drop_id in chunk:
+                pipe.zrangebyscore(
+                    keys.DropKeys(drop_id).closed_at, "-inf", cutoff_ms, start=0, num=1
+                )
+            firsts = await pipe.execute()
+            for drop_id, first in zip(chunk, firsts, strict=True):
+                if first:
+                    pruned += await self._prune_drop(drop_id, cutoff_ms)
+        return pruned
+
+    async def _now_ms(self) -> int:
+        seconds, micros = await self.redis.time()
+        return int(seconds) * 1000 + int(micros) // 1000
 
     async def _sweep_drop(self, drop_id: str, now_ms: int, started_ms: int, layer: str) -> int:
         drop_keys = keys.DropKeys(drop_id)
@@ -128,16 +167,27 @@ class Sweeper:
             metrics.HOLDS_EXPIRED.labels(layer="sweeper").inc()
         return outcome is not AbortOutcome.NOOP
 
-    async def _prune(self, drop_id: str, now_ms: int) -> None:
+    async def _prune_drop(self, drop_id: str, cutoff_ms: int) -> int:
         drop_keys = keys.DropKeys(drop_id)
-        old = cast(
-            list[str],
-            await self.redis.zrangebyscore(
-                drop_keys.closed_at, "-inf", now_ms - CLOSED_RETENTION_MS, start=0, num=1000
-            ),
-        )
-        if old:
+        pruned = 0
+        while True:
+            old = cast(
+                list[str],
+                await self.redis.zrangebyscore(
+                    drop_keys.closed_at, "-inf", cutoff_ms, start=0, num=PRUNE_BATCH
+                ),
+            )
+            if not old:
+                return pruned
             pipe = self.redis.pipeline(transaction=True)
             pipe.hdel(drop_keys.closed, *old)
             pipe.zrem(drop_keys.closed_at, *old)
             await pipe.execute()
+            pruned += len(old)
+            if len(old) < PRUNE_BATCH:
+                return pruned
+
+
+def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

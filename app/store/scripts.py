@@ -33,6 +33,7 @@ class ScriptName(StrEnum):
     PURCHASE_ABORT = "purchase_abort"
     DROP_SYNC = "drop_sync"
     DROP_REBUILD = "drop_rebuild"
+    DROP_COUNTERS = "drop_counters"
     RESTOCK = "restock"
     STOCK_TAKE = "stock_take"
     RATE_LIMIT = "rate_limit"

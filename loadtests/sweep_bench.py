@@ -1,0 +1,134 @@
+"""Background-pass benchmark: what one sweeper pass over many quiet drops costs.
+
+    .venv/bin/python -m loadtests.sweep_bench --redis-url redis://127.0.0.1:6379/13 --drops 1230
+
+Every drop ever mirrored stays in the drop index, and the sweeper's leader process
+passes over all of them every `SWEEP_INTERVAL_MS` (500 ms) on the same event loop
+that serves requests, so the CPU of a pass is taken from the requests. This mirrors
+`--drops` drops with `--holds` live holds each (nothing due: the holds last
+`--hold-ttl` s) in an empty Redis database, then times `--passes` sweeper passes, and
+reads the counters of every drop as the reconciler does: wall and CPU milliseconds of
+this process per pass. The database is flushed at the end (it must be empty, or
+`--flush-redis`). It needs only Redis: the holds are young, but the Redis server must
+have been up for more than a few seconds (see `server_started_ms`), or the sweeper
+would ask PostgreSQL about them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+from app.background.sweeper import Sweeper
+from app.domain import DropDefinition, from_ms
+from app.store.client import create_redis
+from app.store.drops import DropStore, RebuildMode
+from app.store.holds import HoldStore, ReserveOutcome
+from app.store.keys import ReservationRef, new_id
+from app.store.pipelined import PipelinedConnection
+from app.store.scripts import Scripts
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description="Cost of one sweeper pass over many quiet drops.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--redis-url", default=os.environ.get("REDIS_URL"))
+    p.add_argument("--drops", type=int, default=1230, help="mirrored drops")
+    p.add_argument("--holds", type=int, default=10, help="live holds per drop")
+    p.add_argument("--hold-ttl", type=int, default=600, help="s, so that nothing falls due")
+    p.add_argument("--passes", type=int, default=5)
+    p.add_argument("--flush-redis", action="store_true", help="empty a non-empty Redis db first")
+    args = p.parse_args(argv)
+    if not args.redis_url:
+        p.error("--redis-url (or REDIS_URL) is required")
+    if not 1 <= args.drops <= 100_000 or not 0 <= args.holds <= 1000 or args.passes < 1:
+        p.error("--drops 1..100000, --holds 0..1000, --passes >= 1")
+    return args
+
+
+def quiet_drop(index: int, stock: int, starts_ms: int) -> DropDefinition:
+    return DropDefinition(
+        id=new_id(),
+        name=f"Quiet drop {index}",
+        brand=None,
+        image_url=None,
+        price_cents=10_000,
+        currency="EUR",
+        total_stock=max(stock, 1),
+        per_user_limit=1,
+        starts_at=from_ms(starts_ms),
+        ends_at=None,
+        cancelled=False,
+    )
+
+
+async def timed(work: Callable[[], Awaitable[object]], passes: int) -> tuple[float, float]:
+    """Median (wall ms, CPU ms of this process) of `passes` runs of `work`."""
+    walls, cpus = [], []
+    for _ in range(passes):
+        wall, cpu = time.perf_counter(), time.process_time()
+        await work()
+        walls.append((time.perf_counter() - wall) * 1000)
+        cpus.append((time.process_time() - cpu) * 1000)
+    return statistics.median(walls), statistics.median(cpus)
+
+
+async def run(args: argparse.Namespace) -> None:
+    redis = create_redis(args.redis_url)
+    pipelined = PipelinedConnection(args.redis_url)
+    try:
+        if await redis.dbsize():
+            if not args.flush_redis:
+                sys.exit("the Redis database is not empty: pass --flush-redis to empty it")
+            await redis.flushdb()
+        scripts = Scripts(redis, pipelined)
+        await scripts.load_all()
+        drops, holds = DropStore(redis, scripts), HoldStore(redis, scripts)
+        seconds, _ = await redis.time()
+        ids = []
+        for i in range(args.drops):
+            definition = quiet_drop(i, args.holds, (int(seconds) - 60) * 1000)
+            await drops.rebuild(RebuildMode.INIT, definition, 0, {})
+            ids.append(definition.id)
+            users = [new_id() for _ in range(args.holds)]
+            refs = [
+                ReservationRef(definition.id, u, f"{definition.id}.{u}.{new_id()}") for u in users
+            ]
+            results = await asyncio.gather(*(holds.reserve(r, args.hold_ttl * 1000) for r in refs))
+            assert all(r.outcome is ReserveOutcome.OK for r in results), results
+        sweeper = Sweeper(holds, db=None)  # type: ignore[arg-type]  # nothing is due or reloaded
+        lines = [
+            f"{args.drops:,} drops, {args.holds} live holds each, median of {args.passes} passes"
+        ]
+        wall, cpu = await timed(lambda: sweeper.sweep(ids), args.passes)
+        lines.append(f"  sweeper pass:                 {wall:7.1f} ms wall, {cpu:7.1f} ms CPU")
+
+        async def one_at_a_time() -> None:
+            for drop_id in ids:
+                await drops.counters(drop_id)
+
+        wall, cpu = await timed(one_at_a_time, args.passes)
+        lines.append(f"  counters, one drop at a time: {wall:7.1f} ms wall, {cpu:7.1f} ms CPU")
+        if hasattr(drops, "counters_of"):  # not before the reconciler read in chunks
+            wall, cpu = await timed(lambda: drops.counters_of(ids), args.passes)
+            lines.append(f"  counters, in chunks:          {wall:7.1f} ms wall, {cpu:7.1f} ms CPU")
+        print("\n".join(lines))
+    finally:
+        await redis.flushdb()
+        await pipelined.close()
+        await redis.aclose()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    asyncio.run(run(parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()
