@@ -14,6 +14,7 @@ import contextlib
 import os
 import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -45,7 +46,9 @@ def listening_pids(*urls: str) -> list[int]:
 
 
 class CpuMeter:
-    """CPU seconds so far of each group; `sample()["other"]` is the rest of the machine."""
+    """CPU seconds so far of each group; `sample()["steal"]` is the time the machine's
+    vCPUs were kept waiting by the hypervisor, `sample()["other"]` the rest of the
+    machine."""
 
     def __init__(self, servers: dict[str, int], store_urls: list[str]) -> None:
         self.servers = servers  # name -> pid of the process started for it
@@ -59,8 +62,30 @@ class CpuMeter:
         sample["generator"] = tree_cpu_seconds(
             [os.getpid()], stores | descendants(self.servers.values())
         )
+        # Time the hypervisor ran something else while a vCPU of this guest wanted to run.
+        sample["steal"] = float(psutil.cpu_times().steal)
         sample["other"] = machine_busy_seconds() - sum(sample.values())
         return sample
+
+    def waits(self) -> dict[str, float]:
+        """`run_queue_waits` of the servers and the stores."""
+        groups: dict[str, Iterable[int]] = {name: [pid] for name, pid in self.servers.items()}
+        groups["stores"] = self.stores
+        return run_queue_waits(groups)
+
+
+def run_queue_waits(groups: dict[str, Iterable[int]]) -> dict[str, float]:
+    """Seconds each group's processes have so far spent runnable but waiting for a core
+    (/proc/<pid>/schedstat, the main thread of each process and its descendants): a
+    process can be fast and still answer late when it waits for a core."""
+    waits: dict[str, float] = {}
+    for name, pids in groups.items():
+        total = 0
+        for pid in descendants(pids):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                total += int(Path(f"/proc/{pid}/schedstat").read_text().split()[1])
+        waits[name] = total / 1e9
+    return waits
 
 
 def descendants(pids: Iterable[int]) -> set[int]:
@@ -77,7 +102,7 @@ def cores_between(
 ) -> dict[str, float]:
     if seconds <= 0:
         return {}
-    return {name: round((after[name] - before.get(name, 0.0)) / seconds, 2) for name in after}
+    return {name: round((after[name] - before.get(name, 0.0)) / seconds, 3) for name in after}
 
 
 def tree_cpu_seconds(pids: Iterable[int], exclude: set[int]) -> float:

@@ -60,7 +60,8 @@ class Plan:
     start_ns: int = 0  # when to begin (perf_counter_ns); 0: once connected
     # Open loop: which idle connection a due request takes. "lifo": the one freed last,
     # so a few connections carry the load; "fifo": the one idle longest, so every open
-    # connection carries a share, as a crowd of clients on their own connections does.
+    # connection carries a share, as a crowd of clients on their own connections does
+    # (the storm's default; the other tools keep "lifo", as their figures were measured).
     reuse: Reuse = "lifo"
     part: int = 0
     parts: int = 1

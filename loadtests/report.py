@@ -51,7 +51,16 @@ def phase_line(phase: Phase) -> str:
             f"max {first.max:.1f} ms"
         )
     if phase.cpu:
-        lines.append("    cores: " + ", ".join(f"{k} {v:.2f}" for k, v in phase.cpu.items()))
+        lines.append(
+            "    cores: "
+            + ", ".join(
+                f"{k} {v:.3f}" if k == "steal" else f"{k} {v:.2f}" for k, v in phase.cpu.items()
+            )
+        )
+    if phase.waits:
+        lines.append(
+            "    waited for a core: " + ", ".join(f"{k} {v:.0f} ms" for k, v in phase.waits.items())
+        )
     if phase.stalls:
         lines.append("    worker stalls: " + worker_stalls.describe(phase.stalls))
     lines += [f"    NOTE: {note}" for note in phase.notes]

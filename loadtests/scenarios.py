@@ -130,10 +130,12 @@ class Bench:
             quiet = await wait_quiet(self.meter, self.args.wait_quiet)
         stalls_before = await worker_stalls.read(self.http, endpoint.url)
         before = self.meter.sample() if self.meter else {}
+        waits_before = self.meter.waits() if self.meter else {}
         wall = time.monotonic()
         records = await self.generators.run(plan)
         wall = time.monotonic() - wall
         after = self.meter.sample() if self.meter else {}
+        waits_after = self.meter.waits() if self.meter else {}
         stalls_after = await worker_stalls.read(self.http, endpoint.url)
         phase = summarise(
             records,
@@ -147,6 +149,10 @@ class Bench:
             run_began_ns=self.run_began_ns,
         )
         phase.cpu = cores_between(before, after, wall)
+        phase.waits = {
+            name: round((waits_after[name] - waits_before.get(name, 0.0)) * 1000, 1)
+            for name in waits_after
+        }
         if stalls_before is not None and stalls_after is not None:
             phase.stalls = worker_stalls.between(stalls_before, stalls_after)
         if wall >= 0.5 and phase.cpu.get("other", 0.0) > BUSY_OTHER_CORES:

@@ -182,6 +182,8 @@ class Phase:
     notes: list[str] = field(default_factory=list)
     cpu: dict[str, float] = field(default_factory=dict)  # cores used, by group
     stalls: dict[str, float] = field(default_factory=dict)  # loadtests/worker_stalls.py
+    # Milliseconds each group spent runnable but waiting for a core (loadtests/cpu.py).
+    waits: dict[str, float] = field(default_factory=dict)
 
     @property
     def label(self) -> str:

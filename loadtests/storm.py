@@ -26,18 +26,22 @@ Run it from the repository root (it imports `app` and `loadtests`). What it does
    latency against load). The first `--warmup` s
    of a timed phase are not counted. The load generator (loadtests/loadgen.py) runs in
    `--gen-procs` processes of its own (0: in this one). In an open-loop phase a due
-   request takes the idle connection freed last (`--reuse lifo`, the default), so a
-   few connections carry most of the load and the workers they landed on get more of
-   it; `--reuse fifo` takes the one idle longest, spreading requests over every open
-   connection as a crowd of clients would.
+   request takes the idle connection idle longest (`--reuse fifo`, the default), so
+   every open connection carries a share, as a drop-day crowd of clients on their own
+   connections does; `--reuse lifo` takes the one freed last, so a few connections
+   carry most of the load and the workers they landed on get more of it, as behind a
+   proxy that reuses a few keep-alive connections (figures before 6 Dec used it).
 5. The invariant: `available + live holds + purchases == total` for every drop, Redis
    against PostgreSQL (the app's Reconciler.check), and no drop granted more holds
    than its stock. A violation prints OVERSOLD / INVARIANT VIOLATED and exits 3.
 6. Report: each phase's throughput, p50 / p99 / p99.9 latency, outcome counts and the
-   cores used by the product, the reference, the stores, the generator and everything
-   else ("other": a phase where it exceeds 0.2 cores is flagged as not quiet;
-   `--wait-quiet S` first waits up to S s for the rest of the machine to go idle), the
-   targets with PASS / FAIL, and into `--out-dir` (loadtests/reports/, git-ignored) a
+   cores used by the product, the reference, the stores, the generator, the
+   hypervisor (steal) and everything else ("other": a phase where it exceeds 0.2
+   cores is flagged as not quiet; `--wait-quiet S` first waits up to S s for the rest
+   of the machine to go idle); how long each server and the stores waited, runnable,
+   for a core; what the product's `/metrics` saw meanwhile (loop lag, GC pauses,
+   requests over 10 ms inside the app, background passes: loadtests/worker_stalls.py); the
+   targets with PASS / FAIL; and into `--out-dir` (loadtests/reports/, git-ignored) a
    JSON file of every figure and a PNG of latency and throughput over time.
 
 Exit codes: 0 done (targets may have failed: see the report; `--strict` makes a failed
@@ -97,8 +101,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--reuse",
         choices=REUSE_ORDERS,
-        default="lifo",
-        help="fixed-rate phases: idle connection a request takes (last freed / idle longest)",
+        default="fifo",
+        help="fixed-rate phases: idle connection a request takes (idle longest / last freed)",
     )
     p.add_argument("--warmup", type=float, default=1.0, help="s not counted of a timed phase")
     p.add_argument("--pause", type=float, default=1.0, help="s between phases")
