@@ -11,8 +11,8 @@
 - `big`: a `--big-stock` drop holding `--big-holds` live holds (made through
   reserve.lua directly), against many `--small-stock` drops taking the same number of
   reserves at the same fixed rate: every measured reserve succeeds on both sides.
-  `--big-rounds` rounds, the order flipped each round; the target compares the mean
-  of each side's p99.
+  `--big-rounds` rounds, the order flipped each round; the target compares the
+  median of each side's p99s (the mean before 6 Dec, with two rounds).
 
 Every drop allows `PER_USER_LIMIT` holds per user, so a refusal on the sold-out path
 is SOLD_OUT (not LIMIT_REACHED, which the script checks first) and the hold path

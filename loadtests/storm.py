@@ -126,7 +126,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--big-stock", type=int, default=1_000_000)
     p.add_argument("--big-holds", type=int, default=100_000)
     p.add_argument("--small-stock", type=int, default=100)
-    p.add_argument("--big-rounds", type=int, default=2, help="rounds of small vs big drop")
+    p.add_argument("--big-rounds", type=int, default=4, help="rounds of small vs big drop")
     p.add_argument("--hold-ttl", type=int, default=900, help="RESERVATION_TTL_SECONDS, s")
     p.add_argument("--gen-procs", type=int, default=1, help="load generator processes")
     p.add_argument(
