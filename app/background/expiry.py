@@ -24,7 +24,7 @@ from redis.exceptions import RedisError, ResponseError
 from app import metrics
 from app.background.stopping import pause
 from app.store import keys
-from app.store.client import reloaded_hold, server_started_ms
+from app.store.client import redis_now_ms, reloaded_hold, server_started_ms
 from app.store.holds import HoldStore, ReleaseOutcome, ReleaseReason
 
 log = logging.getLogger(__name__)
@@ -101,8 +101,7 @@ class ExpiryListener:
         """(when the server started in its ms, until when in loop time its holds may be
         reloaded ones). Read on every (re)subscribe: a restart always breaks the pubsub."""
         started_ms = await server_started_ms(node)
-        seconds, micros = await node.time()
-        now_ms = int(seconds) * 1000 + int(micros) // 1000
+        now_ms = await redis_now_ms(node)
         left_ms = started_ms + self.reload_window_ms - now_ms
         return started_ms, asyncio.get_running_loop().time() + max(left_ms, 0) / 1000
 

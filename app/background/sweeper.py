@@ -14,7 +14,7 @@ run by the reconciler, forgets ended-hold tombstones past their retention.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import cast
 
 from app import metrics
@@ -23,7 +23,7 @@ from app.db.session import Database
 from app.errors import ServiceUnavailable
 from app.services.settlement import commit_the_sold
 from app.store import keys
-from app.store.client import reloaded_hold, server_started_ms
+from app.store.client import redis_now_ms, reloaded_hold, server_started_ms
 from app.store.holds import (
     AbortOutcome,
     HoldStore,
@@ -56,16 +56,10 @@ class Sweeper:
         if not drop_ids:
             return 0
         started_ms = await server_started_ms(self.redis)
-        now_ms = await self._now_ms()
+        now_ms = await redis_now_ms(self.redis)
         released = 0
-        for chunk in _chunks(drop_ids, SCAN_CHUNK):
-            pipe = self.redis.pipeline(transaction=False)
-            for drop_id in chunk:
-                pipe.zrangebyscore(keys.DropKeys(drop_id).due, "-inf", now_ms, start=0, num=1)
-            firsts = await pipe.execute()
-            for drop_id, first in zip(chunk, firsts, strict=True):
-                if first:
-                    released += await self._sweep_drop(drop_id, now_ms, started_ms, layer)
+        for drop_id in await self._drops_with_entries(drop_ids, lambda k: k.due, now_ms):
+            released += await self._sweep_drop(drop_id, now_ms, started_ms, layer)
         return released
 
     async def prune(self, drop_ids: list[str]) -> int:
@@ -74,23 +68,27 @@ class Sweeper:
         so a minute late costs nothing, while every sweep would pay the scan."""
         if not drop_ids:
             return 0
-        cutoff_ms = await self._now_ms() - CLOSED_RETENTION_MS
+        cutoff_ms = await redis_now_ms(self.redis) - CLOSED_RETENTION_MS
         pruned = 0
+        closed = await self._drops_with_entries(drop_ids, lambda k: k.closed_at, cutoff_ms)
+        for drop_id in closed:
+            pruned += await self._prune_drop(drop_id, cutoff_ms)
+        return pruned
+
+    async def _drops_with_entries(
+        self, drop_ids: list[str], zset_of: Callable[[keys.DropKeys], str], max_score: int
+    ) -> list[str]:
+        """The drops whose sorted set `zset_of` has an entry scored at most `max_score`,
+        asked `SCAN_CHUNK` drops per round trip (most drops have none)."""
+        found: list[str] = []
         for chunk in _chunks(drop_ids, SCAN_CHUNK):
             pipe = self.redis.pipeline(transaction=False)
             for drop_id in chunk:
-                pipe.zrangebyscore(
-                    keys.DropKeys(drop_id).closed_at, "-inf", cutoff_ms, start=0, num=1
-                )
+                zset = zset_of(keys.DropKeys(drop_id))
+                pipe.zrangebyscore(zset, "-inf", max_score, start=0, num=1)
             firsts = await pipe.execute()
-            for drop_id, first in zip(chunk, firsts, strict=True):
-                if first:
-                    pruned += await self._prune_drop(drop_id, cutoff_ms)
-        return pruned
-
-    async def _now_ms(self) -> int:
-        seconds, micros = await self.redis.time()
-        return int(seconds) * 1000 + int(micros) // 1000
+            found += [drop_id for drop_id, first in zip(chunk, firsts, strict=True) if first]
+        return found
 
     async def _sweep_drop(self, drop_id: str, now_ms: int, started_ms: int, layer: str) -> int:
         drop_keys = keys.DropKeys(drop_id)

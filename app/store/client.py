@@ -82,6 +82,12 @@ async def check_eviction_policy(redis: Redis, *, strict: bool) -> str | None:
     return policy
 
 
+async def redis_now_ms(redis: Redis) -> int:
+    """Redis `TIME` in milliseconds: the clock the scripts read."""
+    seconds, micros = await redis.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
 async def server_started_ms(redis: Redis) -> int:
     """When the Redis server (re)started, by its own clock, rounded late.
 
@@ -95,9 +101,9 @@ async def server_started_ms(redis: Redis) -> int:
         uptime = _least_uptime(await redis.info("server"))
     except ResponseError:
         uptime = 0
-    seconds, micros = await redis.time()  # after INFO, so that `now - uptime` is not early
+    now_ms = await redis_now_ms(redis)  # after INFO, so that `now - uptime` is not early
     # uptime_in_seconds is a difference of whole seconds: up to 1 s more than the truth.
-    return int(seconds) * 1000 + int(micros) // 1000 - uptime * 1000 + UPTIME_GRAIN_MS
+    return now_ms - uptime * 1000 + UPTIME_GRAIN_MS
 
 
 def reloaded_hold(raw_entry: str, started_ms: int) -> bool:
