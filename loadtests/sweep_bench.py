@@ -8,7 +8,10 @@ that serves requests, so the CPU of a pass is taken from the requests. This mirr
 `--drops` drops with `--holds` live holds each (nothing due: the holds last
 `--hold-ttl` s) in an empty Redis database, then times `--passes` sweeper passes, and
 reads the counters of every drop as the reconciler does: wall and CPU milliseconds of
-this process per pass. The database is flushed at the end (it must be empty, or
+this process per pass. With `--holds 0` the drops are quiet (ended or sold out: an
+empty due set), and the leader's pass probes them only once per half horizon
+(`--horizon`, the shorter of the hold time and the claim timeout): it times that full
+probe, the passes between, and their average over the window at `--interval-ms`. The database is flushed at the end (it must be empty, or
 `--flush-redis`). It needs only Redis: the holds are young, but the Redis server must
 have been up for more than a few seconds (see `server_started_ms`), or the sweeper
 would ask PostgreSQL about them.
@@ -44,6 +47,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--holds", type=int, default=10, help="live holds per drop")
     p.add_argument("--hold-ttl", type=int, default=600, help="s, so that nothing falls due")
     p.add_argument("--passes", type=int, default=5)
+    p.add_argument("--horizon", type=int, default=30, help="s: min(hold time, claim timeout)")
+    p.add_argument("--interval-ms", type=int, default=500, help="SWEEP_INTERVAL_MS")
     p.add_argument("--flush-redis", action="store_true", help="empty a non-empty Redis db first")
     args = p.parse_args(argv)
     if not args.redis_url:
@@ -80,6 +85,30 @@ async def timed(work: Callable[[], Awaitable[object]], passes: int) -> tuple[flo
     return statistics.median(walls), statistics.median(cpus)
 
 
+async def leaders_passes(
+    lines: list[str], sweeper: Sweeper, drops: DropStore, args: argparse.Namespace
+) -> None:
+    """The leader's passes as the app runs them (the drop index read included): one
+    full probe, then passes that skip the quiet drops."""
+
+    async def one_pass() -> None:
+        await sweeper.sweep_pass(await drops.index())
+
+    full_wall, full_cpu = await timed(one_pass, 1)
+    lines.append(
+        f"  leader's pass, full probe:    {full_wall:7.1f} ms wall, {full_cpu:7.1f} ms CPU"
+    )
+    wall, cpu = await timed(one_pass, args.passes)
+    lines.append(f"  leader's pass, in between:    {wall:7.1f} ms wall, {cpu:7.1f} ms CPU")
+    per_window = max(args.horizon * 1000 // 2 // args.interval_ms, 1)
+    average = (full_cpu + (per_window - 1) * cpu) / per_window
+    lines.append(
+        f"  leader's pass, average:       {average:7.1f} ms CPU"
+        f" ({per_window} passes of {args.interval_ms} ms per half horizon of {args.horizon} s;"
+        f" {len(sweeper.quiet.drop_ids):,} quiet drops)"
+    )
+
+
 async def run(args: argparse.Namespace) -> None:
     redis = create_redis(args.redis_url)
     pipelined = PipelinedConnection(args.redis_url)
@@ -108,7 +137,10 @@ async def run(args: argparse.Namespace) -> None:
             f"{args.drops:,} drops, {args.holds} live holds each, median of {args.passes} passes"
         ]
         wall, cpu = await timed(lambda: sweeper.sweep(ids), args.passes)
-        lines.append(f"  sweeper pass:                 {wall:7.1f} ms wall, {cpu:7.1f} ms CPU")
+        lines.append(f"  sweeper pass, every drop:     {wall:7.1f} ms wall, {cpu:7.1f} ms CPU")
+        if hasattr(sweeper, "sweep_pass"):  # not before the quiet drops were skipped
+            leader = Sweeper(holds, None, args.horizon * 1000)  # type: ignore[arg-type]
+            await leaders_passes(lines, leader, drops, args)
 
         async def one_at_a_time() -> None:
             for drop_id in ids:

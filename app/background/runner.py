@@ -69,7 +69,12 @@ class BackgroundTasks:
         self.tasks: list[asyncio.Task[None]] = []
         self.stopping = asyncio.Event()
         settings = container.settings
-        self.sweeper = Sweeper(container.holds, container.db)
+        self.sweeper = Sweeper(
+            container.holds,
+            container.db,
+            horizon_ms=1000
+            * min(settings.reservation_ttl_seconds, settings.purchase_claim_timeout_seconds),
+        )
         self.reconciler = Reconciler(container.db, container.drops, container.holds)
         self.listener = ExpiryListener(
             container.holds,
@@ -94,7 +99,7 @@ class BackgroundTasks:
         )
 
     async def _sweep(self) -> None:
-        await self.sweeper.sweep(await self.container.drops.index())
+        await self.sweeper.sweep_pass(await self.container.drops.index())
 
     def start(self) -> None:
         settings = self.container.settings

@@ -9,12 +9,21 @@ abort it. ACTIVE holds that Redis reloaded from disk (created before the server
 last started) may have been bought after that copy was written: PostgreSQL is
 asked about those first, and the sold ones are committed, never released. `prune`,
 run by the reconciler, forgets ended-hold tombstones past their retention.
+
+`sweep_pass` is the leader's pass every `SWEEP_INTERVAL_MS`. Most drops in the index
+are quiet (ended, sold out, cancelled: their due set is empty), and a quiet drop
+cannot have anything due for a while: every deadline written for a hold is at least
+its creation plus the horizon (the shorter of the hold's time to live and the purchase
+claim timeout), and every live hold has an entry in the due set. So a drop found empty
+at time P needs no probe before P + horizon; the pass probes every drop only once per
+half horizon and, in between, only the drops that were not empty, or are new.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import cast
 
 from app import metrics
@@ -23,7 +32,7 @@ from app.db.session import Database
 from app.errors import ServiceUnavailable
 from app.services.settlement import commit_the_sold
 from app.store import keys
-from app.store.client import redis_now_ms, reloaded_hold, server_started_ms
+from app.store.client import ServerStart, redis_now_ms, reloaded_hold, server_start
 from app.store.holds import (
     AbortOutcome,
     HoldStore,
@@ -39,27 +48,69 @@ PRUNE_BATCH = 1000  # ended holds forgotten per round trip
 CLOSED_RETENTION_MS = 6 * 3600 * 1000  # how long an ended hold still answers 410/409, not 404
 
 
+@dataclass(frozen=True, slots=True)
+class QuietDrops:
+    """The drops whose due set was empty at the last full probe, and until when
+    that answer holds for a Redis that has not restarted since."""
+
+    drop_ids: frozenset[str]
+    until_ms: int
+    redis_run_id: str
+
+
+NO_QUIET_DROPS = QuietDrops(frozenset(), 0, "")
+
+
 class Sweeper:
-    def __init__(self, holds: HoldStore, db: Database) -> None:
+    def __init__(self, holds: HoldStore, db: Database, horizon_ms: int = 0) -> None:
+        """`horizon_ms`: the soonest any deadline written from now on can fall due
+        (see the module docstring); 0 probes every drop on every pass."""
         self.holds = holds
         self.redis = holds.redis
         self.db = db
+        self.horizon_ms = horizon_ms
+        self.quiet = NO_QUIET_DROPS
 
-    async def sweep(self, drop_ids: list[str], layer: str = "sweeper") -> int:
-        """One pass over the given drops; returns how many holds it released.
-
-        Most drops have nothing due (sold out long ago, or holds not yet at their
-        deadline), so the drops are asked in chunks, one round trip per chunk, and
-        only those with a hold due get the per-drop work: a pass over thousands of
-        quiet drops costs a few round trips instead of one per drop.
-        """
+    async def sweep_pass(self, drop_ids: list[str]) -> int:
+        """The leader's pass: every drop but those known to be quiet; returns how many
+        holds it released. A full probe refreshes the quiet set once per half horizon,
+        and at once when Redis restarted (a reloaded copy may hold entries again)."""
         if not drop_ids:
             return 0
-        started_ms = await server_started_ms(self.redis)
+        server = await server_start(self.redis)
         now_ms = await redis_now_ms(self.redis)
+        quiet = self.quiet
+        if now_ms >= quiet.until_ms or server.run_id != quiet.redis_run_id:
+            return await self._sweep(drop_ids, now_ms, server, "sweeper", refresh_quiet=True)
+        active = [d for d in drop_ids if d not in quiet.drop_ids]
+        return await self._sweep(active, now_ms, server, "sweeper", refresh_quiet=False)
+
+    async def sweep(self, drop_ids: list[str], layer: str = "sweeper") -> int:
+        """One pass over every given drop; returns how many holds it released."""
+        if not drop_ids:
+            return 0
+        server = await server_start(self.redis)
+        now_ms = await redis_now_ms(self.redis)
+        return await self._sweep(drop_ids, now_ms, server, layer, refresh_quiet=False)
+
+    async def _sweep(
+        self, drop_ids: list[str], now_ms: int, server: ServerStart, layer: str, refresh_quiet: bool
+    ) -> int:
+        """Most drops have nothing due (sold out long ago, or holds not yet at their
+        deadline), so the drops are asked in chunks, one round trip per chunk, and
+        only those with a hold due get the per-drop work: a pass over thousands of
+        quiet drops costs a few round trips instead of one per drop."""
+        earliest = await self._earliest_entries(drop_ids, lambda k: k.due)
+        if refresh_quiet:
+            self.quiet = QuietDrops(
+                frozenset(d for d, score in earliest.items() if score is None),
+                now_ms + self.horizon_ms // 2,
+                server.run_id,
+            )
         released = 0
-        for drop_id in await self._drops_with_entries(drop_ids, lambda k: k.due, now_ms):
-            released += await self._sweep_drop(drop_id, now_ms, started_ms, layer)
+        for drop_id, score in earliest.items():
+            if score is not None and score <= now_ms:
+                released += await self._sweep_drop(drop_id, now_ms, server.started_ms, layer)
         return released
 
     async def prune(self, drop_ids: list[str]) -> int:
@@ -70,25 +121,26 @@ class Sweeper:
             return 0
         cutoff_ms = await redis_now_ms(self.redis) - CLOSED_RETENTION_MS
         pruned = 0
-        closed = await self._drops_with_entries(drop_ids, lambda k: k.closed_at, cutoff_ms)
-        for drop_id in closed:
-            pruned += await self._prune_drop(drop_id, cutoff_ms)
+        earliest = await self._earliest_entries(drop_ids, lambda k: k.closed_at)
+        for drop_id, score in earliest.items():
+            if score is not None and score <= cutoff_ms:
+                pruned += await self._prune_drop(drop_id, cutoff_ms)
         return pruned
 
-    async def _drops_with_entries(
-        self, drop_ids: list[str], zset_of: Callable[[keys.DropKeys], str], max_score: int
-    ) -> list[str]:
-        """The drops whose sorted set `zset_of` has an entry scored at most `max_score`,
-        asked `SCAN_CHUNK` drops per round trip (most drops have none)."""
-        found: list[str] = []
+    async def _earliest_entries(
+        self, drop_ids: list[str], zset_of: Callable[[keys.DropKeys], str]
+    ) -> dict[str, float | None]:
+        """Each drop's lowest score in its sorted set `zset_of` (None: empty), asked
+        `SCAN_CHUNK` drops per round trip."""
+        earliest: dict[str, float | None] = {}
         for chunk in _chunks(drop_ids, SCAN_CHUNK):
             pipe = self.redis.pipeline(transaction=False)
             for drop_id in chunk:
-                zset = zset_of(keys.DropKeys(drop_id))
-                pipe.zrangebyscore(zset, "-inf", max_score, start=0, num=1)
-            firsts = await pipe.execute()
-            found += [drop_id for drop_id, first in zip(chunk, firsts, strict=True) if first]
-        return found
+                pipe.zrange(zset_of(keys.DropKeys(drop_id)), 0, 0, withscores=True)
+            firsts = cast(list[list[tuple[str, float]]], await pipe.execute())
+            for drop_id, first in zip(chunk, firsts, strict=True):
+                earliest[drop_id] = first[0][1] if first else None
+        return earliest
 
     async def _sweep_drop(self, drop_id: str, now_ms: int, started_ms: int, layer: str) -> int:
         drop_keys = keys.DropKeys(drop_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
@@ -88,7 +89,15 @@ async def redis_now_ms(redis: Redis) -> int:
     return int(seconds) * 1000 + int(micros) // 1000
 
 
-async def server_started_ms(redis: Redis) -> int:
+@dataclass(frozen=True, slots=True)
+class ServerStart:
+    """When the Redis server (re)started, and which run of it this is."""
+
+    started_ms: int
+    run_id: str  # new on every restart; a cluster's nodes' joined; "" when INFO is refused
+
+
+async def server_start(redis: Redis) -> ServerStart:
     """When the Redis server (re)started, by its own clock, rounded late.
 
     A hold created before then was reloaded from disk: from the append-only file, which
@@ -98,12 +107,17 @@ async def server_started_ms(redis: Redis) -> int:
     tell (INFO refused), now: every hold then counts as reloaded.
     """
     try:
-        uptime = _least_uptime(await redis.info("server"))
+        info = await redis.info("server")
     except ResponseError:
-        uptime = 0
+        info = {}
     now_ms = await redis_now_ms(redis)  # after INFO, so that `now - uptime` is not early
     # uptime_in_seconds is a difference of whole seconds: up to 1 s more than the truth.
-    return now_ms - uptime * 1000 + UPTIME_GRAIN_MS
+    return ServerStart(now_ms - _least_uptime(info) * 1000 + UPTIME_GRAIN_MS, _run_id(info))
+
+
+async def server_started_ms(redis: Redis) -> int:
+    """`server_start(redis).started_ms`: the holds created before it were reloaded."""
+    return (await server_start(redis)).started_ms
 
 
 def reloaded_hold(raw_entry: str, started_ms: int) -> bool:
@@ -112,9 +126,17 @@ def reloaded_hold(raw_entry: str, started_ms: int) -> bool:
     return entry.state == "ACTIVE" and entry.created_at_ms < started_ms
 
 
+def _node_infos(info: dict[str, Any]) -> list[dict[str, Any]]:
+    """A server's INFO, or each node's of a cluster's answer."""
+    if "uptime_in_seconds" in info:
+        return [info]
+    return [v for v in info.values() if isinstance(v, dict) and "uptime_in_seconds" in v]
+
+
+def _run_id(info: dict[str, Any]) -> str:
+    return ",".join(sorted(str(node.get("run_id", "")) for node in _node_infos(info)))
+
+
 def _least_uptime(info: dict[str, Any]) -> int:
     """`uptime_in_seconds` of a server, or the least of a cluster's per-node answers."""
-    if "uptime_in_seconds" in info:
-        return int(info["uptime_in_seconds"])
-    nodes = [v for v in info.values() if isinstance(v, dict) and "uptime_in_seconds" in v]
-    return min((int(node["uptime_in_seconds"]) for node in nodes), default=0)
+    return min((int(node["uptime_in_seconds"]) for node in _node_infos(info)), default=0)

@@ -14,7 +14,9 @@ from typing import Any
 
 import httpx
 
+from app.background.sweeper import Sweeper
 from app.container import Container
+from app.services.auth import Session
 from app.store import keys
 from tests.integration.engine.helpers import (
     AppFactory,
@@ -31,6 +33,20 @@ from tests.support.owned_stores import OwnedValkey
 from tests.support.stores import StoreUrls
 
 FAST = {"reconcile_interval_seconds": 1, "sweep_interval_ms": 100}
+NO_PASSES = {"sweep_interval_ms": 60_000, "reconcile_interval_seconds": 3600}
+
+
+async def held_in_new_drop(
+    client: httpx.AsyncClient, container: Container, total_stock: int, users_count: int
+) -> tuple[dict[str, Any], dict[str, Any], list[Session]]:
+    """A new drop and `users_count` users, the first of whom holds a unit of it.
+
+    Returns (drop, the hold, the users)."""
+    admin = await admin_token(client, container)
+    drop = await create_drop(client, admin, totalStock=total_stock)
+    people = await users(container, users_count)
+    held = (await reserve(client, drop["id"], people[0].access_token)).json()
+    return drop, held, people
 
 
 async def bought_then_restored(
@@ -45,10 +61,7 @@ async def bought_then_restored(
 
     Returns (drop, the hold, the buyer's token, the purchase id).
     """
-    admin = await admin_token(client, container)
-    drop = await create_drop(client, admin, totalStock=1)
-    (buyer,) = await users(container, 1, prefix="buyer")
-    held = (await reserve(client, drop["id"], buyer.access_token)).json()
+    drop, held, (buyer,) = await held_in_new_drop(client, container, 1, users_count=1)
     snapshot = owned_redis.snapshot(tmp_path / "snapshot")
     bought = await purchase(client, held["id"], buyer.access_token)
     assert bought.status_code == 201
@@ -152,13 +165,8 @@ async def test_expiry_listener_leaves_a_restored_hold_to_postgres(
     make_app: AppFactory, owned_redis: OwnedValkey, stores: StoreUrls, tmp_path: Path
 ) -> None:
     # Only the expiry listener runs: no sweeper or reconciler pass comes by.
-    client, container = await make_app(
-        reservation_ttl_seconds=3, sweep_interval_ms=60_000, reconcile_interval_seconds=3600
-    )
-    admin = await admin_token(client, container)
-    drop = await create_drop(client, admin, totalStock=2)
-    buyer, prober = await users(container, 2)
-    held = (await reserve(client, drop["id"], buyer.access_token)).json()
+    client, container = await make_app(reservation_ttl_seconds=3, **NO_PASSES)
+    drop, held, (buyer, prober) = await held_in_new_drop(client, container, 2, users_count=2)
     snapshot = owned_redis.snapshot(tmp_path / "snapshot")
     bought = await purchase(client, held["id"], buyer.access_token)
     assert bought.status_code == 201
@@ -185,6 +193,37 @@ async def test_expiry_listener_leaves_a_restored_hold_to_postgres(
     assert await container.drops.counters(drop["id"]) == (2, 1, 1, 0)
     await assert_invariant(container, drop["id"])
     await sneakerdrop_check(stores, tmp_path / "data")
+
+
+async def test_sweeper_probes_a_quiet_drop_again_once_redis_restarted_from_a_snapshot(
+    make_app: AppFactory, owned_redis: OwnedValkey, stores: StoreUrls, tmp_path: Path
+) -> None:
+    # The app's own sweeper and reconciler stay out of the way; the one under test
+    # would skip a drop it found empty for an hour.
+    client, container = await make_app(reservation_ttl_seconds=2, **NO_PASSES)
+    drop, held, (buyer,) = await held_in_new_drop(client, container, 1, users_count=1)
+    snapshot = owned_redis.snapshot(tmp_path / "snapshot")
+    cancelled = await client.delete(
+        f"/api/reservations/{held['id']}", headers=auth(buyer.access_token)
+    )
+    assert cancelled.status_code == 204
+    sweeper = Sweeper(container.holds, container.db, horizon_ms=3_600_000)
+    assert await sweeper.sweep_pass([drop["id"]]) == 0
+    assert drop["id"] in sweeper.quiet.drop_ids
+
+    owned_redis.kill()
+    await asyncio.to_thread(owned_redis.restart, restore_from=snapshot)
+    assert await hold_state(container, held["id"]) == "ACTIVE"  # back from the snapshot
+    await wait_until(
+        lambda: redis_time_reached(container, deadline_ms(held)), within=10, what="deadline"
+    )
+
+    # Within the quiet window, but on another run of Redis: the drop is probed, and
+    # the restored hold (PostgreSQL has no purchase of it) goes back to stock.
+    assert await sweeper.sweep_pass([drop["id"]]) == 1
+    assert await hold_state(container, held["id"]) == "EXPIRED"
+    assert await container.drops.counters(drop["id"]) == (1, 1, 0, 0)
+    await assert_invariant(container, drop["id"])
 
 
 async def _up_for(container: Container, seconds: int) -> bool:

@@ -7,6 +7,7 @@ chunk, that nothing not yet due is touched, and that batched reads match single 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 
 import pytest
@@ -18,7 +19,7 @@ from app.db.session import Database
 from app.store import drops as drops_module
 from app.store.drops import DropStore
 from app.store.holds import HoldStore, ReleaseOutcome, ReleaseReason
-from app.store.keys import DropKeys, new_id
+from app.store.keys import DropKeys, ReservationRef, new_id
 from tests.support.lua_fixtures import (
     MakeDrop,
     drop_hash,
@@ -32,14 +33,28 @@ from tests.support.stores import StoreUrls
 
 
 @pytest.fixture
-async def sweeper(stores: StoreUrls, hold_store: HoldStore) -> AsyncIterator[Sweeper]:
-    """A sweeper on the test stores. It asks PostgreSQL about holds created in the
-    first second of a fresh Redis (they might have been reloaded), so it gets one."""
-    db = Database(stores.database_url)
+async def db(stores: StoreUrls) -> AsyncIterator[Database]:
+    """The sweeper asks PostgreSQL about holds created in the first second of a fresh
+    Redis (they might have been reloaded), so it gets one."""
+    database = Database(stores.database_url)
     try:
-        yield Sweeper(hold_store, db)
+        yield database
     finally:
-        await db.dispose()
+        await database.dispose()
+
+
+@pytest.fixture
+def sweeper(hold_store: HoldStore, db: Database) -> Sweeper:
+    return Sweeper(hold_store, db)
+
+
+async def hold_released(redis: Redis, ref: ReservationRef) -> bool:
+    return await hold_entry(redis, ref) is None
+
+
+async def wait_until_due(redis: Redis, *refs: ReservationRef) -> None:
+    entries = [await hold_entry(redis, ref) for ref in refs]
+    await wait_for_redis_time(redis, max(e.expires_at_ms for e in entries if e) + 1)
 
 
 async def test_a_sweep_releases_due_holds_in_every_chunk_and_nothing_else(
@@ -56,8 +71,7 @@ async def test_a_sweep_releases_due_holds_in_every_chunk_and_nothing_else(
     ids = [d.id for d in drops]
     ids.insert(2, new_id())  # a drop Redis does not have is skipped, not an error
 
-    deadlines = [(await hold_entry(redis, ref)) for ref in short]
-    await wait_for_redis_time(redis, max(e.expires_at_ms for e in deadlines if e) + 1)
+    await wait_until_due(redis, *short)
     released = await sweeper.sweep(ids)
 
     assert released == 3
@@ -80,6 +94,66 @@ async def test_a_sweep_with_nothing_due_changes_nothing(
 
     assert await hold_entry(redis, ref) is not None
     assert (await drop_hash(redis, drop.id))["avail"] == "1"
+
+
+async def test_the_leaders_pass_skips_drops_found_empty_until_the_quiet_window_ends(
+    redis: Redis, hold_store: HoldStore, db: Database, make_drop: MakeDrop
+) -> None:
+    quiet, busy = await make_drop(total=5, limit=5), await make_drop(total=5, limit=5)
+    await reserve_ok(hold_store, busy.id)  # not due for a minute: busy is not quiet
+    sweeper = Sweeper(hold_store, db, horizon_ms=3000)
+    assert await sweeper.sweep_pass([quiet.id, busy.id]) == 0  # a full probe
+    assert sweeper.quiet.drop_ids == {quiet.id}
+
+    # Holds that fall due sooner than the horizon allows, so that only skipping
+    # explains a hold left in place.
+    in_quiet, _ = await reserve_ok(hold_store, quiet.id, ttl_ms=20)
+    in_busy, _ = await reserve_ok(hold_store, busy.id, ttl_ms=20)
+    newcomer = await make_drop(total=5)
+    in_new, _ = await reserve_ok(hold_store, newcomer.id, ttl_ms=20)
+    await wait_until_due(redis, in_quiet, in_busy, in_new)
+    assert await redis_now_ms(redis) < sweeper.quiet.until_ms, "the window ended too soon"
+
+    released = await sweeper.sweep_pass([quiet.id, busy.id, newcomer.id])
+
+    assert released == 2
+    assert await hold_released(redis, in_busy)
+    assert await hold_released(redis, in_new)
+    assert not await hold_released(redis, in_quiet)
+
+    await wait_for_redis_time(redis, sweeper.quiet.until_ms)
+    assert await sweeper.sweep_pass([quiet.id, busy.id, newcomer.id]) == 1
+    assert await hold_released(redis, in_quiet)
+    assert (await drop_hash(redis, quiet.id))["avail"] == "5"
+
+
+async def test_the_leaders_pass_probes_every_drop_after_redis_restarted(
+    redis: Redis, hold_store: HoldStore, db: Database, make_drop: MakeDrop
+) -> None:
+    drop = await make_drop(total=5)
+    sweeper = Sweeper(hold_store, db, horizon_ms=3_600_000)
+    await sweeper.sweep_pass([drop.id])
+    assert sweeper.quiet.drop_ids == {drop.id}
+    ref, _ = await reserve_ok(hold_store, drop.id, ttl_ms=20)  # as if reloaded from disk
+    await wait_until_due(redis, ref)
+    assert await sweeper.sweep_pass([drop.id]) == 0
+
+    # A Redis that started at another time may have reloaded entries into any drop.
+    sweeper.quiet = dataclasses.replace(sweeper.quiet, redis_run_id="an earlier run")
+
+    assert await sweeper.sweep_pass([drop.id]) == 1
+    assert await hold_released(redis, ref)
+
+
+async def test_without_a_horizon_every_pass_probes_every_drop(
+    redis: Redis, hold_store: HoldStore, sweeper: Sweeper, make_drop: MakeDrop
+) -> None:
+    drop = await make_drop(total=5)
+    assert await sweeper.sweep_pass([drop.id]) == 0
+    ref, _ = await reserve_ok(hold_store, drop.id, ttl_ms=20)
+    await wait_until_due(redis, ref)
+
+    assert await sweeper.sweep_pass([drop.id]) == 1
 
 
 async def test_prune_forgets_only_ended_holds_past_their_retention(
