@@ -10,20 +10,21 @@ last started) may have been bought after that copy was written: PostgreSQL is
 asked about those first, and the sold ones are committed, never released. `prune`,
 run by the reconciler, forgets ended-hold tombstones past their retention.
 
-`sweep_pass` is the leader's pass every `SWEEP_INTERVAL_MS`. Most drops in the index
-are quiet (ended, sold out, cancelled: their due set is empty), and a quiet drop
-cannot have anything due for a while: every deadline written for a hold is at least
-its creation plus the horizon (the shorter of the hold's time to live and the purchase
-claim timeout), and every live hold has an entry in the due set. So a drop found empty
-at time P needs no probe before P + horizon; the pass probes every drop only once per
-half horizon and, in between, only the drops that were not empty, or are new.
+`sweep_pass` is the leader's pass every `SWEEP_INTERVAL_MS`. It probes a drop only
+when something in it may be due. Every live hold has an entry in the due set, and a
+deadline written after a probe at time P falls at P + horizon or later (the horizon is
+the shorter of the hold's time to live and the purchase claim timeout: a new hold's
+deadline or a new claim's). So a drop whose earliest entry at P was at E (none: an
+ended or sold-out drop) needs no probe before min(E, P + horizon); the pass probes it
+then, or half a horizon after P at the latest. The one deadline written earlier than
+that is a failed purchase's hold going back to ACTIVE with what was left of its time:
+its timer key is re-armed, so the keyspace listener still releases it on time.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import cast
 
 from app import metrics
@@ -48,19 +49,6 @@ PRUNE_BATCH = 1000  # ended holds forgotten per round trip
 CLOSED_RETENTION_MS = 6 * 3600 * 1000  # how long an ended hold still answers 410/409, not 404
 
 
-@dataclass(frozen=True, slots=True)
-class QuietDrops:
-    """The drops whose due set was empty at the last full probe, and until when
-    that answer holds for a Redis that has not restarted since."""
-
-    drop_ids: frozenset[str]
-    until_ms: int
-    redis_run_id: str
-
-
-NO_QUIET_DROPS = QuietDrops(frozenset(), 0, "")
-
-
 class Sweeper:
     def __init__(self, holds: HoldStore, db: Database, horizon_ms: int = 0) -> None:
         """`horizon_ms`: the soonest any deadline written from now on can fall due
@@ -69,21 +57,22 @@ class Sweeper:
         self.redis = holds.redis
         self.db = db
         self.horizon_ms = horizon_ms
-        self.quiet = NO_QUIET_DROPS
+        self.next_probe_ms: dict[str, int] = {}  # drop id -> Redis time of its next probe
+        self.redis_run_id = ""  # the run of Redis that schedule was made on
 
     async def sweep_pass(self, drop_ids: list[str]) -> int:
-        """The leader's pass: every drop but those known to be quiet; returns how many
-        holds it released. A full probe refreshes the quiet set once per half horizon,
-        and at once when Redis restarted (a reloaded copy may hold entries again)."""
+        """The leader's pass: the drops whose next probe is due (and drops not seen
+        before); returns how many holds it released. A restarted Redis may have
+        reloaded entries into any drop, so a new run id starts the schedule afresh."""
         if not drop_ids:
             return 0
         server = await server_start(self.redis)
         now_ms = await redis_now_ms(self.redis)
-        quiet = self.quiet
-        if now_ms >= quiet.until_ms or server.run_id != quiet.redis_run_id:
-            return await self._sweep(drop_ids, now_ms, server, "sweeper", refresh_quiet=True)
-        active = [d for d in drop_ids if d not in quiet.drop_ids]
-        return await self._sweep(active, now_ms, server, "sweeper", refresh_quiet=False)
+        if server.run_id != self.redis_run_id:
+            self.next_probe_ms, self.redis_run_id = {}, server.run_id
+        schedule = self.next_probe_ms
+        probe = [d for d in drop_ids if schedule.get(d, 0) <= now_ms]
+        return await self._sweep(probe, now_ms, server, "sweeper", plan=True)
 
     async def sweep(self, drop_ids: list[str], layer: str = "sweeper") -> int:
         """One pass over every given drop; returns how many holds it released."""
@@ -91,27 +80,35 @@ class Sweeper:
             return 0
         server = await server_start(self.redis)
         now_ms = await redis_now_ms(self.redis)
-        return await self._sweep(drop_ids, now_ms, server, layer, refresh_quiet=False)
+        return await self._sweep(drop_ids, now_ms, server, layer, plan=False)
 
     async def _sweep(
-        self, drop_ids: list[str], now_ms: int, server: ServerStart, layer: str, refresh_quiet: bool
+        self, drop_ids: list[str], now_ms: int, server: ServerStart, layer: str, plan: bool
     ) -> int:
         """Most drops have nothing due (sold out long ago, or holds not yet at their
         deadline), so the drops are asked in chunks, one round trip per chunk, and
         only those with a hold due get the per-drop work: a pass over thousands of
-        quiet drops costs a few round trips instead of one per drop."""
+        quiet drops costs a few round trips instead of one per drop. With `plan`, each
+        probed drop's next probe is set from its earliest deadline."""
         earliest = await self._earliest_entries(drop_ids, lambda k: k.due)
-        if refresh_quiet:
-            self.quiet = QuietDrops(
-                frozenset(d for d, score in earliest.items() if score is None),
-                now_ms + self.horizon_ms // 2,
-                server.run_id,
-            )
         released = 0
         for drop_id, score in earliest.items():
+            if plan:
+                self.next_probe_ms[drop_id] = self._next_probe_ms(score, now_ms)
             if score is not None and score <= now_ms:
                 released += await self._sweep_drop(drop_id, now_ms, server.started_ms, layer)
         return released
+
+    def _next_probe_ms(self, earliest: float | None, now_ms: int) -> int:
+        """The next pass due for a drop probed at `now_ms`: the next one when something
+        was due (it is swept now; what is left is unknown), else its earliest deadline,
+        and never later than half a horizon from now."""
+        latest = now_ms + self.horizon_ms // 2
+        if earliest is None:
+            return latest
+        if earliest <= now_ms:
+            return now_ms
+        return min(int(earliest), latest)
 
     async def prune(self, drop_ids: list[str]) -> int:
         """Forget ended holds past their retention (they answer 404 from then on);

@@ -7,7 +7,6 @@ chunk, that nothing not yet due is touched, and that batched reads match single 
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import AsyncIterator
 
 import pytest
@@ -96,35 +95,57 @@ async def test_a_sweep_with_nothing_due_changes_nothing(
     assert (await drop_hash(redis, drop.id))["avail"] == "1"
 
 
-async def test_the_leaders_pass_skips_drops_found_empty_until_the_quiet_window_ends(
+async def test_the_leaders_pass_probes_a_drop_at_its_earliest_deadline_or_half_a_horizon_on(
     redis: Redis, hold_store: HoldStore, db: Database, make_drop: MakeDrop
 ) -> None:
     quiet, busy = await make_drop(total=5, limit=5), await make_drop(total=5, limit=5)
-    await reserve_ok(hold_store, busy.id)  # not due for a minute: busy is not quiet
-    sweeper = Sweeper(hold_store, db, horizon_ms=3000)
-    assert await sweeper.sweep_pass([quiet.id, busy.id]) == 0  # a full probe
-    assert sweeper.quiet.drop_ids == {quiet.id}
+    first, _ = await reserve_ok(hold_store, busy.id, ttl_ms=1500)
+    sweeper = Sweeper(hold_store, db, horizon_ms=6000)
+    assert await sweeper.sweep_pass([quiet.id, busy.id]) == 0  # both probed, both planned
+    first_due = (await hold_entry(redis, first)).expires_at_ms  # type: ignore[union-attr]
+    assert sweeper.next_probe_ms[busy.id] == first_due
+    quiet_until = sweeper.next_probe_ms[quiet.id]
 
-    # Holds that fall due sooner than the horizon allows, so that only skipping
-    # explains a hold left in place.
+    # Holds that fall due sooner than the horizon allows, so that only a skipped
+    # probe explains a hold left in place.
     in_quiet, _ = await reserve_ok(hold_store, quiet.id, ttl_ms=20)
     in_busy, _ = await reserve_ok(hold_store, busy.id, ttl_ms=20)
     newcomer = await make_drop(total=5)
     in_new, _ = await reserve_ok(hold_store, newcomer.id, ttl_ms=20)
     await wait_until_due(redis, in_quiet, in_busy, in_new)
-    assert await redis_now_ms(redis) < sweeper.quiet.until_ms, "the window ended too soon"
+    assert await redis_now_ms(redis) < first_due, "the first hold fell due too soon"
+    every = [quiet.id, busy.id, newcomer.id]
 
-    released = await sweeper.sweep_pass([quiet.id, busy.id, newcomer.id])
-
-    assert released == 2
-    assert await hold_released(redis, in_busy)
+    assert await sweeper.sweep_pass(every) == 1  # only the drop not seen before
     assert await hold_released(redis, in_new)
+    assert not await hold_released(redis, in_busy)
+
+    await wait_for_redis_time(redis, first_due)
+    assert await sweeper.sweep_pass(every) == 2  # busy's earliest deadline came
+    assert await hold_released(redis, first)
+    assert await hold_released(redis, in_busy)
     assert not await hold_released(redis, in_quiet)
 
-    await wait_for_redis_time(redis, sweeper.quiet.until_ms)
-    assert await sweeper.sweep_pass([quiet.id, busy.id, newcomer.id]) == 1
+    await wait_for_redis_time(redis, quiet_until)
+    assert await sweeper.sweep_pass(every) == 1  # half a horizon after its empty probe
     assert await hold_released(redis, in_quiet)
     assert (await drop_hash(redis, quiet.id))["avail"] == "5"
+
+
+async def test_a_drop_that_had_holds_due_is_probed_again_on_the_next_pass(
+    redis: Redis, hold_store: HoldStore, db: Database, make_drop: MakeDrop
+) -> None:
+    drop = await make_drop(total=5, limit=5)
+    sweeper = Sweeper(hold_store, db, horizon_ms=3_600_000)
+    sooner, _ = await reserve_ok(hold_store, drop.id, ttl_ms=20)
+    later, _ = await reserve_ok(hold_store, drop.id, ttl_ms=1000)
+    await wait_until_due(redis, sooner)
+    assert await sweeper.sweep_pass([drop.id]) == 1
+
+    # What is left after a sweep is not read back, so the next pass looks again.
+    await wait_until_due(redis, later)
+    assert await sweeper.sweep_pass([drop.id]) == 1
+    assert await hold_released(redis, later)
 
 
 async def test_the_leaders_pass_probes_every_drop_after_redis_restarted(
@@ -133,13 +154,12 @@ async def test_the_leaders_pass_probes_every_drop_after_redis_restarted(
     drop = await make_drop(total=5)
     sweeper = Sweeper(hold_store, db, horizon_ms=3_600_000)
     await sweeper.sweep_pass([drop.id])
-    assert sweeper.quiet.drop_ids == {drop.id}
     ref, _ = await reserve_ok(hold_store, drop.id, ttl_ms=20)  # as if reloaded from disk
     await wait_until_due(redis, ref)
     assert await sweeper.sweep_pass([drop.id]) == 0
 
     # A Redis that started at another time may have reloaded entries into any drop.
-    sweeper.quiet = dataclasses.replace(sweeper.quiet, redis_run_id="an earlier run")
+    sweeper.redis_run_id = "an earlier run"
 
     assert await sweeper.sweep_pass([drop.id]) == 1
     assert await hold_released(redis, ref)
