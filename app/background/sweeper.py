@@ -18,7 +18,10 @@ deadline or a new claim's). So a drop whose earliest entry at P was at E (none: 
 ended or sold-out drop) needs no probe before min(E, P + horizon); the pass probes it
 then, or half a horizon after P at the latest. The one deadline written earlier than
 that is a failed purchase's hold going back to ACTIVE with what was left of its time:
-its timer key is re-armed, so the keyspace listener still releases it on time.
+its timer key is re-armed, so the keyspace listener still releases it on time. (The
+horizon comes from this process's settings; a process with a shorter hold time makes
+the sweeper up to half a horizon late for its holds, never wrong, and the reconciler
+probes every drop once a pass.)
 """
 
 from __future__ import annotations
