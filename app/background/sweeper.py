@@ -27,10 +27,11 @@ probes every drop once a pass.)
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import cast
 
 from app import metrics
+from app.batches import chunks
 from app.db import purchases as purchase_rows
 from app.db.session import Database
 from app.errors import ServiceUnavailable
@@ -133,7 +134,7 @@ class Sweeper:
         """Each drop's lowest score in its sorted set `zset_of` (None: empty), asked
         `SCAN_CHUNK` drops per round trip."""
         earliest: dict[str, float | None] = {}
-        for chunk in _chunks(drop_ids, SCAN_CHUNK):
+        for chunk in chunks(drop_ids, SCAN_CHUNK):
             pipe = self.redis.pipeline(transaction=False)
             for drop_id in chunk:
                 pipe.zrange(zset_of(keys.DropKeys(drop_id)), 0, 0, withscores=True)
@@ -236,8 +237,3 @@ class Sweeper:
             pruned += len(old)
             if len(old) < PRUNE_BATCH:
                 return pruned
-
-
-def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]

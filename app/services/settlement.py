@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from app.batches import chunks
 from app.db import purchases as purchase_rows
 from app.db import users as user_rows
 from app.db.session import Database
@@ -30,8 +31,7 @@ async def commit_the_sold(
         return {}
     sold: dict[str, datetime] = {}
     async with db.begin() as session:
-        for first in range(0, len(refs), LOOKUP_BATCH):
-            batch = [r.reservation_id for r in refs[first : first + LOOKUP_BATCH]]
+        for batch in chunks([r.reservation_id for r in refs], LOOKUP_BATCH):
             sold.update(await purchase_rows.purchased_among(session, batch))
         names = await user_rows.display_names(
             session, [r.user_id for r in refs if r.reservation_id in sold]

@@ -15,6 +15,7 @@ from typing import cast
 import orjson
 from redis.asyncio import Redis
 
+from app.batches import chunks
 from app.domain import DropCounters, DropDefinition, to_ms
 from app.store.channels import database_of, stock_dirty_channel
 from app.store.keys import DROP_INDEX, DROP_INDEX_LOADED, DropKeys
@@ -177,8 +178,7 @@ class DropStore:
         """`counters` of many drops, asked a chunk at a time: the requests of a chunk
         leave together, so thousands of drops cost a few round trips, not thousands."""
         result: dict[str, tuple[int, int, int, int] | None] = {}
-        for start in range(0, len(drop_ids), COUNTERS_CHUNK):
-            chunk = drop_ids[start : start + COUNTERS_CHUNK]
+        for chunk in chunks(drop_ids, COUNTERS_CHUNK):
             replies = await asyncio.gather(*(self.counters(drop_id) for drop_id in chunk))
             result.update(zip(chunk, replies, strict=True))
         return result

@@ -56,6 +56,13 @@ async def wait_until_due(redis: Redis, *refs: ReservationRef) -> None:
     await wait_for_redis_time(redis, max(e.expires_at_ms for e in entries if e) + 1)
 
 
+async def hold_already_due(redis: Redis, hold_store: HoldStore, drop_id: str) -> ReservationRef:
+    """A hold of 20 ms, waited out: due before any horizon would allow."""
+    ref, _ = await reserve_ok(hold_store, drop_id, ttl_ms=20)
+    await wait_until_due(redis, ref)
+    return ref
+
+
 async def test_a_sweep_releases_due_holds_in_every_chunk_and_nothing_else(
     redis: Redis,
     hold_store: HoldStore,
@@ -137,9 +144,8 @@ async def test_a_drop_that_had_holds_due_is_probed_again_on_the_next_pass(
 ) -> None:
     drop = await make_drop(total=5, limit=5)
     sweeper = Sweeper(hold_store, db, horizon_ms=3_600_000)
-    sooner, _ = await reserve_ok(hold_store, drop.id, ttl_ms=20)
     later, _ = await reserve_ok(hold_store, drop.id, ttl_ms=1000)
-    await wait_until_due(redis, sooner)
+    await hold_already_due(redis, hold_store, drop.id)
     assert await sweeper.sweep_pass([drop.id]) == 1
 
     # What is left after a sweep is not read back, so the next pass looks again.
@@ -154,8 +160,7 @@ async def test_the_leaders_pass_probes_every_drop_after_redis_restarted(
     drop = await make_drop(total=5)
     sweeper = Sweeper(hold_store, db, horizon_ms=3_600_000)
     await sweeper.sweep_pass([drop.id])
-    ref, _ = await reserve_ok(hold_store, drop.id, ttl_ms=20)  # as if reloaded from disk
-    await wait_until_due(redis, ref)
+    ref = await hold_already_due(redis, hold_store, drop.id)  # as if reloaded from disk
     assert await sweeper.sweep_pass([drop.id]) == 0
 
     # A Redis that started at another time may have reloaded entries into any drop.
@@ -170,8 +175,7 @@ async def test_without_a_horizon_every_pass_probes_every_drop(
 ) -> None:
     drop = await make_drop(total=5)
     assert await sweeper.sweep_pass([drop.id]) == 0
-    ref, _ = await reserve_ok(hold_store, drop.id, ttl_ms=20)
-    await wait_until_due(redis, ref)
+    await hold_already_due(redis, hold_store, drop.id)
 
     assert await sweeper.sweep_pass([drop.id]) == 1
 
