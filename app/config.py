@@ -85,11 +85,26 @@ class Settings(BaseSettings):
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     rate_limits: Literal["on", "off"] = "on"
-    rate_limit_login: str = "10/minute"
-    rate_limit_login_ip: str = "100/minute"
+    rate_limit_login: str = "10/minute"  # failed logins of one account from one client IP
+    rate_limit_login_account: str = "100/minute"  # failed logins of one account, all IPs
+    rate_limit_login_ip: str = "100/minute"  # login attempts from one client IP
     rate_limit_signup_ip: str = "20/minute"
     rate_limit_reserve: str = "10/second"
     rate_limit_reserve_ip: str = "off"
+
+    # After a user's hold is cancelled by that user or expires, that user's next reserve in
+    # the same drop waits this long (409 COOLDOWN): the unit goes to someone else first.
+    reserve_cooldown_seconds: int = Field(default=10, ge=0, le=3600)
+    # When set, /metrics needs `Authorization: Bearer <METRICS_TOKEN>`.
+    metrics_token: str | None = None
+
+    # Redis connections one worker process may hold, all its clients together (the
+    # Socket.IO manager's pool and listener included): clients can never raise it.
+    redis_max_connections: int = Field(default=50, ge=8, le=10_000)
+    # Socket.IO connections one client address may hold open on one worker process.
+    socket_connections_per_ip: int = Field(default=200, ge=1, le=1_000_000)
+    # Password hashes (bcrypt) one worker runs at once; more wait their turn.
+    password_hash_threads: int = Field(default=1, ge=1, le=64)
 
     db_pool_size: int = Field(default=10, ge=1, le=200)
     db_statement_timeout_ms: int = Field(default=5000, ge=100, le=600_000)
@@ -106,6 +121,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "rate_limit_login",
+        "rate_limit_login_account",
         "rate_limit_login_ip",
         "rate_limit_signup_ip",
         "rate_limit_reserve",
@@ -153,6 +169,8 @@ class Settings(BaseSettings):
             return self
         if self.jwt_access_secret == self.jwt_refresh_secret:
             raise ValueError("JWT_ACCESS_SECRET and JWT_REFRESH_SECRET must differ")
+        if not self.metrics_token:
+            raise ValueError("METRICS_TOKEN is required when ENV=production")
         if self.bcrypt_rounds < 12:
             raise ValueError("BCRYPT_ROUNDS must be at least 12 when ENV=production")
         return self

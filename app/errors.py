@@ -20,6 +20,7 @@ the status number carried here.
     │   ├── DropNotLive           409 DROP_NOT_LIVE
     │   ├── SoldOut               409 SOLD_OUT
     │   ├── LimitReached          409 LIMIT_REACHED
+    │   ├── Cooldown              409 COOLDOWN (carries retry_after_seconds)
     │   ├── ReservationCancelled  409 RESERVATION_CANCELLED
     │   └── ReservationPurchased  409 RESERVATION_PURCHASED
     ├── ReservationExpired        410 RESERVATION_EXPIRED
@@ -105,6 +106,16 @@ class SoldOut(Conflict):
 
 class LimitReached(Conflict):
     code, title = "LIMIT_REACHED", "Per-user limit reached"
+
+
+class Cooldown(Conflict):
+    code, title = "COOLDOWN", "Too soon after your last hold in this drop"
+
+    def __init__(self, retry_after_seconds: int, detail: str | None = None) -> None:
+        super().__init__(
+            detail or f"Your last hold in this drop ended; try again in {retry_after_seconds} s"
+        )
+        self.retry_after_seconds = max(1, retry_after_seconds)
 
 
 class ReservationCancelled(Conflict):

@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from app.db.session import is_unavailable
-from app.errors import AppError, RateLimited
+from app.errors import AppError, Cooldown, RateLimited
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def problem_response(
 
 def app_error_response(exc: AppError) -> Response:
     headers = None
-    if isinstance(exc, RateLimited):
+    if isinstance(exc, RateLimited | Cooldown):
         headers = {"Retry-After": str(exc.retry_after_seconds)}
     extra = {k: v for k, v in exc.extra.items() if isinstance(v, str | int | float | bool)}
     return problem_response(
