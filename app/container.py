@@ -67,7 +67,7 @@ async def build_container(settings: Settings) -> Container:
     scripts = Scripts(redis, pipelined)
     await scripts.load_all()
     holds = HoldStore(redis, scripts)
-    drops = DropStore(redis, scripts)
+    drops = DropStore(redis, scripts, pipelined)
     drop_service = DropService(db, drops, holds)
     return Container(
         settings=settings,

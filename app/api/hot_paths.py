@@ -74,36 +74,43 @@ def require_empty_body(body: bytes) -> None:
 
 
 class RenderedCache:
-    """One rendered body, shared by every request for `ttl` seconds.
+    """One rendered body, shared by every request for `ttl` seconds while nothing changed.
 
     Every shopper polls the same storefront list; rendering it once per short window
     (and once at a time: concurrent requests wait for the render under way) keeps the
-    cost of a poll at a copy of bytes. The list is then at most `ttl` old.
+    cost of a poll at one small read and a copy of bytes. The caller passes the
+    listing's version, read from Redis before the call: an admin change anywhere bumps
+    it, so a body rendered before the change is never served after it (read your
+    writes, whichever process answers). Only the stock figures, which change without
+    a version bump, may be up to `ttl` old.
     """
 
     def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl = ttl
         self.clock = clock
         self._body = b""
+        self._version: str | None = None
         self._until = float("-inf")
-        self._rendering: asyncio.Future[bytes] | None = None
+        self._rendering: dict[str | None, asyncio.Future[bytes]] = {}
 
-    async def get(self, render: Callable[[], Awaitable[bytes]]) -> bytes:
+    async def get(self, render: Callable[[], Awaitable[bytes]], version: str | None) -> bytes:
         if self.ttl <= 0:
             return await render()
-        if self.clock() < self._until:
+        if version == self._version and self.clock() < self._until:
             return self._body
-        if self._rendering is None:
-            self._rendering = asyncio.ensure_future(self._refresh(render))
-        return await asyncio.shield(self._rendering)
+        rendering = self._rendering.get(version)
+        if rendering is None:
+            rendering = asyncio.ensure_future(self._refresh(render, version))
+            self._rendering[version] = rendering
+        return await asyncio.shield(rendering)
 
-    async def _refresh(self, render: Callable[[], Awaitable[bytes]]) -> bytes:
+    async def _refresh(self, render: Callable[[], Awaitable[bytes]], version: str | None) -> bytes:
         try:
-            body = await render()
-            self._body, self._until = body, self.clock() + self.ttl
+            body = await render()  # read after `version`: it includes every change up to it
+            self._body, self._version, self._until = body, version, self.clock() + self.ttl
             return body
         finally:
-            self._rendering = None
+            del self._rendering[version]
 
 
 class HotPaths:
@@ -134,7 +141,8 @@ class HotPaths:
             if scope["route"] is RESERVE:
                 response = await _reserve(container, scope, receive)
             else:
-                body = await self.storefront.get(lambda: _render_storefront(container))
+                version = await container.drops.listing_version()
+                body = await self.storefront.get(lambda: _render_storefront(container), version)
                 response = Response(body, media_type="application/json")
         except ClientDisconnect:
             return  # nobody to answer; nothing was reserved

@@ -19,7 +19,7 @@ from app.errors import DropNotFound, InvalidState, ValidationFailed
 from app.services.recent_misses import RecentMisses
 from app.services.settlement import commit_the_sold
 from app.store import keys
-from app.store.drops import DropStore, MirroredDrop, RebuildMode
+from app.store.drops import DropStore, MirroredDrop, RebuildMode, RebuildOutcome
 from app.store.holds import HoldStore, ReleaseOutcome, ReleaseReason
 
 
@@ -104,7 +104,9 @@ class DropService:
             sold = await drop_rows.sold_count(session, drop_id)
             by_user = await drop_rows.purchases_by_user(session, drop_id)
             definition = drop_rows.to_definition(row)
-            await self.drops.rebuild(RebuildMode.INIT, definition, sold, by_user)
+            outcome, _ = await self.drops.rebuild(RebuildMode.INIT, definition, sold, by_user)
+        if outcome is RebuildOutcome.BUILT:
+            await self.drops.bump_listing_version()
         return True
 
     async def mirror_all(self) -> int:
@@ -149,6 +151,7 @@ class DropService:
             session.add(row)
         self.unknown_ids.discard(row.id)
         await self.drops.rebuild(RebuildMode.INIT, drop_rows.to_definition(row), 0, {})
+        await self.drops.bump_listing_version()
         return await self.get(row.id)
 
     async def update(self, drop_id: str, patch: DropPatch) -> DropView:
@@ -173,6 +176,7 @@ class DropService:
         if patch.cancel:
             await self._cancel_holds(drop_id)
             view = await self.get(drop_id)
+        await self.drops.bump_listing_version()
         return view
 
     async def restock(self, drop_id: str, quantity: int) -> DropView:
@@ -189,6 +193,7 @@ class DropService:
         # PostgreSQL's total now includes the units; Redis follows (or is rebuilt with them).
         if await self.drops.restock(drop_id, quantity) is None:
             await self.ensure_mirrored(drop_id)
+        await self.drops.bump_listing_version()
         return await self.get(drop_id)
 
     async def _cancel_holds(self, drop_id: str) -> int:

@@ -18,7 +18,8 @@ from redis.asyncio import Redis
 from app.batches import chunks
 from app.domain import DropCounters, DropDefinition, to_ms
 from app.store.channels import database_of, stock_dirty_channel
-from app.store.keys import DROP_INDEX, DROP_INDEX_LOADED, DropKeys
+from app.store.keys import DROP_INDEX, DROP_INDEX_LOADED, DROP_LISTING_VERSION, DropKeys
+from app.store.pipelined import PipelinedConnection
 from app.store.scripts import ScriptName, Scripts
 
 COUNTERS_CHUNK = 100  # drops whose counters are asked for together
@@ -53,10 +54,28 @@ def _definition_args(drop: DropDefinition) -> list[str | int]:
 
 
 class DropStore:
-    def __init__(self, redis: Redis, scripts: Scripts) -> None:
+    def __init__(
+        self, redis: Redis, scripts: Scripts, pipelined: PipelinedConnection | None = None
+    ) -> None:
         self.redis = redis
         self.scripts = scripts
+        self.pipelined = pipelined
         self.stock_channel = stock_dirty_channel(database_of(redis))
+
+    async def listing_version(self) -> str | None:
+        """The storefront listing's version: it changes with every admin change of a drop.
+
+        Read on every storefront request (through the pipelined connection when there is
+        one: the cheapest round trip this process has).
+        """
+        if self.pipelined is not None:
+            return cast(str | None, await self.pipelined.execute("GET", DROP_LISTING_VERSION))
+        return cast(str | None, await self.redis.get(DROP_LISTING_VERSION))
+
+    async def bump_listing_version(self) -> None:
+        """Called after a change is mirrored, before it is acknowledged: every process's
+        next storefront request then renders the list anew."""
+        await self.redis.incr(DROP_LISTING_VERSION)
 
     async def sync(self, drop: DropDefinition) -> bool:
         """Copy a changed definition; False when the drop is not mirrored yet."""
