@@ -13,11 +13,10 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from app import metrics
-from app.background.expiry import ExpiryListener
+from app.background.expiry_cluster import expiry_listener
 from app.background.lease import Lease
 from app.background.reconciler import Reconciler
 from app.background.stopping import pause
@@ -30,16 +29,6 @@ from app.store import keys
 log = logging.getLogger(__name__)
 
 STOP_SECONDS = 5.0
-
-
-def _node_clients(redis: Redis) -> Callable[[], list[Redis]]:
-    def nodes() -> list[Redis]:
-        get_primaries = getattr(redis, "get_primaries", None)
-        if get_primaries is None:
-            return [redis]
-        return [redis.get_redis_connection(node) for node in get_primaries()]  # type: ignore[attr-defined]
-
-    return nodes
 
 
 async def _every(
@@ -76,9 +65,9 @@ class BackgroundTasks:
             * min(settings.reservation_ttl_seconds, settings.purchase_claim_timeout_seconds),
         )
         self.reconciler = Reconciler(container.db, container.drops, container.holds)
-        self.listener = ExpiryListener(
+        self.listener = expiry_listener(
             container.holds,
-            _node_clients(container.redis),
+            container.redis,
             self.stopping,
             hold_lifetime_ms=settings.reservation_ttl_seconds * 1000,
         )

@@ -6,11 +6,12 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from app.store.cluster_client import BoundedRedisCluster
 from app.store.holds import parse_entry
 
 # Errors that mean "Redis is not answering"; they become 503, never 500.
@@ -40,7 +41,7 @@ def create_redis(
         "health_check_interval": 15,
     }
     if cluster:
-        client: Any = RedisCluster.from_url(url, **options)
+        client: Any = BoundedRedisCluster.from_url(url, **options)
         return client  # type: ignore[no-any-return]
     # A blocking pool: a burst beyond max_connections waits for a free connection
     # (up to `timeout`) instead of failing with MaxConnectionsError.
