@@ -66,7 +66,7 @@ async def build_container(settings: Settings) -> Container:
     )
     scripts = Scripts(redis, pipelined)
     await scripts.load_all()
-    holds = HoldStore(redis, scripts)
+    holds = HoldStore(redis, scripts, cooldown_ms=settings.reserve_cooldown_seconds * 1000)
     drops = DropStore(redis, scripts, pipelined)
     drop_service = DropService(db, drops, holds)
     return Container(

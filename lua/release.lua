@@ -11,12 +11,17 @@
 -- KEYS[6] user_holds  set: the owner's live holds in this drop
 -- KEYS[7] closed      hash: reservation id -> "STATE|user|expiresMs|createdMs|closedMs"
 -- KEYS[8] closed_at   zset: reservation id -> closedMs (for pruning)
+-- KEYS[9] cooldown    string: the owner's reserve cooldown in this drop (read by reserve.lua)
 -- ARGV[1] reservation id
 -- ARGV[2] reason: 'EXPIRED' (only once the deadline has passed), 'CANCELLED', or 'VOIDED'
 --         (the sweeper fenced out a stale purchase claim: ends now, recorded as EXPIRED)
 -- ARGV[3] owner user id, or '' when the system acts (expiry, drop cancelled)
 -- ARGV[4] stock-dirty channel
 -- ARGV[5] drop id
+-- ARGV[6] reserve cooldown, in milliseconds (0 = off), armed from this release when the
+--         hold EXPIRED or its owner CANCELLED it; not when the system cancels (the drop
+--         was cancelled: owner '') nor for VOIDED (a purchase the server failed to finish
+--         is not the user's doing)
 -- Returns {'RELEASED', lagMs, availableAfter}  (lagMs = now - expiresAt, for expiry metrics)
 --      or {'ALREADY', closedState}  the hold had ended before (EXPIRED, CANCELLED, PURCHASED)
 --      or {'PURCHASING'}            a purchase holds it; the sweeper resolves those
@@ -27,6 +32,7 @@ local reason = ARGV[2]
 local owner = ARGV[3]
 local channel = ARGV[4]
 local drop_id = ARGV[5]
+local cooldown_ms = tonumber(ARGV[6])
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -71,6 +77,11 @@ end
 redis.call('HSET', KEYS[7], reservation_id,
   closed_state .. '|' .. user .. '|' .. expires .. '|' .. created .. '|' .. now)
 redis.call('ZADD', KEYS[8], now, reservation_id)
+-- The unit goes to someone else first: its holder waits before reserving here again,
+-- so a cancel and re-reserve loop cannot keep it (OWASP OAT-021, denial of inventory).
+if cooldown_ms > 0 and (reason == 'EXPIRED' or (reason == 'CANCELLED' and owner ~= '')) then
+  redis.call('SET', KEYS[9], '1', 'PX', cooldown_ms)
+end
 if redis.call('HSETNX', KEYS[1], 'dirty', '1') == 1 then
   redis.call('PUBLISH', channel, drop_id)
 end

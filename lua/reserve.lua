@@ -6,7 +6,9 @@
 -- KEYS[4] due         zset: reservation id -> deadline (ms)
 -- KEYS[5] timer       string whose TTL is the hold's life (its expiry event is the fast path)
 -- KEYS[6] user_holds  set: this user's live reservation ids in this drop
--- KEYS[7] revoked     optional: the caller's signed-out marker (sneakerdrop:revoked:<sid>);
+-- KEYS[7] cooldown    string: this user's reserve cooldown in this drop (release.lua sets it
+--                     with a PX TTL when the user's hold was cancelled by them or expired)
+-- KEYS[8] revoked     optional: the caller's signed-out marker (sneakerdrop:revoked:<sid>);
 --                     given when Redis is one server, so the session check costs no round
 --                     trip of its own (on a cluster it lives in another slot: checked apart)
 -- ARGV[1] user id
@@ -14,17 +16,21 @@
 -- ARGV[3] hold time to live, in milliseconds
 -- ARGV[4] stock-dirty channel
 -- ARGV[5] drop id
+-- ARGV[6] reserve cooldown, in milliseconds (0 = off: KEYS[7] is not read)
 -- Returns {'OK', expiresAtMs, nowMs, availableAfter}
 --      or {'REVOKED'} (the session signed out), {'DROP_NOT_FOUND'} (not mirrored in Redis),
---         {'DROP_NOT_LIVE'}, {'LIMIT_REACHED'}, {'SOLD_OUT'}
+--         {'DROP_NOT_LIVE'}, {'LIMIT_REACHED'}, {'COOLDOWN', retryAfterMs}, {'SOLD_OUT'}
+-- Refusals in that order: the drop's state, then what the user may hold, then the user's
+-- cooldown, then stock (a user in cooldown could not take a unit that comes back either).
 -- Time comes from Redis TIME, one clock for every API host.
 local user_id = ARGV[1]
 local reservation_id = ARGV[2]
 local ttl_ms = tonumber(ARGV[3])
 local channel = ARGV[4]
 local drop_id = ARGV[5]
+local cooldown_ms = tonumber(ARGV[6])
 
-if KEYS[7] and redis.call('EXISTS', KEYS[7]) == 1 then
+if KEYS[8] and redis.call('EXISTS', KEYS[8]) == 1 then
   return {'REVOKED'}
 end
 
@@ -45,6 +51,12 @@ end
 local held = tonumber(redis.call('HGET', KEYS[2], user_id) or '0')
 if held >= limit then
   return {'LIMIT_REACHED'}
+end
+if cooldown_ms > 0 then
+  local wait = redis.call('PTTL', KEYS[7])
+  if wait > 0 then
+    return {'COOLDOWN', wait}
+  end
 end
 if avail <= 0 then
   return {'SOLD_OUT'}

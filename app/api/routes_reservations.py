@@ -48,6 +48,7 @@ async def _empty_body(request: Request) -> bytes:
         (409, "DROP_NOT_LIVE"),
         (409, "SOLD_OUT"),
         (409, "LIMIT_REACHED"),
+        (409, "COOLDOWN"),
         RATE_LIMITED,
     ),
 )

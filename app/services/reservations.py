@@ -29,6 +29,7 @@ from app.db.session import Database
 from app.domain import DropDefinition, from_ms
 from app.errors import (
     SIGNED_OUT,
+    Cooldown,
     DropNotFound,
     DropNotLive,
     LimitReached,
@@ -117,6 +118,9 @@ class ReservationService:
         metrics.RESERVE_OUTCOMES.labels(code=result.outcome.value).inc()
         if result.outcome is ReserveOutcome.DROP_NOT_FOUND:
             raise DropNotFound()
+        if result.outcome is ReserveOutcome.COOLDOWN:
+            # Whole seconds for Retry-After, rounded up: a client that waits that long is let in.
+            raise Cooldown(-(-result.retry_after_ms // 1000))
         refusal = _REFUSALS.get(result.outcome)
         if refusal is SoldOut:
             raise SoldOut("No units left; holds that expire return to stock", available=0)

@@ -27,6 +27,7 @@ class ReserveOutcome(StrEnum):
     DROP_NOT_FOUND = "DROP_NOT_FOUND"
     DROP_NOT_LIVE = "DROP_NOT_LIVE"
     LIMIT_REACHED = "LIMIT_REACHED"
+    COOLDOWN = "COOLDOWN"
     SOLD_OUT = "SOLD_OUT"
 
 
@@ -66,6 +67,7 @@ class ReserveResult:
     expires_at_ms: int = 0
     created_at_ms: int = 0
     available: int = 0
+    retry_after_ms: int = 0  # COOLDOWN: how long until this user may reserve here again
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +85,7 @@ class ClaimResult:
 
 
 def _hold_keys(keys: DropKeys, ref: ReservationRef) -> list[str]:
-    """The eight keys release.lua (and the hold scripts sharing its layout) take."""
+    """The nine keys release.lua takes."""
     return [
         keys.drop,
         keys.users,
@@ -93,13 +95,18 @@ def _hold_keys(keys: DropKeys, ref: ReservationRef) -> list[str]:
         keys.user_holds(ref.user_id),
         keys.closed,
         keys.closed_at,
+        keys.cooldown(ref.user_id),
     ]
 
 
 class HoldStore:
-    def __init__(self, redis: Redis, scripts: Scripts) -> None:
+    """`cooldown_ms` (RESERVE_COOLDOWN_SECONDS): after a user's hold in a drop is cancelled
+    by that user or expires, how long that user's next reserve there is refused (0 = off)."""
+
+    def __init__(self, redis: Redis, scripts: Scripts, cooldown_ms: int = 0) -> None:
         self.redis = redis
         self.scripts = scripts
+        self.cooldown_ms = cooldown_ms
         self.stock_channel = stock_dirty_channel(database_of(redis))
 
     async def reserve(
@@ -117,11 +124,21 @@ class HoldStore:
                 keys.due,
                 keys.timer(ref.reservation_id),
                 keys.user_holds(ref.user_id),
+                keys.cooldown(ref.user_id),
                 *revoked,
             ],
-            [ref.user_id, ref.reservation_id, ttl_ms, self.stock_channel, ref.drop_id],
+            [
+                ref.user_id,
+                ref.reservation_id,
+                ttl_ms,
+                self.stock_channel,
+                ref.drop_id,
+                self.cooldown_ms,
+            ],
         )
         outcome = ReserveOutcome(reply[0])
+        if outcome is ReserveOutcome.COOLDOWN:
+            return ReserveResult(outcome, retry_after_ms=int(reply[1]))
         if outcome is not ReserveOutcome.OK:
             return ReserveResult(outcome)
         return ReserveResult(outcome, int(reply[1]), int(reply[2]), int(reply[3]))
@@ -129,6 +146,8 @@ class HoldStore:
     def release_args(
         self, ref: ReservationRef, reason: ReleaseReason, owner: str = ""
     ) -> tuple[list[str], list[str]]:
+        """KEYS and ARGV of release.lua; it arms the owner's cooldown when the reason and
+        owner call for one (see the script's header)."""
         keys = DropKeys(ref.drop_id)
         return _hold_keys(keys, ref), [
             ref.reservation_id,
@@ -136,6 +155,7 @@ class HoldStore:
             owner,
             self.stock_channel,
             ref.drop_id,
+            str(self.cooldown_ms),
         ]
 
     async def release(

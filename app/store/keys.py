@@ -77,6 +77,10 @@ class DropKeys:
     def user_holds(self, user_id: str) -> str:
         return f"{self.tag}:u:{user_id}"
 
+    def cooldown(self, user_id: str) -> str:
+        """Present (with a TTL) while this user may not reserve in this drop again."""
+        return f"{self.tag}:cd:{user_id}"
+
     def all_static(self) -> list[str]:
         return [
             self.drop,

@@ -57,11 +57,13 @@ def reserve_call(
     ttl_ms: int,
     channel: str,
     session_id: str | None = None,
+    cooldown_ms: int = 0,
 ) -> tuple[list[str], list[Any]]:
     """The KEYS and ARGV of reserve.lua, as `HoldStore.reserve` passes them.
 
     `channel` is the stock-dirty channel of the Redis database in use
-    (`stock_dirty_channel(database_of_url(REDIS_URL))`).
+    (`stock_dirty_channel(database_of_url(REDIS_URL))`); `cooldown_ms` the product's
+    RESERVE_COOLDOWN_SECONDS in ms.
     """
     keys = DropKeys(drop_id)
     return (
@@ -72,9 +74,10 @@ def reserve_call(
             keys.due,
             keys.timer(reservation_id),
             keys.user_holds(user_id),
+            keys.cooldown(user_id),
             *([] if session_id is None else [revoked_session(session_id)]),
         ],
-        [user_id, reservation_id, ttl_ms, channel, drop_id],
+        [user_id, reservation_id, ttl_ms, channel, drop_id, cooldown_ms],
     )
 
 
@@ -131,6 +134,7 @@ class Reference:
     def __init__(self) -> None:
         self.secret = ""
         self.ttl_ms = 0
+        self.cooldown_ms = 0
         self.channel = ""
         self.redis: Any = None
         self.sha = ""
@@ -139,6 +143,7 @@ class Reference:
         """Read the environment (at start-up, so importing this module needs none)."""
         self.secret = os.environ["JWT_ACCESS_SECRET"]
         self.ttl_ms = int(os.environ.get("RESERVATION_TTL_SECONDS", "60")) * 1000
+        self.cooldown_ms = int(os.environ.get("RESERVE_COOLDOWN_SECONDS", "10")) * 1000
         self.channel = stock_dirty_channel(database_of_url(os.environ["REDIS_URL"]))
         self.redis = create_redis(os.environ["REDIS_URL"])
         self.sha = await self.redis.script_load(read_source(ScriptName.RESERVE))
@@ -167,7 +172,13 @@ class Reference:
             return
         reservation_id = new_reservation_id(drop_id, user_id)
         keys, args = reserve_call(
-            drop_id, user_id, reservation_id, self.ttl_ms, self.channel, session_id
+            drop_id,
+            user_id,
+            reservation_id,
+            self.ttl_ms,
+            self.channel,
+            session_id,
+            self.cooldown_ms,
         )
         reply = await self.redis.evalsha(self.sha, len(keys), *keys, *args)
         if reply[0] != "OK":
