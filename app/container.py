@@ -37,6 +37,7 @@ class Container:
     pipelined: PipelinedConnection | None = None
 
     async def close(self) -> None:
+        self.auth.hasher.close()
         if self.pipelined is not None:
             await self.pipelined.close()
         await self.redis.aclose()
@@ -76,7 +77,12 @@ async def build_container(settings: Settings) -> Container:
         scripts=scripts,
         holds=holds,
         drops=drops,
-        auth=AuthService(settings, db, redis, PasswordHasher(settings.bcrypt_rounds)),
+        auth=AuthService(
+            settings,
+            db,
+            redis,
+            PasswordHasher(settings.bcrypt_rounds, settings.password_hash_threads),
+        ),
         drop_service=drop_service,
         reservations=ReservationService(settings, db, holds, drops, drop_service.ensure_mirrored),
         rate_limiter=RateLimiter(settings, scripts),

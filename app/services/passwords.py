@@ -1,29 +1,82 @@
-"""bcrypt hashing, off the event loop.
+"""bcrypt hashing on a few low-priority threads of its own, with a bounded queue.
 
-bcrypt is deliberately slow (about a quarter second at cost 12): run on the
-event loop it would stall every other request, so it runs in a worker thread.
+bcrypt is deliberately slow (about a third of a second at cost 12 here). On the event
+loop it would stall every request; on the loop's default thread pool (up to 6 threads on
+2 cores) a login flood ran six hashes at once per worker and took the CPU from reserves
+and drop reads. So hashes run on `threads` threads per worker (PASSWORD_HASH_THREADS),
+each at a lower OS priority (nice +10: Linux applies nice per thread), and at most
+`max_waiting` more wait their turn; beyond that the caller gets 429 RATE_LIMITED with a
+Retry-After of about the time the queue takes to drain (the contract's answer for "too
+many logins now"; 503 is reserved for a store that is down).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import bcrypt
 
+from app.errors import RateLimited
+
+log = logging.getLogger(__name__)
+
 MIN_PASSWORD_BYTES = 8
 MAX_PASSWORD_BYTES = 72  # bcrypt's own limit; longer passwords are refused, never truncated
+HASH_THREAD_NICE = 10  # added to the thread's nice value: the event loop runs first
+# Hashes one worker lets wait for a thread: 64 at cost 12 on one thread is ~20 s of work,
+# about as long as a shopper waits for a login before giving up.
+MAX_WAITING_HASHES = 64
+
+T = TypeVar("T")
+
+
+def lower_thread_priority() -> None:
+    """Thread initializer: this thread yields the CPU to the event loop's thread.
+
+    Only on Linux, where a thread id is a valid `PRIO_PROCESS` target (elsewhere it
+    could name another process).
+    """
+    if sys.platform != "linux":
+        return
+    thread_id = threading.get_native_id()
+    try:
+        nice = os.getpriority(os.PRIO_PROCESS, thread_id)
+        os.setpriority(os.PRIO_PROCESS, thread_id, min(19, nice + HASH_THREAD_NICE))
+    except OSError as exc:  # a sandbox that forbids it: hashing still works
+        log.warning("could not lower the password-hash thread's priority: %s", exc)
 
 
 class PasswordHasher:
-    def __init__(self, rounds: int) -> None:
+    """bcrypt on `threads` threads; `threads + max_waiting` hashes in flight at most."""
+
+    def __init__(
+        self, rounds: int, threads: int = 1, max_waiting: int = MAX_WAITING_HASHES
+    ) -> None:
         self.rounds = rounds
+        self.threads = threads
+        self.max_waiting = max_waiting
+        self._executor = ThreadPoolExecutor(
+            max_workers=threads,
+            thread_name_prefix="password-hash",
+            initializer=lower_thread_priority,
+        )
+        self._in_flight = 0  # running or waiting; one event loop per worker, so no lock
+        started = time.perf_counter()
         # Hashed once so a login for an unknown email costs the same as a wrong password.
         self._dummy_hash = bcrypt.hashpw(b"sneakerdrop-dummy-password", bcrypt.gensalt(rounds))
+        self._seconds_per_hash = time.perf_counter() - started
 
     async def hash(self, password: str) -> str:
-        digest = await asyncio.to_thread(
-            bcrypt.hashpw, password.encode(), bcrypt.gensalt(self.rounds)
-        )
+        digest = await self._run(bcrypt.hashpw, password.encode(), bcrypt.gensalt(self.rounds))
         return digest.decode()
 
     async def verify(self, password: str, password_hash: str | None) -> bool:
@@ -32,7 +85,22 @@ class PasswordHasher:
         usable = password_hash is not None and len(candidate) <= MAX_PASSWORD_BYTES
         # An unusable attempt (unknown account, over-long password) still pays for one check.
         target = password_hash.encode() if usable and password_hash else self._dummy_hash
-        matched = await asyncio.to_thread(
-            bcrypt.checkpw, candidate if usable else b"unusable", target
-        )
+        matched = await self._run(bcrypt.checkpw, candidate if usable else b"unusable", target)
         return matched and usable
+
+    async def _run(self, work: Callable[[bytes, bytes], T], first: bytes, second: bytes) -> T:
+        if self._in_flight >= self.threads + self.max_waiting:
+            raise RateLimited(self._drain_seconds())
+        self._in_flight += 1
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._executor, work, first, second)
+        finally:
+            self._in_flight -= 1
+
+    def _drain_seconds(self) -> int:
+        return math.ceil(self._in_flight * self._seconds_per_hash / self.threads)
+
+    def close(self) -> None:
+        """Drop the waiting hashes; a running one finishes on its thread."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
