@@ -33,9 +33,10 @@ async def signup(body: SignupBody, container: ContainerDep, ip: ClientIP) -> Res
     ),
 )
 async def login(body: LoginBody, container: ContainerDep, ip: ClientIP) -> Response:
-    await container.rate_limiter.hit("login_ip", ip)
-    await container.rate_limiter.hit("login", body.email.strip().lower())
-    session = await container.auth.login(body.email.strip(), body.password)
+    email = body.email.strip()
+    # Per-address attempts, then this account's failures (see app/services/ratelimit.py).
+    async with container.rate_limiter.login_attempt(email.lower(), ip):
+        session = await container.auth.login(email, body.password)
     return render.JSONBody(render.session(session))
 
 

@@ -9,6 +9,7 @@ without a look-up.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 
@@ -99,6 +100,18 @@ def revoked_session(session_id: str) -> str:
 
 def rate_bucket(name: str, subject: str, window: int) -> str:
     return f"sneakerdrop:rl:{name}:{subject}:{window}"
+
+
+def login_limits(email: str, address: str, pair_window: int, account_window: int) -> list[str]:
+    """KEYS of login_check.lua and login_refund.lua: this account's failed logins from this
+    address and from every address (one counter per window), and the addresses that signed
+    in to it. One hash tag per account, a digest of its email (an email may hold braces)."""
+    tag = "{l:" + hashlib.sha256(email.encode()).hexdigest()[:16] + "}"
+    return [
+        f"sneakerdrop:login:{tag}:fail:{address}:{pair_window}",
+        f"sneakerdrop:login:{tag}:fail:*:{account_window}",
+        f"sneakerdrop:login:{tag}:known",
+    ]
 
 
 def idempotency(user_id: str, digest: str) -> str:

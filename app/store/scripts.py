@@ -37,6 +37,8 @@ class ScriptName(StrEnum):
     RESTOCK = "restock"
     STOCK_TAKE = "stock_take"
     RATE_LIMIT = "rate_limit"
+    LOGIN_CHECK = "login_check"
+    LOGIN_REFUND = "login_refund"
 
 
 def read_source(name: ScriptName) -> str:
