@@ -38,7 +38,9 @@ from app.config import Settings
 from app.container import Container
 from app.errors import ValidationFailed
 
-_RESERVE_PATH = re.compile(r"^/api/drops/([^/]+)/reserve$")
+# Matched with fullmatch: `$` would also match before a trailing newline. The id itself
+# is checked by the service (any malformed id is 404 DROP_NOT_FOUND, as on FastAPI's route).
+_RESERVE_PATH = re.compile(r"/api/drops/([^/]+)/reserve")
 
 
 @dataclass(frozen=True)
@@ -155,10 +157,14 @@ class HotPaths:
 
 def _route_of(scope: Scope) -> _Route | None:
     method, path = scope["method"], scope["path"]
-    if method == "POST" and path.endswith("/reserve") and _RESERVE_PATH.match(path):
+    if method == "POST" and path.endswith("/reserve"):
+        match = _RESERVE_PATH.fullmatch(path)
+        if match is None:
+            return None
         for name, _ in scope["headers"]:
             if name == b"idempotency-key":
                 return None  # FastAPI's route keeps and replays responses
+        scope["path_params"] = {"drop_id": match.group(1)}
         return RESERVE
     if method == "GET" and path == "/api/drops" and not scope["query_string"]:
         return LIST_DROPS
@@ -184,8 +190,7 @@ async def _body(receive: Receive) -> bytes:
 
 
 async def _reserve(container: Container, scope: Scope, receive: Receive) -> Response:
-    match = _RESERVE_PATH.match(scope["path"])
-    assert match is not None
+    drop_id: str = scope["path_params"]["drop_id"]
     token = _bearer(scope)
     if container.settings.redis_cluster:
         caller, unchecked_session = await container.auth.authenticate(token), None
@@ -197,7 +202,7 @@ async def _reserve(container: Container, scope: Scope, receive: Receive) -> Resp
     require_empty_body(await _body(receive))
     await container.rate_limiter.hit("reserve", caller.user_id)
     await container.rate_limiter.hit("reserve_ip", ip)
-    held = await container.reservations.reserve(caller.user_id, match.group(1), unchecked_session)
+    held = await container.reservations.reserve(caller.user_id, drop_id, unchecked_session)
     return Response(orjson.dumps(render.reservation(held)), 201, media_type="application/json")
 
 

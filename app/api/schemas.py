@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -44,9 +44,16 @@ def _no_nul(value: str) -> str:
 
 
 def _aware(value: datetime) -> datetime:
+    """An instant with a zone, as UTC. 0001-01-01T00:00:00+14:00 is in year 0 in UTC:
+    beyond what a datetime (and so every later comparison or conversion) can hold."""
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError("must include a time zone (e.g. a trailing Z)")
-    return value
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(
+            "must fall between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z in UTC"
+        ) from None
 
 
 _RFC3339 = re.compile(
