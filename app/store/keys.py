@@ -22,9 +22,11 @@ RECONCILER_LEASE = "sneakerdrop:lease:reconciler"
 BROADCASTER_LEASE = "sneakerdrop:lease:broadcaster"
 
 _HEX16 = "[0-9a-f]{16}"
-DROP_ID_RE = re.compile(rf"^{_HEX16}$")
-RESERVATION_ID_RE = re.compile(rf"^({_HEX16})\.({_HEX16})\.([0-9a-f]{{16}})$")
-TIMER_KEY_RE = re.compile(rf"^\{{d:({_HEX16})\}}:t:({_HEX16}\.{_HEX16}\.[0-9a-f]{{16}})$")
+# `\Z`, not `$`: `$` also matches before a trailing newline, so "<id>\n" (a path's %0A)
+# passed as an id and broke the reservation id built from it.
+DROP_ID_RE = re.compile(rf"^{_HEX16}\Z")
+RESERVATION_ID_RE = re.compile(rf"^({_HEX16})\.({_HEX16})\.([0-9a-f]{{16}})\Z")
+TIMER_KEY_RE = re.compile(rf"^\{{d:({_HEX16})\}}:t:({_HEX16}\.{_HEX16}\.[0-9a-f]{{16}})\Z")
 
 
 def new_id() -> str:
