@@ -33,6 +33,7 @@ def production(**values: Any) -> Settings:
         "env": "production",
         "jwt_access_secret": GOOD_ACCESS,
         "jwt_refresh_secret": GOOD_REFRESH,
+        "metrics_token": "m" * 32,
     }
     base.update(values)
     return settings(**base)
@@ -58,6 +59,8 @@ def test_production_accepts_good_secrets() -> None:
         {"jwt_refresh_secret": "q" * 31},
         {"jwt_refresh_secret": GOOD_ACCESS},  # equal
         {"bcrypt_rounds": 4},
+        {"metrics_token": None},
+        {"metrics_token": ""},
     ],
     ids=repr,
 )
@@ -73,6 +76,7 @@ def test_secret_length_is_counted_in_bytes() -> None:
 
 def test_production_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("ENV", "production")
+    monkeypatch.setenv("METRICS_TOKEN", "m" * 32)
     monkeypatch.setenv("JWT_ACCESS_SECRET", GOOD_ACCESS)
     with pytest.raises(ValidationError):
         load_settings(_env_file=None, data_dir=tmp_path / "data")
