@@ -43,8 +43,14 @@ async def current_user(request: Request, container: ContainerDep) -> AccessClaim
 CurrentUser = Annotated[AccessClaims, Depends(current_user)]
 
 
-async def current_admin(caller: CurrentUser) -> AccessClaims:
+async def current_admin(caller: CurrentUser, container: ContainerDep) -> AccessClaims:
+    """An admin by the account as it is now, not by the token's claim: a deleted account
+    is 401 (and its session signed out), a demoted one 403. Admin calls are rare; the
+    one PostgreSQL read is cheap next to the write that follows."""
     if caller.role != "admin":
+        raise Forbidden("Admins only")
+    account = await container.auth.me(caller)
+    if account.role != "admin":
         raise Forbidden("Admins only")
     return caller
 

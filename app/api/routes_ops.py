@@ -39,7 +39,8 @@ async def readyz(container: ContainerDep) -> Response:
         "SERVICE_UNAVAILABLE",
         "Service temporarily unavailable",
         f"{down} not answering",
-        extra={"status": "unavailable", "postgres": postgres, "redis": redis},
+        # No "status" here: in problem+json it is the HTTP status (503), not a word.
+        extra={"postgres": postgres, "redis": redis},
         headers={"Retry-After": "1"},
     )
 

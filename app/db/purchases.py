@@ -12,10 +12,14 @@ from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.drops import lock_for_sale
 from app.db.models import Purchase, User, VoidedClaim
+from app.errors import Unauthorized
+
+FOREIGN_KEY_VIOLATION = "23503"
 
 
 async def _lock_reservation(session: AsyncSession, reservation_id: str) -> None:
@@ -42,7 +46,9 @@ async def record(
     """Insert the purchase of a reservation once.
 
     Returns (purchase, created). (None, False) when the sweeper already voided
-    this claim: the hold is gone, the purchase must not happen.
+    this claim: the hold is gone, the purchase must not happen. Unauthorized when
+    the buyer's account no longer exists (its row was deleted after the token was
+    issued): the insert wrote nothing, so the caller may undo its claim.
     """
     await lock_for_sale(session, drop_id)
     await _lock_reservation(session, reservation_id)
@@ -63,7 +69,21 @@ async def record(
         )
         .returning(Purchase)
     )
-    return (await session.execute(stmt)).scalar_one(), True
+    try:
+        return (await session.execute(stmt)).scalar_one(), True
+    except IntegrityError as exc:
+        if _violates(exc, "fk_purchases_user_id_users"):
+            raise Unauthorized("Account no longer exists") from None
+        raise
+
+
+def _violates(exc: IntegrityError, constraint: str) -> bool:
+    """Whether `exc` is a foreign key violation of `constraint` (asyncpg names it)."""
+    # SQLAlchemy's adapter carries the SQLSTATE; the asyncpg error it wraps, the name.
+    chain = (exc.orig, exc.orig.__cause__ if exc.orig is not None else None)
+    sqlstates = {getattr(error, "sqlstate", None) for error in chain}
+    names = {getattr(error, "constraint_name", None) for error in chain}
+    return FOREIGN_KEY_VIOLATION in sqlstates and constraint in names
 
 
 async def void_or_find(session: AsyncSession, reservation_id: str) -> Purchase | None:

@@ -121,9 +121,12 @@ class AuthService:
         return self.tokens.decode_access(access_token)
 
     async def me(self, caller: AccessClaims) -> User:
+        """The caller's account. When it is gone, the session is signed out too, so the
+        routes that never read PostgreSQL (reserve) refuse it from then on."""
         async with self.db.begin() as session:
             user = await user_rows.by_id(session, caller.user_id)
         if user is None:
+            await self._revoke_access(caller.session_id)
             raise Unauthorized("Account no longer exists")
         return user
 

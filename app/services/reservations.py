@@ -197,7 +197,8 @@ class ReservationService:
                     # counted this unit as available again, so this sale must not happen.
                     raise ServiceUnavailable("The reservation store was reset; try again")
                 committing = True  # leaving the block commits: from here the outcome is unknown
-        except ServiceUnavailable:
+        except (ServiceUnavailable, Unauthorized):
+            # Unauthorized: the buyer's account is gone (the insert's foreign key refused it).
             # Known to have written nothing: undo our claim now. Unknown (the commit itself
             # failed): leave the claim; a retry or the sweeper settles it with PostgreSQL.
             if owns_claim and not committing:

@@ -24,6 +24,7 @@ REDIS_UNAVAILABLE: tuple[type[BaseException], ...] = (
 
 
 UPTIME_GRAIN_MS = 1000
+CONNECT_TIMEOUT_SECONDS = 3.0  # at most; never longer than the command timeout
 
 
 def create_redis(
@@ -37,7 +38,9 @@ def create_redis(
     options: dict[str, Any] = {
         "decode_responses": True,
         "socket_timeout": timeout,
-        "socket_connect_timeout": 3,
+        # A connect whose SYN is lost (a partition) counts against the same budget: a
+        # request must answer 503 within `timeout`, not wait 3 s for a new connection.
+        "socket_connect_timeout": min(CONNECT_TIMEOUT_SECONDS, timeout),
         "health_check_interval": 15,
     }
     if cluster:

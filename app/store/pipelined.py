@@ -132,10 +132,13 @@ class _Protocol(asyncio.Protocol):
 class PipelinedConnection:
     """`await execute("EVALSHA", sha, n, *keys, *args)` over one shared connection."""
 
-    def __init__(self, url: str, *, timeout: float = 5.0, connect_timeout: float = 3.0) -> None:
+    def __init__(
+        self, url: str, *, timeout: float = 5.0, connect_timeout: float | None = None
+    ) -> None:
         self.endpoint = _Endpoint(url)
         self.timeout = timeout
-        self.connect_timeout = connect_timeout
+        # Never longer than a command may take: behind a partition the connect hangs too.
+        self.connect_timeout = min(3.0, timeout) if connect_timeout is None else connect_timeout
         self.pending: deque[tuple[asyncio.Future[Any], float]] = deque()
         self._transport: asyncio.Transport | None = None
         self._protocol: _Protocol | None = None
