@@ -1,9 +1,10 @@
 """Idempotency-Key for authenticated writes.
 
-Scope is (user, method, path, key). The first response (any status below 500)
-is kept 24 h and replayed byte for byte; the same key with another body is
-422 IDEMPOTENCY_KEY_REUSED; a repeat that arrives while the first is running
-waits for it. A 5xx is not kept, so a retry after a store fault runs again.
+Scope is (user, method, path, key). The first final response is kept 24 h and
+replayed byte for byte; the same key with another body is 422
+IDEMPOTENCY_KEY_REUSED; a repeat that arrives while the first is running waits
+for it. A 5xx or a 429 is not final: it is not kept, so a retry after a store
+fault or after `Retry-After` runs again (a kept 429 would refuse that key for 24 h).
 """
 
 from __future__ import annotations
@@ -68,6 +69,11 @@ async def idempotent(
         await asyncio.sleep(POLL_SECONDS)  # waiting on another request, polled
 
 
+def is_final(status: int) -> bool:
+    """Whether a response settles the request (kept) or asks for a retry (not kept)."""
+    return status < 500 and status != 429
+
+
 async def _run_first(redis: Redis, redis_key: str, fingerprint: str, handler: Handler) -> Response:
     try:
         try:
@@ -79,7 +85,7 @@ async def _run_first(redis: Redis, redis_key: str, fingerprint: str, handler: Ha
     except BaseException:
         await redis.delete(redis_key)
         raise
-    if response.status_code >= 500:
+    if not is_final(response.status_code):
         await redis.delete(redis_key)
         return response
     record = {
