@@ -5,7 +5,7 @@ Each simulated shopper gets its session once: a pre-minted access token from
 measured), or else it signs up once (the server then needs RATE_LIMITS=off: signup is
 limited per IP). Then it loops: browse the drops now and then, reserve on the storm
 drop, and with a unit held buy it (`--buy-share`), cancel it (`--cancel-share`) or
-let it expire; a shopper who bought only browses from then on. Refusals (409 SOLD_OUT, LIMIT_REACHED, DROP_NOT_LIVE) are answers a
+let it expire; a shopper who bought only browses from then on. Refusals (409 SOLD_OUT, LIMIT_REACHED, DROP_NOT_LIVE, COOLDOWN) are answers a
 storm expects, not failures; every reserve is also counted under request type
 `outcome` by its result, so the report shows how many of each there were and how
 long each took.
@@ -40,7 +40,7 @@ from typing import Any
 from locust import FastHttpUser, LoadTestShape, between, events, task
 from locust.env import Environment
 
-EXPECTED_REFUSALS = {"SOLD_OUT", "LIMIT_REACHED", "DROP_NOT_LIVE"}
+EXPECTED_REFUSALS = {"SOLD_OUT", "LIMIT_REACHED", "DROP_NOT_LIVE", "COOLDOWN"}
 _next_token = itertools.count()
 
 

@@ -48,7 +48,15 @@ RESTOCK = "POST restock"
 CANCEL_DROP = "PATCH drop (cancel)"
 
 OK = None  # the code of a success
-_RESERVE = frozenset({(201, OK), (409, "SOLD_OUT"), (409, "LIMIT_REACHED"), (409, "DROP_NOT_LIVE")})
+_RESERVE = frozenset(
+    {
+        (201, OK),
+        (409, "SOLD_OUT"),
+        (409, "LIMIT_REACHED"),
+        (409, "DROP_NOT_LIVE"),
+        (409, "COOLDOWN"),  # a shopper who cancelled or let a hold expire, asking again
+    }
+)
 _PURCHASE_FAILED = frozenset({(410, "RESERVATION_EXPIRED"), (409, "RESERVATION_CANCELLED")})
 
 EXPECTED: Mapping[str, frozenset[tuple[int, str | None]]] = {
