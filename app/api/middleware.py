@@ -35,8 +35,9 @@ _SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"no-referrer"),
     (b"x-frame-options", b"DENY"),  # older browsers; the CSP below is the modern form
-    (b"content-security-policy", b"frame-ancestors 'none'"),
 ]
+# Every response's CSP, unless the response brings its own (the page: see routes_ops).
+_DEFAULT_CSP = (b"content-security-policy", b"frame-ancestors 'none'")
 
 
 class _BodyTooLarge(HTTPException):
@@ -70,6 +71,8 @@ class RequestContextMiddleware:
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
                 headers.extend(_SECURITY_HEADERS)
+                if not any(name == _DEFAULT_CSP[0] for name, _ in headers):
+                    headers.append(_DEFAULT_CSP)
                 if scope["path"].startswith("/api/auth"):
                     headers.append((b"cache-control", b"no-store"))
                 message["headers"] = headers

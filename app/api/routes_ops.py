@@ -2,21 +2,34 @@
 
 from __future__ import annotations
 
+import functools
+import hmac
 import os
+import re
 from pathlib import Path
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from starlette.responses import Response
 
 from app.api import render
-from app.api.deps import ContainerDep
+from app.api.deps import ContainerDep, parse_bearer
 from app.api.problems import problem_response
-from app.api.responses import UNAVAILABLE, errors
+from app.api.responses import UNAUTHORIZED, UNAVAILABLE, errors
+from app.errors import NotFound, Unauthorized
 
 router = APIRouter(tags=["operations"])
-PAGE = Path(__file__).resolve().parent.parent / "static" / "index.html"
+STATIC = Path(__file__).resolve().parent.parent / "static"
+PAGE = STATIC / "index.html"
+# The files the page loads, served by the API itself: the page works without internet
+# access, and its CSP can allow 'self' alone.
+ASSETS = {
+    "app.js": "text/javascript; charset=utf-8",
+    "app.css": "text/css; charset=utf-8",
+    "socket.io.min.js": "text/javascript; charset=utf-8",
+}
+_HOST_RE = re.compile(r"(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 
 
 @router.get("/healthz")
@@ -45,8 +58,15 @@ async def readyz(container: ContainerDep) -> Response:
     )
 
 
-@router.get("/metrics", response_class=Response)
-async def metrics() -> Response:
+@router.get("/metrics", response_class=Response, responses=errors(UNAUTHORIZED))
+async def metrics(request: Request, container: ContainerDep) -> Response:
+    """With METRICS_TOKEN set, only `Authorization: Bearer <METRICS_TOKEN>` reads the
+    metrics: they name every drop and show the traffic."""
+    expected = container.settings.metrics_token
+    if expected:
+        presented = parse_bearer(request.headers.get("authorization", ""))
+        if not hmac.compare_digest(presented.encode(), expected.encode()):
+            raise Unauthorized("A valid metrics token is required")
     registry: CollectorRegistry = REGISTRY
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
@@ -57,5 +77,37 @@ async def metrics() -> Response:
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
-async def index() -> Response:
-    return HTMLResponse(PAGE.read_text() if PAGE.exists() else "<h1>sneakerdrop</h1>")
+async def index(request: Request) -> Response:
+    page = _read(PAGE) if PAGE.exists() else b"<h1>sneakerdrop</h1>"
+    return HTMLResponse(
+        page, headers={"Content-Security-Policy": page_policy(request.headers.get("host", ""))}
+    )
+
+
+@router.get("/static/{name}", include_in_schema=False)
+async def asset(name: str) -> Response:
+    media_type = ASSETS.get(name)
+    if media_type is None:
+        raise NotFound("No such file")
+    return Response(_read(STATIC / name), media_type=media_type)
+
+
+def page_policy(host: str) -> str:
+    """The page's CSP: everything from this origin only; no inline script or style.
+
+    'self' covers same-origin WebSockets in CSP Level 3 browsers; older ones need the
+    ws/wss origin spelled out, taken from a Host that is a plain host[:port] (anything
+    else would let a crafted Host write into the policy)."""
+    connect = "'self'"
+    if _HOST_RE.fullmatch(host):
+        connect += f" ws://{host} wss://{host}"
+    return (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+        f"connect-src {connect}; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    )
+
+
+@functools.cache
+def _read(path: Path) -> bytes:
+    """Package files do not change while the process runs: read each once."""
+    return path.read_bytes()

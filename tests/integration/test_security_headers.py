@@ -19,7 +19,6 @@ EVERY_RESPONSE = {
     ("method", "path", "body"),
     [
         ("GET", "/healthz", None),
-        ("GET", "/", None),
         ("GET", "/api/drops", None),
         ("GET", "/api/drops/0000000000000000", None),  # 404 problem
         ("POST", "/api/drops", {"name": "x"}),  # 401 problem
@@ -32,6 +31,16 @@ async def test_every_response_carries_the_security_headers(
     for name, value in EVERY_RESPONSE.items():
         assert response.headers.get(name) == value, (path, name)
     assert "no-store" not in response.headers.get("cache-control", "")
+
+
+async def test_the_page_keeps_the_headers_under_its_own_csp(client: httpx.AsyncClient) -> None:
+    """The page brings a fuller policy (tests/integration/test_page_assets.py), which
+    replaces the default one and still forbids framing."""
+    response = await client.get("/")
+    for name, value in EVERY_RESPONSE.items():
+        if name != "content-security-policy":
+            assert response.headers.get(name) == value, name
+    assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
 
 
 async def test_auth_responses_are_never_cached(client: httpx.AsyncClient) -> None:
