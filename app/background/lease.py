@@ -2,17 +2,28 @@
 
 Built on redis-py's `Lock` (a token-checked SET NX PX, extended by a script), so
 a process that stalls past the lease loses it rather than acting beside a new leader.
+The lease's value names its holder (`<hostname>:<pid>:<random>`), so an operator (or
+a partition test) reading the key sees which host and process leads; the random part
+keeps two holders' tokens distinct even when a host name and pid repeat.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import uuid
 
 from redis.asyncio import Redis
 from redis.asyncio.lock import Lock
 from redis.exceptions import LockError, RedisError
 
 log = logging.getLogger(__name__)
+
+
+def holder_token() -> str:
+    """The value this process stores in a lease it takes: who it is, then a unique part."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
 
 
 class Lease:
@@ -27,7 +38,9 @@ class Lease:
             if self.held:
                 await self._lock.reacquire()
             else:
-                self.held = bool(await self._lock.acquire(blocking=False))
+                self.held = bool(
+                    await self._lock.acquire(blocking=False, token=holder_token())
+                )
                 if self.held:
                     log.info("lease acquired", extra={"lease": self.name})
         except (LockError, RedisError):

@@ -29,6 +29,7 @@ from app.store import keys
 log = logging.getLogger(__name__)
 
 STOP_SECONDS = 5.0
+SWEEP_LEASE_SECONDS = 10.0  # a dead or cut-off sweeper is replaced within this (plus a pass)
 
 
 async def _every(
@@ -71,7 +72,7 @@ class BackgroundTasks:
             self.stopping,
             hold_lifetime_ms=settings.reservation_ttl_seconds * 1000,
         )
-        self.sweep_lease = Lease(container.redis, "sneakerdrop:lease:sweeper", 10)
+        self.sweep_lease = Lease(container.redis, keys.SWEEPER_LEASE, SWEEP_LEASE_SECONDS)
         self.reconcile_lease = Lease(
             container.redis, keys.RECONCILER_LEASE, max(settings.reconcile_interval_seconds * 2, 10)
         )

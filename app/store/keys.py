@@ -18,6 +18,7 @@ from app.randomness import token_hex
 DROP_INDEX = "sneakerdrop:drops"  # zset: drop id -> startsAt (ms); every mirrored drop
 DROP_INDEX_LOADED = "sneakerdrop:drops:loaded"  # set once the index was rebuilt from PostgreSQL
 DROP_LISTING_VERSION = "sneakerdrop:drops:version"  # bumped by every admin change of a drop
+SWEEPER_LEASE = "sneakerdrop:lease:sweeper"
 RECONCILER_LEASE = "sneakerdrop:lease:reconciler"
 BROADCASTER_LEASE = "sneakerdrop:lease:broadcaster"
 
