@@ -64,8 +64,9 @@ class ClusterExpiryListener(ExpiryListener):
         for address in set(self._tasks) - wanted:
             log.info("expiry listener leaves %s:%d (no longer a primary)", *address)
             await self._drop(address)
+        first = not self._tasks
         for address in wanted - set(self._tasks):
-            if self._tasks:
+            if not first:
                 log.info("expiry listener joins %s:%d (a new primary)", *address)
             node = self.nodes.client(address)
             self._tasks[address] = asyncio.create_task(
