@@ -38,9 +38,7 @@ class Lease:
             if self.held:
                 await self._lock.reacquire()
             else:
-                self.held = bool(
-                    await self._lock.acquire(blocking=False, token=holder_token())
-                )
+                self.held = bool(await self._lock.acquire(blocking=False, token=holder_token()))
                 if self.held:
                     log.info("lease acquired", extra={"lease": self.name})
         except (LockError, RedisError):
