@@ -108,7 +108,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from app.event_loop import LOOP_FACTORY
+    from app.runtime.http_limits import serve_protocol
 
+    # Fails here, before anything starts, when uvicorn lacks an internal it overrides.
+    http = serve_protocol(enabled=os.environ.get("HTTP_LIMITS", "on").lower() != "off")
     host = args.host or settings.host
     port = args.port or settings.port
     with backing_stores(settings) as (settings, _):
@@ -123,8 +126,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             port=port,
             workers=args.workers,
             loop=LOOP_FACTORY,  # uvloop that accepts in batches (app/event_loop.py)
-            http="httptools",
+            http=http,  # httptools with a bounded request head (app/runtime/http_limits.py)
             lifespan="on",
+            server_header=False,  # no `server: uvicorn` on any response
+            date_header=True,
             # X-Forwarded-For is believed only from TRUSTED_PROXIES.
             proxy_headers=bool(settings.trusted_proxies),
             forwarded_allow_ips=settings.trusted_proxies or None,
