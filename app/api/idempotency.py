@@ -3,8 +3,10 @@
 Scope is (user, method, path, key). The first final response is kept 24 h and
 replayed byte for byte; the same key with another body is 422
 IDEMPOTENCY_KEY_REUSED; a repeat that arrives while the first is running waits
-for it. A 5xx or a 429 is not final: it is not kept, so a retry after a store
-fault or after `Retry-After` runs again (a kept 429 would refuse that key for 24 h).
+for it. A response that asks for a retry is not final: a 5xx, and any answer
+with `Retry-After` (429 RATE_LIMITED, 409 COOLDOWN). It is not kept, so a retry
+after a store fault or after `Retry-After` runs again (a kept 429 or COOLDOWN
+would refuse that key for 24 h).
 """
 
 from __future__ import annotations
@@ -69,9 +71,10 @@ async def idempotent(
         await asyncio.sleep(POLL_SECONDS)  # waiting on another request, polled
 
 
-def is_final(status: int) -> bool:
+def is_final(response: Response) -> bool:
     """Whether a response settles the request (kept) or asks for a retry (not kept)."""
-    return status < 500 and status != 429
+    status = response.status_code
+    return status < 500 and status != 429 and "retry-after" not in response.headers
 
 
 async def _run_first(redis: Redis, redis_key: str, fingerprint: str, handler: Handler) -> Response:
@@ -85,7 +88,7 @@ async def _run_first(redis: Redis, redis_key: str, fingerprint: str, handler: Ha
     except BaseException:
         await redis.delete(redis_key)
         raise
-    if not is_final(response.status_code):
+    if not is_final(response):
         await redis.delete(redis_key)
         return response
     record = {

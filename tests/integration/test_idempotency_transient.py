@@ -1,7 +1,8 @@
-"""Idempotency keeps only final outcomes: a 429 or a 5xx under a key is not replayed.
+"""Idempotency keeps only final outcomes: a 429, a COOLDOWN or a 5xx under a key is not replayed.
 
-A client told `Retry-After` (429) or hit by a store fault (503) retries with the same
-key, as it should; that retry must run again, not get the refusal back for 24 h.
+A client told `Retry-After` (429, 409 COOLDOWN) or hit by a store fault (503) retries
+with the same key, as it should; that retry must run again, not get the refusal back
+for 24 h.
 """
 
 from __future__ import annotations
@@ -54,6 +55,30 @@ async def test_a_429_under_a_key_is_not_replayed_after_retry_after(
     assert replay.status_code == 201
     assert replay.headers["idempotent-replayed"] == "true"
     assert replay.content == again.content
+    await assert_invariant(container, drop["id"])
+
+
+async def test_a_cooldown_under_a_key_is_not_replayed_after_retry_after(
+    make_app: AppFactory,
+) -> None:
+    client, container = await make_app(reserve_cooldown_seconds=1)
+    admin = await admin_token(client, container)
+    drop = await create_drop(client, admin, totalStock=1)
+    user = auth((await signup(client))["accessToken"])
+    url = f"/api/drops/{drop['id']}/reserve"
+    held = await client.post(url, headers=user)
+    assert held.status_code == 201, held.text
+    cancelled = await client.delete(f"/api/reservations/{held.json()['id']}", headers=user)
+    assert cancelled.status_code == 204
+
+    keyed = {**user, "Idempotency-Key": "after-cancel"}
+    refused = await client.post(url, headers=keyed)
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["code"] == "COOLDOWN"
+    await asyncio.sleep(int(refused.headers["Retry-After"]))  # what the client was told to do
+    again = await client.post(url, headers=keyed)
+    assert again.status_code == 201, again.text
+    assert "idempotent-replayed" not in again.headers
     await assert_invariant(container, drop["id"])
 
 
