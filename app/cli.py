@@ -111,7 +111,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from app.runtime.http_limits import serve_protocol
 
     # Fails here, before anything starts, when uvicorn lacks an internal it overrides.
-    http = serve_protocol(enabled=os.environ.get("HTTP_LIMITS", "on").lower() != "off")
+    http = serve_protocol(enabled=settings.http_limits == "on")
     host = args.host or settings.host
     port = args.port or settings.port
     with backing_stores(settings) as (settings, _):

@@ -115,6 +115,8 @@ class Settings(BaseSettings):
     # Connections a worker accepts each time its listening socket is ready
     # (app/event_loop.py); 1 accepts one per turn of the event loop, as libuv does.
     accept_batch: int = Field(default=256, ge=1, le=4096)
+    # Bounded request heads (app/runtime/http_limits.py): 16 KiB, complete within 10 s.
+    http_limits: Literal["on", "off"] = "on"
     gc_freeze: bool = True  # freeze start-up objects out of garbage collection (app/gc_tuning.py)
 
     _split = field_validator("cors_origins", "trusted_proxies", mode="before")(_split_csv)

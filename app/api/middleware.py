@@ -58,7 +58,7 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _request_id(scope)
+        request_id = request_id_of(scope)
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         status_holder = [500]
@@ -126,7 +126,8 @@ def _request_metrics(method: str, route: str, status: int) -> tuple[Counter, His
     )
 
 
-def _request_id(scope: Scope) -> str:
+def request_id_of(scope: Scope) -> str:
+    """The request's X-Request-ID when it is a sane one, else a new random id."""
     for name, value in scope.get("headers", []):
         if name == b"x-request-id":
             candidate = bytes(value).decode("latin-1")

@@ -185,7 +185,7 @@ def too_large_response(
 ) -> bytes:
     """The whole 431 answer, written by the protocol itself: no app sees such a request."""
     # The middleware's own rule: a valid X-Request-ID among the headers read is echoed.
-    from app.api.middleware import _request_id as request_id
+    from app.api.middleware import request_id_of as request_id
 
     body = _problem()
     parts = [b"HTTP/1.1 431 Request Header Fields Too Large\r\n"]
