@@ -14,7 +14,7 @@ from app.services.drops import DropService
 from app.services.passwords import PasswordHasher
 from app.services.ratelimit import RateLimiter
 from app.services.reservations import ReservationService
-from app.store.client import create_redis
+from app.store.client import RedisBudget, create_redis
 from app.store.drops import DropStore
 from app.store.holds import HoldStore
 from app.store.pipelined import PipelinedConnection
@@ -56,7 +56,10 @@ async def build_container(settings: Settings) -> Container:
         statement_timeout_ms=settings.db_statement_timeout_ms,
     )
     redis = create_redis(
-        settings.redis_url, cluster=settings.redis_cluster, timeout=settings.redis_timeout_seconds
+        settings.redis_url,
+        cluster=settings.redis_cluster,
+        max_connections=RedisBudget.split(settings.redis_max_connections).app_pool,
+        timeout=settings.redis_timeout_seconds,
     )
     # The scripts share one pipelined connection per process (not on a cluster, where
     # a command goes to the node that owns its keys).

@@ -26,9 +26,10 @@ from app.config import Settings, get_settings
 from app.container import Container, build_container
 from app.gc_tuning import freeze_startup_objects
 from app.logs import configure_logging
+from app.realtime.limits import SocketLimits
 from app.realtime.socket import close_socket_server, create_socket_server, register_handlers
 from app.stalls import GcPauseRecorder
-from app.store.client import check_eviction_policy
+from app.store.client import RedisBudget, check_eviction_policy
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,13 @@ def create_fastapi(settings: Settings, sio: socketio.AsyncServer | None) -> Fast
         container.sio = sio
         app.state.container = container
         if sio is not None:
-            register_handlers(sio, _storefront_snapshot(container), _drop_stock(container))
+            register_handlers(
+                sio,
+                _storefront_snapshot(container),
+                _drop_stock(container),
+                SocketLimits(settings.socket_connections_per_ip),
+                settings.trusted_proxies,
+            )
         await check_eviction_policy(container.redis, strict=settings.env == "production")
         await enable_expiry_events(container.redis)
         if settings.admin_email and settings.admin_password:
@@ -103,7 +110,12 @@ def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
     """The ASGI app uvicorn serves (`app.main:create_app`, factory)."""
     settings = settings or get_settings()
     configure_logging(settings.log_level)
-    sio = create_socket_server(settings.redis_url, settings.cors_origins)
+    sio = create_socket_server(
+        settings.redis_url,
+        settings.cors_origins,
+        budget=RedisBudget.split(settings.redis_max_connections),
+        timeout=settings.redis_timeout_seconds,
+    )
     api = create_fastapi(settings, sio)
     asgi = socketio.ASGIApp(sio, other_asgi_app=HotPaths(api, settings), socketio_path="socket.io")
     asgi.api = api  # for tests and tools: the FastAPI app inside

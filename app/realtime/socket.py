@@ -1,7 +1,10 @@
 """The Socket.IO server: `stock_update {dropId, availableStock}` to every client.
 
-Emits go through python-socketio's Redis manager, so an event emitted by any
-process reaches the clients of every process and host.
+Broadcasts go through a Redis pub/sub manager, so an event emitted by any process
+reaches the clients of every process and host. What is meant for one client of this
+process (its connect snapshot, a `subscribe`'s reply) is sent directly
+(`ignore_queue`): it never costs a publish. Clients are limited by
+app/realtime/limits.py, and the manager's Redis connections by RedisBudget.
 """
 
 from __future__ import annotations
@@ -9,15 +12,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import socketio
 from engineio import packet as eio_packet
+from redis.exceptions import RedisError
 from socketio import packet as sio_packet
+from socketio.async_pubsub_manager import AsyncPubSubManager
+from socketio.exceptions import ConnectionRefusedError as Refused
+from starlette.requests import Request
 
+from app.api.deps import client_ip
+from app.realtime.limits import SocketLimits, SubscribeRefusal
 from app.store import keys
 from app.store.channels import database_of_url, socketio_channel
+from app.store.client import RedisBudget, create_redis
 
 log = logging.getLogger(__name__)
 
@@ -78,31 +88,86 @@ class SequentialFanOut(socketio.AsyncManager):  # type: ignore[misc]
                     log.debug("could not queue an event for a client", exc_info=True)
 
 
-class RedisManager(socketio.AsyncRedisManager, SequentialFanOut):  # type: ignore[misc]
-    """python-socketio's Redis manager, keeping the clients it replaces so they get closed.
+class RedisManager(AsyncPubSubManager, SequentialFanOut):  # type: ignore[misc]
+    """The pub/sub manager on Redis, on connections made once and counted in RedisBudget.
 
-    The manager connects on its first publish and again when its listener starts (at
-    the first Socket.IO connection); the second connect replaces the first client
-    without closing it. The replaced ones are kept and closed at shutdown.
+    python-socketio's AsyncRedisManager publishes through a client whose pool has no
+    bound (a burst of emits opened a connection each and kept it) and makes a new
+    client on every reconnect. This one implements the pub/sub manager's two backend
+    hooks, `_publish` and `_listen`, on two clients of its own: a blocking pool for
+    the publishes, and one connection for the subscription, reopened in place when lost.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.retired: list[Any] = []
+    name = "sneakerdrop-redis"
 
-    def _redis_connect(self) -> None:
-        previous = (self.redis, self.pubsub)
-        super()._redis_connect()
-        self.retired.extend(old for old in previous if old is not None)
+    def __init__(
+        self,
+        url: str,
+        *,
+        channel: str,
+        budget: RedisBudget,
+        timeout: float,
+        write_only: bool = False,
+    ) -> None:
+        super().__init__(channel=channel, write_only=write_only)
+        self.publisher = create_redis(url, max_connections=budget.socketio_publish, timeout=timeout)
+        self.listener = create_redis(url, max_connections=budget.socketio_listener, timeout=timeout)
+
+    async def _publish(self, data: Any) -> None:
+        # As the library's: a publish that fails is logged, not raised to the emitter
+        # (its local clients already have the event).
+        try:
+            await self.publisher.publish(self.channel, self.json.dumps(data))
+        except (RedisError, OSError) as exc:
+            log.warning("could not publish a Socket.IO event: %s", type(exc).__name__)
+
+    async def _listen(self) -> AsyncIterator[str]:
+        backoff = 0.1
+        while True:
+            try:
+                async with self.listener.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(self.channel)
+                    backoff = 0.1
+                    while True:
+                        message = await pubsub.get_message(timeout=LISTEN_SECONDS)
+                        if message and message.get("type") == "message":
+                            yield str(message["data"])
+            except (RedisError, OSError) as exc:
+                # Leaving the `async with` closed the lost connection: the pool of one
+                # reopens it, never a second one.
+                log.warning("Socket.IO listener lost Redis: %s; retrying", type(exc).__name__)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def aclose(self) -> None:
+        """Stop the listener and close both clients (python-socketio has no API for it)."""
+        listener = getattr(self, "thread", None)
+        if isinstance(listener, asyncio.Task):
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await listener
+        for client in (self.listener, self.publisher):
+            with contextlib.suppress(Exception):
+                await client.aclose()
+
+
+LISTEN_SECONDS = 1.0  # one wait for a message; the subscription's health check runs between
 
 
 def create_socket_server(
-    redis_url: str | None, cors_origins: list[str], *, write_only: bool = False
+    redis_url: str | None,
+    cors_origins: list[str],
+    *,
+    budget: RedisBudget | None = None,
+    timeout: float = 5.0,
+    write_only: bool = False,
 ) -> socketio.AsyncServer:
     manager = (
         RedisManager(
             redis_url,
             channel=socketio_channel(database_of_url(redis_url)),
+            budget=budget or RedisBudget.split(50),
+            timeout=timeout,
             write_only=write_only,
         )
         if redis_url
@@ -118,31 +183,83 @@ def create_socket_server(
     )
 
 
+def client_address(environ: dict[str, Any], trusted_proxies: list[str]) -> str:
+    """The address a connection counts against: the API's `client_ip` of its handshake.
+
+    `client_ip` reads only the peer and the headers; a WebSocket's scope is handed to it
+    as the HTTP request it began as (starlette's Request takes only http scopes).
+    """
+    scope = environ.get("asgi.scope") or {}
+    handshake = {"type": "http", "client": scope.get("client"), "headers": scope.get("headers", [])}
+    return client_ip(Request(handshake), trusted_proxies)
+
+
+def _stock(drop_id: str, available: int) -> dict[str, Any]:
+    return {"dropId": drop_id, "availableStock": available}
+
+
 def register_handlers(
-    sio: socketio.AsyncServer, snapshot: StockSnapshot, drop_stock: DropStock
+    sio: socketio.AsyncServer,
+    snapshot: StockSnapshot,
+    drop_stock: DropStock,
+    limits: SocketLimits,
+    trusted_proxies: list[str],
 ) -> None:
-    """On connect, send the current value of every storefront drop; `subscribe` joins a room."""
+    """On connect, send the current value of every storefront drop; `subscribe` joins a room.
+
+    A client address beyond SOCKET_CONNECTIONS_PER_IP is refused (a CONNECT_ERROR
+    with a message); `subscribe` is limited per socket (app/realtime/limits.py).
+    """
 
     @sio.event  # type: ignore[untyped-decorator]
     async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        if not limits.admit(sid, client_address(environ, trusted_proxies)):
+            raise Refused(
+                "too many connections from this address", {"code": "TOO_MANY_CONNECTIONS"}
+            )
+        admitted = False
         try:
-            for drop_id, available in await snapshot():
-                await sio.emit(
-                    STOCK_EVENT, {"dropId": drop_id, "availableStock": available}, to=sid
-                )
-        except Exception:
-            log.exception("could not send the connect snapshot")
+            try:
+                for drop_id, available in await snapshot():
+                    await sio.emit(
+                        STOCK_EVENT, _stock(drop_id, available), to=sid, ignore_queue=True
+                    )
+            except Exception:
+                log.exception("could not send the connect snapshot")
+            # A client that left while its snapshot was read gets no disconnect call from
+            # python-socketio, which would then count it as connected for good.
+            admitted = sio.get_environ(sid) is not None
+        finally:
+            if not admitted:
+                limits.release(sid)
+        if not admitted:
+            raise Refused("the connection closed during the handshake")
+
+    @sio.event  # type: ignore[untyped-decorator]
+    async def disconnect(sid: str, reason: Any = None) -> None:
+        limits.release(sid)
 
     @sio.event  # type: ignore[untyped-decorator]
     async def subscribe(sid: str, data: Any = None) -> dict[str, Any]:
+        if not limits.may_subscribe(sid):
+            return {"ok": False, "code": SubscribeRefusal.RATE_LIMITED.value}
         drop_id = data.get("dropId") if isinstance(data, dict) else None
         if not isinstance(drop_id, str) or not keys.DROP_ID_RE.match(drop_id):
             return {"ok": False, "code": "DROP_NOT_FOUND"}
-        available = await drop_stock(drop_id)
+        room = room_of(drop_id)
+        if not limits.join(sid, room):
+            return {"ok": False, "code": SubscribeRefusal.TOO_MANY_ROOMS.value}
+        available: int | None = None
+        try:
+            # One script call on the worker's pipelined connection: no connection per call.
+            available = await drop_stock(drop_id)
+        finally:
+            if available is None and room not in sio.rooms(sid):
+                limits.left(sid, room)
         if available is None:
             return {"ok": False, "code": "DROP_NOT_FOUND"}
-        await sio.enter_room(sid, room_of(drop_id))
-        await sio.emit(STOCK_EVENT, {"dropId": drop_id, "availableStock": available}, to=sid)
+        await sio.enter_room(sid, room)
+        await sio.emit(STOCK_EVENT, _stock(drop_id, available), to=sid, ignore_queue=True)
         return {"ok": True}
 
     @sio.event  # type: ignore[untyped-decorator]
@@ -150,20 +267,12 @@ def register_handlers(
         drop_id = data.get("dropId") if isinstance(data, dict) else None
         if isinstance(drop_id, str):
             await sio.leave_room(sid, room_of(drop_id))
+            limits.left(sid, room_of(drop_id))
         return {"ok": True}
 
 
 async def close_socket_server(sio: socketio.AsyncServer) -> None:
-    """Stop the Redis manager's listener and close its connections (python-socketio has no API)."""
+    """Stop the Redis manager's listener and close its connections."""
     manager = sio.manager
-    listener = getattr(manager, "thread", None)
-    if isinstance(listener, asyncio.Task):
-        listener.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await listener
-    resources = [getattr(manager, "pubsub", None), getattr(manager, "redis", None)]
-    resources += getattr(manager, "retired", [])
-    for resource in resources:
-        if resource is not None:
-            with contextlib.suppress(Exception):
-                await resource.aclose()
+    if isinstance(manager, RedisManager):
+        await manager.aclose()

@@ -27,13 +27,42 @@ UPTIME_GRAIN_MS = 1000
 CONNECT_TIMEOUT_SECONDS = 3.0  # at most; never longer than the command timeout
 
 
+@dataclass(frozen=True, slots=True)
+class RedisBudget:
+    """How one worker's REDIS_MAX_CONNECTIONS is shared by its Redis clients.
+
+    Every client a worker makes is sized here and nowhere else, so that whatever its
+    Socket.IO or HTTP clients do, the worker never holds more than the setting:
+    - `pipelined`: the scripts' one pipelined connection (app/store/pipelined.py);
+    - `socketio_listener`: the Socket.IO manager's subscription to its channel;
+    - `socketio_publish`: the manager's publishes, only broadcasts (one per drop per
+      STOCK_BROADCAST_INTERVAL_MS), so two connections are plenty;
+    - `app_pool`: what is left, a blocking pool for every other command. The expiry
+      listener's and the broadcaster's subscriptions borrow their connection from it.
+    On a cluster the app pool's size applies to each node.
+    """
+
+    app_pool: int
+    pipelined: int = 1
+    socketio_listener: int = 1
+    socketio_publish: int = 2
+
+    @classmethod
+    def split(cls, max_connections: int) -> RedisBudget:
+        fixed = cls(app_pool=0)
+        reserved = fixed.pipelined + fixed.socketio_listener + fixed.socketio_publish
+        # The app pool keeps room for its two listeners and some commands (the setting's
+        # floor of 8 leaves it 4).
+        return cls(app_pool=max(max_connections - reserved, 4))
+
+
 def create_redis(
     url: str, *, cluster: bool = False, max_connections: int = 64, timeout: float = 5.0
 ) -> Redis:
     """A decoded-responses client. With REDIS_CLUSTER the cluster client, typed as Redis.
 
     Every key a script touches shares one drop's hash tag, so scripts run unchanged
-    on a cluster.
+    on a cluster. Never more than `max_connections` connections (per node on a cluster).
     """
     options: dict[str, Any] = {
         "decode_responses": True,
@@ -44,7 +73,7 @@ def create_redis(
         "health_check_interval": 15,
     }
     if cluster:
-        client: Any = BoundedRedisCluster.from_url(url, **options)
+        client: Any = BoundedRedisCluster.from_url(url, max_connections=max_connections, **options)
         return client  # type: ignore[no-any-return]
     # A blocking pool: a burst beyond max_connections waits for a free connection
     # (up to `timeout`) instead of failing with MaxConnectionsError.
