@@ -119,7 +119,7 @@ class RateLimiter:
                 limit_keys,
                 [address, int(time.time() * 1000), KNOWN_ADDRESS_DAYS * DAY_MS, KNOWN_ADDRESSES],
             )
-        except RedisError as exc:
+        except (RedisError, OSError) as exc:  # the store's own fault: the caller's error wins
             log.warning("login limit refund failed: %s", exc)
 
     def _login_limited(self, now: float) -> RateLimited:
