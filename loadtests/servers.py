@@ -61,6 +61,8 @@ def product_env(
         "RESERVATION_TTL_SECONDS": str(stores.hold_ttl_seconds),
         "RECONCILE_INTERVAL_SECONDS": "3600",  # its pass would run inside a measured phase
         "RATE_LIMITS": "off",
+        # Every generated client comes from 127.0.0.1: no per-address socket limit.
+        "SOCKET_CONNECTIONS_PER_IP": "1000000",
         "LOG_LEVEL": "WARNING",
         "PORT": str(port),
         "DATA_DIR": str(data_dir),  # metrics of several workers, the lock file
