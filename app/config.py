@@ -101,6 +101,10 @@ class Settings(BaseSettings):
     # Redis connections one worker process may hold, all its clients together (the
     # Socket.IO manager's pool and listener included): clients can never raise it.
     redis_max_connections: int = Field(default=50, ge=8, le=10_000)
+    # The address this host's other workers and other hosts reach this worker at, for the
+    # Socket.IO requests they hand over to the worker holding the session
+    # (app/realtime/session_routing.py). Unset: HOST. `off`: no hand-over (one worker).
+    socket_forward_host: str | None = None
     # Socket.IO connections one client address may hold open on one worker process.
     socket_connections_per_ip: int = Field(default=200, ge=1, le=1_000_000)
     # Password hashes (bcrypt) one worker runs at once; more wait their turn.

@@ -27,6 +27,8 @@ from app.container import Container, build_container
 from app.gc_tuning import freeze_startup_objects
 from app.logs import configure_logging
 from app.realtime.limits import SocketLimits
+from app.realtime.session_ids import new_worker_id
+from app.realtime.session_routing import SessionRouting, routing_enabled
 from app.realtime.socket import close_socket_server, create_socket_server, register_handlers
 from app.stalls import GcPauseRecorder
 from app.store.client import RedisBudget, check_eviction_policy
@@ -76,11 +78,16 @@ def create_fastapi(settings: Settings, sio: socketio.AsyncServer | None) -> Fast
             freeze_startup_objects()
         gc_pauses = GcPauseRecorder()
         gc_pauses.install()
+        routing: SessionRouting | None = getattr(app.state, "session_routing", None)
+        if routing is not None:
+            await routing.start(container.redis)
         log.info("sneakerdrop ready")
         try:
             yield
         finally:
             gc_pauses.uninstall()
+            if routing is not None:
+                await routing.stop()
             await background.stop()
             if sio is not None:
                 await close_socket_server(sio)
@@ -106,17 +113,22 @@ def create_fastapi(settings: Settings, sio: socketio.AsyncServer | None) -> Fast
     return app
 
 
-def create_app(settings: Settings | None = None) -> socketio.ASGIApp:
+def create_app(settings: Settings | None = None) -> SessionRouting:
     """The ASGI app uvicorn serves (`app.main:create_app`, factory)."""
     settings = settings or get_settings()
     configure_logging(settings.log_level)
+    worker_id = new_worker_id() if routing_enabled(settings) else None
     sio = create_socket_server(
         settings.redis_url,
         settings.cors_origins,
         budget=RedisBudget.split(settings.redis_max_connections),
         timeout=settings.redis_timeout_seconds,
+        worker_id=worker_id,
     )
     api = create_fastapi(settings, sio)
     asgi = socketio.ASGIApp(sio, other_asgi_app=HotPaths(api, settings), socketio_path="socket.io")
     asgi.api = api  # for tests and tools: the FastAPI app inside
-    return asgi
+    # Each request of a Socket.IO session goes to the worker holding it, wherever it lands.
+    routed = SessionRouting(asgi, sio, settings, worker_id)
+    api.state.session_routing = routed
+    return routed

@@ -25,6 +25,7 @@ from starlette.requests import Request
 
 from app.api.deps import client_ip
 from app.realtime.limits import SocketLimits, SubscribeRefusal
+from app.runtime.engineio_sids import WorkerSocketServer
 from app.store import keys
 from app.store.channels import database_of_url, socketio_channel
 from app.store.client import RedisBudget, create_redis
@@ -161,6 +162,7 @@ def create_socket_server(
     budget: RedisBudget | None = None,
     timeout: float = 5.0,
     write_only: bool = False,
+    worker_id: str | None = None,
 ) -> socketio.AsyncServer:
     manager = (
         RedisManager(
@@ -173,7 +175,10 @@ def create_socket_server(
         if redis_url
         else None
     )
-    return socketio.AsyncServer(
+    # With a worker id, session ids name this worker, so that any worker can hand a
+    # request to the session's owner (app/realtime/session_routing.py).
+    server = socketio.AsyncServer if worker_id is None else WorkerSocketServer.for_worker(worker_id)
+    return server(
         async_mode="asgi",
         client_manager=manager,
         cors_allowed_origins=cors_origins or None,

@@ -119,3 +119,8 @@ def login_limits(email: str, address: str, pair_window: int, account_window: int
 
 def idempotency(user_id: str, digest: str) -> str:
     return f"sneakerdrop:idem:{user_id}:{digest}"
+
+
+def worker_address(worker_id: str) -> str:
+    """string: `host:port` of a worker's internal Socket.IO listener (app/store/workers.py)."""
+    return f"sneakerdrop:worker:{worker_id}"
