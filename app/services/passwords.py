@@ -5,7 +5,8 @@ loop it would stall every request; on the loop's default thread pool (up to 6 th
 2 cores) a login flood ran six hashes at once per worker and took the CPU from reserves
 and drop reads. So hashes run on `threads` threads per worker (PASSWORD_HASH_THREADS),
 each at a lower OS priority (nice +10: Linux applies nice per thread), and at most
-`max_waiting` more wait their turn; beyond that the caller gets 429 RATE_LIMITED with a
+`max_waiting` more wait their turn (by default as many as the threads hash in
+MAX_QUEUE_SECONDS at the measured cost); beyond that the caller gets 429 RATE_LIMITED with a
 Retry-After of about the time the queue takes to drain (the contract's answer for "too
 many logins now"; 503 is reserved for a store that is down).
 """
@@ -32,9 +33,10 @@ log = logging.getLogger(__name__)
 MIN_PASSWORD_BYTES = 8
 MAX_PASSWORD_BYTES = 72  # bcrypt's own limit; longer passwords are refused, never truncated
 HASH_THREAD_NICE = 10  # added to the thread's nice value: the event loop runs first
-# Hashes one worker lets wait for a thread: 64 at cost 12 on one thread is ~20 s of work,
-# about as long as a shopper waits for a login before giving up.
-MAX_WAITING_HASHES = 64
+# How much hashing one worker lets wait for a thread: about as long as a shopper waits
+# for a login before giving up (~64 hashes at cost 12 on one thread).
+MAX_QUEUE_SECONDS = 20.0
+MIN_WAITING_HASHES = 8
 
 T = TypeVar("T")
 
@@ -58,12 +60,9 @@ def lower_thread_priority() -> None:
 class PasswordHasher:
     """bcrypt on `threads` threads; `threads + max_waiting` hashes in flight at most."""
 
-    def __init__(
-        self, rounds: int, threads: int = 1, max_waiting: int = MAX_WAITING_HASHES
-    ) -> None:
+    def __init__(self, rounds: int, threads: int = 1, max_waiting: int | None = None) -> None:
         self.rounds = rounds
         self.threads = threads
-        self.max_waiting = max_waiting
         self._executor = ThreadPoolExecutor(
             max_workers=threads,
             thread_name_prefix="password-hash",
@@ -74,6 +73,12 @@ class PasswordHasher:
         # Hashed once so a login for an unknown email costs the same as a wrong password.
         self._dummy_hash = bcrypt.hashpw(b"sneakerdrop-dummy-password", bcrypt.gensalt(rounds))
         self._seconds_per_hash = time.perf_counter() - started
+        # Counted in work, not requests: at a cheap cost (tests) a burst of signups queues.
+        self.max_waiting = (
+            max_waiting
+            if max_waiting is not None
+            else max(MIN_WAITING_HASHES, int(MAX_QUEUE_SECONDS * threads / self._seconds_per_hash))
+        )
 
     async def hash(self, password: str) -> str:
         digest = await self._run(bcrypt.hashpw, password.encode(), bcrypt.gensalt(self.rounds))

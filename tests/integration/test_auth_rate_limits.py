@@ -182,7 +182,7 @@ async def test_guesses_from_many_addresses_trip_the_account_backstop(
     home = "203.0.113.50"
     assert (await _login(client, "target@x.com", PASSWORD, home)).status_code == 200
     await _clear_of_window_edge(60, margin=20)
-    in_flight = asyncio.Semaphore(40)  # below the hash queue's bound (MAX_WAITING_HASHES)
+    in_flight = asyncio.Semaphore(40)  # well below the hash queue's bound
 
     async def guess(n: int) -> httpx.Response:
         async with in_flight:

@@ -17,7 +17,12 @@ import bcrypt
 import pytest
 
 from app.errors import RateLimited
-from app.services.passwords import HASH_THREAD_NICE, PasswordHasher
+from app.services.passwords import (
+    HASH_THREAD_NICE,
+    MAX_QUEUE_SECONDS,
+    MIN_WAITING_HASHES,
+    PasswordHasher,
+)
 
 
 class Inside:
@@ -97,3 +102,21 @@ async def test_beyond_the_queue_a_hash_is_refused_with_retry_after() -> None:
         assert await hasher.verify("any-password", None) is False
     finally:
         hasher.close()
+
+
+def test_the_default_queue_holds_about_twenty_seconds_of_hashing() -> None:
+    """Bounded by work, not by count: a cheap cost lets a burst of signups queue, the
+    production cost keeps the wait near MAX_QUEUE_SECONDS."""
+    cheap = PasswordHasher(rounds=4, threads=1)
+    try:
+        assert cheap.max_waiting >= 200  # the suite signs up 100 users at once
+    finally:
+        cheap.close()
+    costly = PasswordHasher(rounds=12, threads=2)
+    try:
+        per_hash = costly._seconds_per_hash
+        expected = MAX_QUEUE_SECONDS * 2 / per_hash
+        assert costly.max_waiting == max(MIN_WAITING_HASHES, int(expected))
+        assert costly.max_waiting * per_hash / 2 <= MAX_QUEUE_SECONDS
+    finally:
+        costly.close()
