@@ -109,33 +109,36 @@ class HoldStore:
         self.cooldown_ms = cooldown_ms
         self.stock_channel = stock_dirty_channel(database_of(redis))
 
+    def reserve_args(
+        self, ref: ReservationRef, ttl_ms: int, revoked_key: str | None = None
+    ) -> tuple[list[str], list[str | int]]:
+        """KEYS and ARGV of reserve.lua (see its header)."""
+        keys = DropKeys(ref.drop_id)
+        revoked = [] if revoked_key is None else [revoked_key]
+        return [
+            keys.drop,
+            keys.users,
+            keys.holds,
+            keys.due,
+            keys.timer(ref.reservation_id),
+            keys.user_holds(ref.user_id),
+            keys.cooldown(ref.user_id),
+            *revoked,
+        ], [
+            ref.user_id,
+            ref.reservation_id,
+            ttl_ms,
+            self.stock_channel,
+            ref.drop_id,
+            self.cooldown_ms,
+        ]
+
     async def reserve(
         self, ref: ReservationRef, ttl_ms: int, revoked_key: str | None = None
     ) -> ReserveResult:
         """With `revoked_key`, a signed-out session is refused (REVOKED) in the same call."""
-        keys = DropKeys(ref.drop_id)
-        revoked = [] if revoked_key is None else [revoked_key]
-        reply = await self.scripts.run(
-            ScriptName.RESERVE,
-            [
-                keys.drop,
-                keys.users,
-                keys.holds,
-                keys.due,
-                keys.timer(ref.reservation_id),
-                keys.user_holds(ref.user_id),
-                keys.cooldown(ref.user_id),
-                *revoked,
-            ],
-            [
-                ref.user_id,
-                ref.reservation_id,
-                ttl_ms,
-                self.stock_channel,
-                ref.drop_id,
-                self.cooldown_ms,
-            ],
-        )
+        keys, args = self.reserve_args(ref, ttl_ms, revoked_key)
+        reply = await self.scripts.run(ScriptName.RESERVE, keys, args)
         outcome = ReserveOutcome(reply[0])
         if outcome is ReserveOutcome.COOLDOWN:
             return ReserveResult(outcome, retry_after_ms=int(reply[1]))
