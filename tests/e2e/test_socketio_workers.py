@@ -291,7 +291,7 @@ async def test_a_session_is_served_through_any_worker(
     answers, gets Engine.IO's unknown-session 400 (the client reconnects), and A's
     internal listener never forwards (no loops).
     """
-    settings = make_settings(stores)
+    settings = make_settings(stores, socket_forward_host="127.0.0.1")  # whatever the default
     async with (
         serve_in_process(settings) as a,
         serve_in_process(settings) as b,
