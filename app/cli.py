@@ -114,6 +114,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     http = serve_protocol(enabled=settings.http_limits == "on")
     host = args.host or settings.host
     port = args.port or settings.port
+    # The workers read their settings anew: `--host` is their HOST too (the address a
+    # worker advertises for Socket.IO hand-overs defaults to it).
+    os.environ["HOST"], os.environ["PORT"] = host, str(port)
     with backing_stores(settings) as (settings, _):
         _migrate(settings.database_url)
         logger.info("serving on http://%s:%d with %d worker(s)", host, port, args.workers)

@@ -17,6 +17,11 @@ REQUEST_LATENCY = Histogram(
     ["method", "route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+SOCKETIO_FORWARDED = Counter(
+    "sneakerdrop_socketio_forwarded_total",
+    "Socket.IO requests handed to the worker holding their session",
+    ["transport", "outcome"],
+)
 RESERVE_OUTCOMES = Counter("sneakerdrop_reserve_total", "Reserve outcomes", ["code"])
 HOLDS_EXPIRED = Counter(
     "sneakerdrop_holds_expired_total", "Holds expired, by the layer that released them", ["layer"]

@@ -24,9 +24,9 @@ import logging
 from typing import Any
 from urllib.parse import parse_qs
 
-from prometheus_client import Counter
 from redis.asyncio import Redis
 
+from app import metrics
 from app.background.stopping import pause
 from app.config import Settings
 from app.realtime.internal_listener import InternalListener, start_listener
@@ -38,11 +38,6 @@ from app.store.workers import WorkerRegistry
 
 log = logging.getLogger(__name__)
 
-FORWARDED = Counter(
-    "sneakerdrop_socketio_forwarded_total",
-    "Socket.IO requests handed to the worker holding their session",
-    ["transport", "outcome"],
-)
 PATH = "/socket.io/"
 REGISTRATION_TTL_S = 30
 REFRESH_S = 10
@@ -101,7 +96,7 @@ class SessionRouting:
             outcome = await self._proxy.http(address, scope, receive, send)
         if outcome == "unreachable":
             self._owners.pop(owner, None)
-        FORWARDED.labels(transport, outcome).inc()
+        metrics.SOCKETIO_FORWARDED.labels(transport, outcome).inc()
 
     async def _address(self, owner: str) -> str | None:
         address = self._owners.get(owner)
