@@ -122,6 +122,9 @@ class Settings(BaseSettings):
     # Bounded request heads (app/runtime/http_limits.py): 16 KiB, complete within 10 s.
     http_limits: Literal["on", "off"] = "on"
     gc_freeze: bool = True  # freeze start-up objects out of garbage collection (app/gc_tuning.py)
+    # Socket.IO delivery to this worker's clients: a plain loop (app/runtime/socketio_fanout.py)
+    # or python-socketio's own task per client (`library`).
+    socket_fanout: Literal["sequential", "library"] = "sequential"
 
     _split = field_validator("cors_origins", "trusted_proxies", mode="before")(_split_csv)
 

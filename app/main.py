@@ -124,6 +124,8 @@ def create_app(settings: Settings | None = None) -> SessionRouting:
         budget=RedisBudget.split(settings.redis_max_connections),
         timeout=settings.redis_timeout_seconds,
         worker_id=worker_id,
+        cluster=settings.redis_cluster,
+        sequential_fan_out=settings.socket_fanout == "sequential",
     )
     api = create_fastapi(settings, sio)
     asgi = socketio.ASGIApp(sio, other_asgi_app=HotPaths(api, settings), socketio_path="socket.io")

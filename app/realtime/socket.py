@@ -4,31 +4,28 @@ Broadcasts go through a Redis pub/sub manager, so an event emitted by any proces
 reaches the clients of every process and host. What is meant for one client of this
 process (its connect snapshot, a `subscribe`'s reply) is sent directly
 (`ignore_queue`): it never costs a publish. Clients are limited by
-app/realtime/limits.py, and the manager's Redis connections by RedisBudget.
+app/realtime/limits.py; the manager (app/realtime/redis_manager.py) keeps to its share
+of RedisBudget and, on a cluster, moves to another node when its node dies.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import socketio
-from engineio import packet as eio_packet
-from redis.exceptions import RedisError
-from socketio import packet as sio_packet
-from socketio.async_pubsub_manager import AsyncPubSubManager
 from socketio.exceptions import ConnectionRefusedError as Refused
 from starlette.requests import Request
 
 from app.api.deps import client_ip
 from app.realtime.limits import SocketLimits, SubscribeRefusal
+from app.realtime.redis_manager import RedisManager
 from app.runtime.engineio_sids import WorkerSocketServer
+from app.runtime.socketio_fanout import check_fan_out
 from app.store import keys
 from app.store.channels import database_of_url, socketio_channel
-from app.store.client import RedisBudget, create_redis
+from app.store.client import RedisBudget
 
 log = logging.getLogger(__name__)
 
@@ -42,119 +39,6 @@ def room_of(drop_id: str) -> str:
     return f"drop:{drop_id}"
 
 
-class SequentialFanOut(socketio.AsyncManager):  # type: ignore[misc]
-    """Local delivery of an event without a task per recipient.
-
-    python-socketio's manager starts one task per client for every emit and waits for
-    all of them; with a thousand clients that is most of a push's cost. Handing a
-    packet to a client only appends it to that client's send queue, so a plain loop
-    does the same work with no task, no scheduling and no wait. Emits that expect
-    acknowledgements keep the library's path.
-    """
-
-    async def emit(
-        self,
-        event: str,
-        data: Any,
-        namespace: str,
-        room: str | None = None,
-        skip_sid: Any = None,
-        callback: Any = None,
-        to: str | None = None,
-        **kwargs: Any,
-    ) -> None:
-        room = to or room
-        if callback is not None or namespace not in self.rooms:
-            await super().emit(
-                event, data, namespace, room=room, skip_sid=skip_sid, callback=callback, **kwargs
-            )
-            return
-        if isinstance(data, tuple):
-            args = list(data)
-        else:
-            args = [] if data is None else [data]
-        skipped = skip_sid if isinstance(skip_sid, list) else [skip_sid]
-        encoded = self.server.packet_class(
-            sio_packet.EVENT, namespace=namespace, data=[event, *args]
-        ).encode()
-        parts = encoded if isinstance(encoded, list) else [encoded]
-        packets = [eio_packet.Packet(eio_packet.MESSAGE, part) for part in parts]
-        for sid, eio_sid in list(self.get_participants(namespace, room)):
-            if sid in skipped:
-                continue
-            for pkt in packets:
-                try:
-                    await self.server._send_eio_packet(eio_sid, pkt)
-                except Exception:  # one client's broken socket must not stop the others
-                    log.debug("could not queue an event for a client", exc_info=True)
-
-
-class RedisManager(AsyncPubSubManager, SequentialFanOut):  # type: ignore[misc]
-    """The pub/sub manager on Redis, on connections made once and counted in RedisBudget.
-
-    python-socketio's AsyncRedisManager publishes through a client whose pool has no
-    bound (a burst of emits opened a connection each and kept it) and makes a new
-    client on every reconnect. This one implements the pub/sub manager's two backend
-    hooks, `_publish` and `_listen`, on two clients of its own: a blocking pool for
-    the publishes, and one connection for the subscription, reopened in place when lost.
-    """
-
-    name = "sneakerdrop-redis"
-
-    def __init__(
-        self,
-        url: str,
-        *,
-        channel: str,
-        budget: RedisBudget,
-        timeout: float,
-        write_only: bool = False,
-    ) -> None:
-        super().__init__(channel=channel, write_only=write_only)
-        self.publisher = create_redis(url, max_connections=budget.socketio_publish, timeout=timeout)
-        self.listener = create_redis(url, max_connections=budget.socketio_listener, timeout=timeout)
-
-    async def _publish(self, data: Any) -> None:
-        # As the library's: a publish that fails is logged, not raised to the emitter
-        # (its local clients already have the event).
-        try:
-            await self.publisher.publish(self.channel, self.json.dumps(data))
-        except (RedisError, OSError) as exc:
-            log.warning("could not publish a Socket.IO event: %s", type(exc).__name__)
-
-    async def _listen(self) -> AsyncIterator[str]:
-        backoff = 0.1
-        while True:
-            try:
-                async with self.listener.pubsub(ignore_subscribe_messages=True) as pubsub:
-                    await pubsub.subscribe(self.channel)
-                    backoff = 0.1
-                    while True:
-                        message = await pubsub.get_message(timeout=LISTEN_SECONDS)
-                        if message and message.get("type") == "message":
-                            yield str(message["data"])
-            except (RedisError, OSError) as exc:
-                # Leaving the `async with` closed the lost connection: the pool of one
-                # reopens it, never a second one.
-                log.warning("Socket.IO listener lost Redis: %s; retrying", type(exc).__name__)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-
-    async def aclose(self) -> None:
-        """Stop the listener and close both clients (python-socketio has no API for it)."""
-        listener = getattr(self, "thread", None)
-        if isinstance(listener, asyncio.Task):
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await listener
-        for client in (self.listener, self.publisher):
-            with contextlib.suppress(Exception):
-                await client.aclose()
-
-
-LISTEN_SECONDS = 1.0  # one wait for a message; the subscription's health check runs between
-
-
 def create_socket_server(
     redis_url: str | None,
     cors_origins: list[str],
@@ -163,7 +47,12 @@ def create_socket_server(
     timeout: float = 5.0,
     write_only: bool = False,
     worker_id: str | None = None,
+    cluster: bool = False,
+    sequential_fan_out: bool = True,
 ) -> socketio.AsyncServer:
+    """The server; with `redis_url`, on a RedisManager (one that follows the nodes of a
+    cluster when `cluster`, and delivers without a task per client unless
+    `sequential_fan_out` is off: SOCKET_FANOUT=library)."""
     manager = (
         RedisManager(
             redis_url,
@@ -171,14 +60,17 @@ def create_socket_server(
             budget=budget or RedisBudget.split(50),
             timeout=timeout,
             write_only=write_only,
+            cluster=cluster,
         )
         if redis_url
         else None
     )
+    if manager is not None:
+        manager.sequential = sequential_fan_out
     # With a worker id, session ids name this worker, so that any worker can hand a
     # request to the session's owner (app/realtime/session_routing.py).
     server = socketio.AsyncServer if worker_id is None else WorkerSocketServer.for_worker(worker_id)
-    return server(
+    sio: socketio.AsyncServer = server(
         async_mode="asgi",
         client_manager=manager,
         cors_allowed_origins=cors_origins or None,
@@ -186,6 +78,8 @@ def create_socket_server(
         engineio_logger=False,
         max_http_buffer_size=16 * 1024,
     )
+    check_fan_out(sio)
+    return sio
 
 
 def client_address(environ: dict[str, Any], trusted_proxies: list[str]) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import RedisError
@@ -88,3 +89,49 @@ class ClusterNodes:
     async def aclose(self) -> None:
         for address in list(self._clients):
             await self.forget(address)
+
+
+# CLUSTER NODES flags of a node that must not be used: failing, or not yet known.
+_UNUSABLE = frozenset({"fail", "fail?", "noaddr", "handshake"})
+
+
+async def live_node_addresses(node: Redis, own: Address) -> list[Address]:
+    """Every node of the cluster, primaries and replicas, that `node` does not see failing.
+
+    Classic PUBLISH/SUBSCRIBE is broadcast to all of them, so any one serves a
+    subscriber. `own` is `node`'s address, for the line that leaves its own blank.
+    """
+    answer = await node.execute_command("CLUSTER NODES")  # type: ignore[no-untyped-call]
+    # redis-py parses the answer into {"host:port": {"flags": ...}}; the raw text otherwise.
+    if isinstance(answer, dict):
+        lines = [(str(addr), str(info.get("flags", ""))) for addr, info in answer.items()]
+    else:
+        lines = [
+            (p[1], p[2]) for p in (line.split() for line in str(answer).splitlines()) if len(p) > 2
+        ]
+    found: list[Address] = []
+    for addr, flags in lines:
+        flag_set = set(flags.split(","))
+        if _UNUSABLE & flag_set:
+            continue
+        host, _, port = addr.split("@")[0].split(",")[0].rpartition(":")
+        if "myself" in flag_set:
+            found.append(own)
+        elif host and port.isdigit() and int(port) > 0:
+            found.append((host.strip("[]"), int(port)))
+    return list(dict.fromkeys(found))
+
+
+def node_url(url: str, address: Address) -> str:
+    """`url` (credentials, database, options kept) pointed at another node."""
+    parts = urlsplit(url)
+    credentials = parts.netloc.rpartition("@")[0]
+    host = f"[{address[0]}]" if ":" in address[0] else address[0]
+    netloc = f"{credentials}@{host}:{address[1]}" if credentials else f"{host}:{address[1]}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def url_address(url: str) -> Address:
+    """The node a `redis://` URL names."""
+    parts = urlsplit(url)
+    return (parts.hostname or "localhost", parts.port or 6379)
