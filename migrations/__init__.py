@@ -1,0 +1,1 @@
+"""Alembic migrations, installed as `app.migrations` (see setup.py)."""
