@@ -25,7 +25,15 @@ from typing import Any
 from pydantic import ValidationError
 
 from app.config import Settings, load_settings
-from app.embedded import DataDirInUse, EmbeddedStartError, EmbeddedStores, running_store_urls
+from app.embedded import (
+    DataDirInUse,
+    EmbeddedStartError,
+    EmbeddedStores,
+    EmbeddedUnavailable,
+    ensure_available,
+    running_store_urls,
+)
+from app.logs import configure_logging, log_uncaught_errors, logging_config
 
 logger = logging.getLogger("sneakerdrop.cli")
 
@@ -67,6 +75,8 @@ def backing_stores(
     if not (want_postgres or want_redis):
         yield settings, False
         return
+    # Before anything starts: ENV=production, or no `sneakerdrop[embedded]`, says so plainly.
+    ensure_available(postgres=want_postgres, redis=want_redis, env=settings.env)
     running = running_store_urls(settings.data_dir) if attach else None
     if running is not None:
         database_url, redis_url = running
@@ -123,7 +133,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         if args.workers > 1:
             _share_metrics(settings.data_dir / "metrics")
         uvicorn.run(
-            "app.main:create_app",
+            "app.cli:worker_app",
             factory=True,
             host=host,
             port=port,
@@ -137,11 +147,26 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             proxy_headers=bool(settings.trusted_proxies),
             forwarded_allow_ips=settings.trusted_proxies or None,
             access_log=False,
+            # JSON lines from uvicorn's loggers too, in the supervisor and every worker
+            # (uvicorn applies log_config again in each process it spawns).
+            log_config=logging_config(settings.log_level),
             log_level=settings.log_level.lower(),
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         )
     # uvicorn returns after a graceful stop on SIGINT / SIGTERM: a normal end.
     return 0
+
+
+def worker_app() -> Any:
+    """The factory each uvicorn worker calls: app.main.create_app, a failure to build the app
+    logged as one JSON line (multiprocessing would print a raw traceback) before it exits."""
+    try:
+        from app.main import create_app
+
+        return create_app()
+    except Exception:
+        logger.critical("the app could not be created", exc_info=True)
+        raise SystemExit(1) from None
 
 
 def _share_metrics(folder: Path) -> None:
@@ -232,16 +257,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve" and args.workers < 1:
         print("sneakerdrop: --workers must be at least 1", file=sys.stderr)
         return 2
+    # Every line on stderr is a JSON log line (app/logs.py), errors of the start included.
+    configure_logging("INFO")
+    log_uncaught_errors()
     try:
         settings = load_settings()
     except ValidationError as exc:
-        print(f"sneakerdrop: invalid configuration:\n{exc}", file=sys.stderr)
+        logger.error("invalid configuration: %s", exc)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # chatty at import
+    configure_logging(settings.log_level)
     # SIGTERM behaves like Ctrl-C: uvicorn stops gracefully on both (and re-raises the
     # signal afterwards, which this turns into a KeyboardInterrupt it swallows), and
     # before or after uvicorn runs it unwinds through the `finally` that stops the stores.
@@ -249,14 +273,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Callable[[argparse.Namespace, Settings], int] = args.handler
     try:
         return handler(args, settings)
+    except EmbeddedUnavailable as exc:
+        logger.error("%s", exc)
+        return 2
     except DataDirInUse as exc:
-        print(f"sneakerdrop: {exc}", file=sys.stderr)
+        logger.error("%s", exc)
         return 1
     except EmbeddedStartError as exc:
-        print(f"sneakerdrop: an embedded store did not start: {exc}", file=sys.stderr)
+        logger.error("an embedded store did not start: %s", exc)
         return 1
     except KeyboardInterrupt:
-        print("sneakerdrop: interrupted", file=sys.stderr)
+        logger.info("interrupted")
         return 130
 
 

