@@ -133,7 +133,11 @@ class BackgroundTasks:
             log.error("background tasks did not stop: %s", [t.get_name() for t in pending])
         for task in self.tasks:
             if task.done() and not task.cancelled() and task.exception() is not None:
-                log.warning("background task %s ended with an error", task.get_name())
+                log.warning(
+                    "background task %s ended with an error",
+                    task.get_name(),
+                    exc_info=task.exception(),
+                )
         for lease in (self.sweep_lease, self.reconcile_lease):
             with contextlib.suppress(RedisError, OSError):
                 await lease.release()
