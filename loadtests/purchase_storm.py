@@ -427,13 +427,13 @@ def finish(args: argparse.Namespace, bench: Bench, problems: list[str]) -> int:
     ]
     api_cores = burst.cpu.get("product") or None
     per_core = burst.throughput / api_cores if api_cores else None
-    print("\nphases:", *[f"\n  {row(p)}" for p in bench.phases])
-    print("targets:", *[f"\n  [{t.verdict}] {t.name}: {t.measured}" for t in found])
+    print("\nphases:", *[f"  {row(p)}" for p in bench.phases], sep="\n")
+    print("targets:", *[f"  [{t.verdict}] {t.name}: {t.measured}" for t in found], sep="\n")
     print(
         f"per API core: {burst.throughput:,.0f} purchases/s over {api_cores or 0:.2f} product "
         f"cores = {per_core or 0:,.0f} purchases/s per core"
     )
-    print(f"checks: {len(problems)} problems", *[f"\n!!! {p}" for p in problems])
+    print(f"checks: {len(problems)} problems", *[f"!!! {p}" for p in problems], sep="\n")
     if not args.no_json:
         args.out_dir.mkdir(parents=True, exist_ok=True)
         path = args.out_dir / f"purchase-storm-{datetime.now(UTC):%Y%m%d-%H%M%S}.json"
