@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
+import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import psutil
@@ -48,20 +51,34 @@ def listening_pids(*urls: str) -> list[int]:
 class CpuMeter:
     """CPU seconds so far of each group; `sample()["steal"]` is the time the machine's
     vCPUs were kept waiting by the hypervisor, `sample()["other"]` the rest of the
-    machine."""
+    machine.
 
-    def __init__(self, servers: dict[str, int], store_urls: list[str]) -> None:
+    `groups` are more processes of this run measured on their own (the real-time
+    benchmark's client processes); `generator` names what is left of this process and
+    its children (the load generator, the real-time benchmark's reserve driver).
+    """
+
+    def __init__(
+        self,
+        servers: dict[str, int],
+        store_urls: Sequence[str],
+        groups: Mapping[str, Sequence[int]] | None = None,
+        generator: str = "generator",
+    ) -> None:
         self.servers = servers  # name -> pid of the process started for it
         self.stores = listening_pids(*store_urls)
+        self.groups = dict(groups or {})
+        self.generator = generator
 
     def sample(self) -> dict[str, float]:
         stores = descendants(self.stores)
         sample = {name: tree_cpu_seconds([pid], stores) for name, pid in self.servers.items()}
         sample["stores"] = tree_cpu_seconds(self.stores, set())
-        # This process and its children but the servers and stores: the load generator.
-        sample["generator"] = tree_cpu_seconds(
-            [os.getpid()], stores | descendants(self.servers.values())
-        )
+        for name, pids in self.groups.items():
+            sample[name] = tree_cpu_seconds(pids, stores)
+        # This process and its children but the servers, stores and groups: the generator.
+        measured = [*self.servers.values(), *itertools.chain(*self.groups.values())]
+        sample[self.generator] = tree_cpu_seconds([os.getpid()], stores | descendants(measured))
         # Time the hypervisor ran something else while a vCPU of this guest wanted to run.
         sample["steal"] = float(psutil.cpu_times().steal)
         sample["other"] = machine_busy_seconds() - sum(sample.values())
@@ -131,9 +148,38 @@ def machine_busy_seconds() -> float:
     return float(times.user + times.nice + times.system + times.irq + times.softirq + times.steal)
 
 
-def own_cpu_seconds() -> float:
-    times = psutil.Process().cpu_times()
-    return float(times.user + times.system)
+def cpu_by_name(pid: int) -> dict[str, float]:
+    """CPU seconds of a process tree, summed by process name (the API, its embedded stores)."""
+    totals: dict[str, float] = {}
+    try:
+        root = psutil.Process(pid)
+        members = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return totals
+    for member in members:
+        with contextlib.suppress(psutil.Error):
+            times = member.cpu_times()
+            name = member.name()
+            totals[name] = totals.get(name, 0.0) + times.user + times.system
+    return totals
+
+
+def machine() -> dict[str, Any]:
+    """The machine a figure was taken on, and how loaded it was then."""
+    model = "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": sys.version.split()[0],
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "utc": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
 
 
 async def wait_quiet(meter: Sampler, within: float, cores: float = 0.15) -> float:

@@ -60,7 +60,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import math
 import os
@@ -69,163 +68,54 @@ import shutil
 import sys
 import tempfile
 import time
-from collections import Counter
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import aiohttp
-import bcrypt
-import psutil
-from prometheus_client.parser import text_string_to_metric_families
+import uvloop
 from redis.asyncio import Redis
 
 from app.embedded.common import free_port
-from loadtests.servers import ServerProcess, serve_argv
+from loadtests import plots
+from loadtests.cpu import cpu_by_name, machine
+from loadtests.expiry_holds import (
+    HttpReserver,
+    ReservePhase,
+    Reserver,
+    StoreReserver,
+    reserve_steadily,
+)
+from loadtests.expiry_watch import (
+    ExpiredEvents,
+    Snapshot,
+    clock_offset_ms,
+    closed_entries,
+    event_lags,
+    expired_by_layer,
+    layer_delta,
+    poll_stock,
+    release_lags,
+    snapshot,
+    stock_lags,
+    summary,
+    worst_per_second,
+)
+from loadtests.fixtures import User, create_users
+from loadtests.fixtures import create_drop as create_drop_via_api
+from loadtests.servers import (
+    ServerProcess,
+    embedded_store_urls,
+    metrics_text,
+    serve_argv,
+    serve_env,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORTS = ROOT / "loadtests" / "reports"
-HOST = "127.0.0.1"
 TARGET_MS = 1000.0
-USER_PASSWORD = b"expiry-bench-password"
-
-
-# --- pure helpers: statistics and the lag maths ---------------------------------------
-
-
-def percentile(ordered: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100) of an ascending, non-empty sequence."""
-    if not ordered:
-        raise ValueError("percentile of nothing")
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
-
-
-def summary(values: Iterable[float]) -> dict[str, float] | None:
-    ordered = sorted(values)
-    if not ordered:
-        return None
-    return {
-        "count": len(ordered),
-        "p50": percentile(ordered, 50),
-        "p90": percentile(ordered, 90),
-        "p99": percentile(ordered, 99),
-        "max": ordered[-1],
-        "mean": round(sum(ordered) / len(ordered), 1),
-    }
-
-
-@dataclass(frozen=True, slots=True)
-class UnitBack:
-    """The k-th unit back in stock, paired with the k-th expiresAt (all Redis ms)."""
-
-    expires_ms: int
-    seen_ms: int  # the first poll that showed it back
-    before_ms: int  # the poll before, which did not (expires_ms when there was none)
-
-    @property
-    def lag_ms(self) -> int:
-        """Upper bound of the lag: the unit was back by `seen_ms`."""
-        return self.seen_ms - self.expires_ms
-
-    @property
-    def lag_floor_ms(self) -> int:
-        """Lower bound: it came back after `before_ms`, and never before its expiry."""
-        return max(self.before_ms - self.expires_ms, 0)
-
-
-def stock_lags(
-    expires_ms: Iterable[int], samples: Iterable[tuple[int, int]], base: int
-) -> tuple[list[UnitBack], int]:
-    """Pair the k-th unit back with the k-th expiry; returns the pairs and the units never seen.
-
-    `samples` are (Redis time in ms, available stock) polls in time order; `base` is the
-    stock before the first expiry. While only expiry moves the stock, the unit that lifts
-    it to `base + k` is the k-th one back, whichever hold it came from, so lag_k measures
-    how far the stock curve trails the expiry curve.
-    """
-    ordered = sorted(expires_ms)
-    units: list[UnitBack] = []
-    previous: int | None = None
-    for at, available in samples:
-        back = min(available - base, len(ordered))
-        while len(units) < back:
-            expires = ordered[len(units)]
-            units.append(UnitBack(expires, at, expires if previous is None else previous))
-        previous = at
-    return units, len(ordered) - len(units)
-
-
-def release_lags(entries: Iterable[str | None]) -> tuple[list[int], Counter[str]]:
-    """Per-hold lags (closedMs - expiresMs) of EXPIRED records, and a count of every state.
-
-    An entry is release.lua's `STATE|user|expiresMs|createdMs|closedMs`; None (no record)
-    counts as "missing".
-    """
-    lags: list[int] = []
-    states: Counter[str] = Counter()
-    for entry in entries:
-        if entry is None:
-            states["missing"] += 1
-            continue
-        state, _user, expires, _created, closed = entry.split("|", 4)
-        states[state] += 1
-        if state == "EXPIRED":
-            lags.append(int(closed) - int(expires))
-    return lags, states
-
-
-def worst_per_second(units: Sequence[UnitBack], origin_ms: int) -> list[tuple[int, int]]:
-    """(second since origin, the largest lag of units expiring in that second), in order."""
-    worst: dict[int, int] = {}
-    for unit in units:
-        second = (unit.expires_ms - origin_ms) // 1000
-        worst[second] = max(worst.get(second, 0), unit.lag_ms)
-    return sorted(worst.items())
-
-
-def expired_by_layer(metrics_text: str) -> dict[str, float]:
-    """`sneakerdrop_holds_expired_total` by its `layer` label, from Prometheus text."""
-    layers: dict[str, float] = {}
-    for family in text_string_to_metric_families(metrics_text):
-        for sample in family.samples:
-            if sample.name == "sneakerdrop_holds_expired_total":
-                layer = sample.labels.get("layer", "")
-                layers[layer] = layers.get(layer, 0.0) + sample.value
-    return layers
-
-
-def layer_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, int]:
-    return {k: round(after.get(k, 0.0) - before.get(k, 0.0)) for k in sorted(after.keys() | before)}
-
-
-def iso_ms(text: str) -> int:
-    """An API timestamp (ISO-8601 UTC with a `Z`) as epoch milliseconds."""
-    return round(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
-
-
-# --- the server under test -----------------------------------------------------------
-
-
-class Server(ServerProcess):
-    """`sneakerdrop serve` (loadtests/servers.py), plus the CPU of its process tree."""
-
-    def cpu_by_process(self) -> dict[str, float]:
-        """CPU seconds of the server's process tree, summed by process name."""
-        totals: dict[str, float] = {}
-        try:
-            root = psutil.Process(self.process.pid)
-            members = [root, *root.children(recursive=True)]
-        except psutil.Error:
-            return totals
-        for member in members:
-            with contextlib.suppress(psutil.Error):
-                times = member.cpu_times()
-                name = member.name()
-                totals[name] = totals.get(name, 0.0) + times.user + times.system
-        return totals
 
 
 def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
@@ -237,338 +127,8 @@ async def redis_cpu(redis: Redis) -> float:
     return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
 
 
-async def redis_now_ms(redis: Redis) -> int:
-    seconds, micros = await redis.time()
-    return int(seconds) * 1000 + int(micros) // 1000
-
-
-async def clock_offset_ms(redis: Redis, rounds: int = 7) -> tuple[float, float]:
-    """(Redis TIME - local time.time(), round trip) in ms, from the fastest of `rounds` reads."""
-    best: tuple[float, float] | None = None
-    for _ in range(rounds):
-        sent = time.time()
-        redis_ms = await redis_now_ms(redis)
-        received = time.time()
-        rtt = (received - sent) * 1000
-        offset = redis_ms - (sent + received) / 2 * 1000
-        if best is None or rtt < best[1]:
-            best = (offset, rtt)
-    assert best is not None
-    return round(best[0], 2), round(best[1], 3)
-
-
-# --- setup: users, tokens, the drop --------------------------------------------------
-
-
-async def create_users(database_url: str, count: int, run_id: str) -> list[str]:
-    """`count` customers in one COPY (ids as the app makes them); returns their ids."""
-    import asyncpg
-
-    from app.store import keys
-
-    password_hash = bcrypt.hashpw(USER_PASSWORD, bcrypt.gensalt(4)).decode()
-    ids = [keys.new_id() for _ in range(count)]
-    records = [
-        (user_id, f"expiry-{run_id}-{i}@example.com", password_hash, f"Expiry {i}", "customer")
-        for i, user_id in enumerate(ids)
-    ]
-    connection = await asyncpg.connect(database_url.replace("postgresql+asyncpg", "postgresql"))
-    try:
-        await connection.copy_records_to_table(
-            "users",
-            records=records,
-            columns=["id", "email", "password_hash", "display_name", "role"],
-        )
-    finally:
-        await connection.close()
-    return ids
-
-
-async def post_json(
-    http: aiohttp.ClientSession, url: str, body: dict[str, Any], token: str
-) -> dict[str, Any]:
-    async with http.post(url, json=body, headers={"Authorization": f"Bearer {token}"}) as response:
-        payload: dict[str, Any] = await response.json(content_type=None)
-        if response.status >= 300:
-            raise RuntimeError(f"POST {url}: {response.status} {payload}")
-        return payload
-
-
 async def server_metrics(http: aiohttp.ClientSession, url: str) -> dict[str, float]:
-    async with http.get(f"{url}/metrics") as response:
-        return expired_by_layer(await response.text())
-
-
-# --- phase 1: take the holds at a steady rate ----------------------------------------
-
-
-@dataclass
-class ReservePhase:
-    via: str
-    requested: int
-    ok: int = 0
-    refused: Counter[str] = field(default_factory=Counter)
-    skipped: int = 0  # not sent: the first hold was about to expire
-    first_expires_ms: int | None = None
-    started: float = 0.0
-    last_sent: float = 0.0
-    behind_s: list[float] = field(default_factory=list)  # how late each send left
-    response_ms: list[float] = field(default_factory=list)
-
-    def report(self) -> dict[str, Any]:
-        span = self.last_sent - self.started
-        return {
-            "via": self.via,
-            "requested": self.requested,
-            "ok": self.ok,
-            "refused": dict(self.refused),
-            "skipped": self.skipped,
-            "send_seconds": round(span, 2),
-            "rate_per_second": round((self.ok + sum(self.refused.values())) / span, 1)
-            if span > 0
-            else None,
-            "behind_schedule_ms": summary(x * 1000 for x in self.behind_s),
-            "response_ms": summary(self.response_ms),
-        }
-
-
-class Reserver:
-    """One reserve, by HTTP or by the app's HoldStore, recording its outcome."""
-
-    def __init__(self, phase: ReservePhase) -> None:
-        self.phase = phase
-
-    def accepted(self, expires_ms: int) -> None:
-        self.phase.ok += 1
-        first = self.phase.first_expires_ms
-        self.phase.first_expires_ms = expires_ms if first is None else min(first, expires_ms)
-
-    async def one(self, index: int) -> None:
-        raise NotImplementedError
-
-
-class HttpReserver(Reserver):
-    def __init__(
-        self,
-        phase: ReservePhase,
-        http: aiohttp.ClientSession,
-        url: str,
-        drop_id: str,
-        tokens: list[str],
-    ) -> None:
-        super().__init__(phase)
-        self.http = http
-        self.url = f"{url}/api/drops/{drop_id}/reserve"
-        self.tokens = tokens
-
-    async def one(self, index: int) -> None:
-        sent = time.monotonic()
-        headers = {"Authorization": f"Bearer {self.tokens[index]}"}
-        try:
-            async with self.http.post(self.url, headers=headers) as response:
-                body = await response.json(content_type=None)
-                status = response.status
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            self.phase.refused[type(exc).__name__] += 1
-            return
-        self.phase.response_ms.append((time.monotonic() - sent) * 1000)
-        if status == 201:
-            self.accepted(iso_ms(body["expiresAt"]))
-        else:
-            self.phase.refused[str(body.get("code") or status)] += 1
-
-
-class StoreReserver(Reserver):
-    def __init__(
-        self, phase: ReservePhase, holds: Any, drop_id: str, user_ids: list[str], ttl_ms: int
-    ) -> None:
-        super().__init__(phase)
-        self.holds = holds
-        self.drop_id = drop_id
-        self.user_ids = user_ids
-        self.ttl_ms = ttl_ms
-
-    async def one(self, index: int) -> None:
-        from app.store import keys
-        from app.store.holds import ReserveOutcome
-
-        ref = keys.parse_reservation_id(keys.new_reservation_id(self.drop_id, self.user_ids[index]))
-        assert ref is not None
-        sent = time.monotonic()
-        result = await self.holds.reserve(ref, self.ttl_ms)
-        self.phase.response_ms.append((time.monotonic() - sent) * 1000)
-        if result.outcome is ReserveOutcome.OK:
-            self.accepted(result.expires_at_ms)
-        else:
-            self.phase.refused[result.outcome.value] += 1
-
-
-async def reserve_steadily(
-    reserver: Reserver,
-    count: int,
-    spread_s: float,
-    concurrency: int,
-    offset_ms: float,
-    margin_s: float,
-) -> None:
-    """Send `count` reserves evenly over `spread_s`, at most `concurrency` in flight.
-
-    Stops sending `margin_s` before the earliest expiresAt seen so far (converted from the
-    Redis clock with `offset_ms`), so the stock moves by expiry alone afterwards.
-    """
-    phase = reserver.phase
-    interval = spread_s / count
-    slots = asyncio.Semaphore(concurrency)
-    tasks: set[asyncio.Task[None]] = set()
-
-    def done(task: asyncio.Task[None]) -> None:
-        tasks.discard(task)
-        slots.release()
-
-    phase.started = start = time.monotonic()
-    wall_minus_mono = time.time() - start
-    sent = 0
-    while sent < count:
-        first = phase.first_expires_ms
-        if first is not None:
-            stop_at = (first - offset_ms) / 1000 - wall_minus_mono - margin_s
-            if time.monotonic() >= stop_at:
-                phase.skipped = count - sent
-                break
-        due = min(count, math.floor((time.monotonic() - start) / interval) + 1)
-        while sent < due:
-            await slots.acquire()
-            now = time.monotonic()
-            phase.behind_s.append(max(now - (start + sent * interval), 0.0))
-            phase.last_sent = now
-            task = asyncio.create_task(reserver.one(sent))
-            tasks.add(task)
-            task.add_done_callback(done)
-            sent += 1
-        if sent < count:
-            await asyncio.sleep(max(start + sent * interval - time.monotonic(), 0.0))
-    if tasks:
-        await asyncio.gather(*tasks)
-
-
-# --- phase 2: watch the stock come back ----------------------------------------------
-
-
-@dataclass
-class Snapshot:
-    at_ms: int
-    available: int
-    live_holds: int
-    due: list[tuple[str, int]]  # reservation id, expiresAt ms
-
-
-async def snapshot(redis: Redis, drop_id: str) -> Snapshot:
-    from app.store.keys import DropKeys
-
-    drop_keys = DropKeys(drop_id)
-    pipe = redis.pipeline(transaction=True)
-    pipe.time()
-    pipe.hget(drop_keys.drop, "avail")
-    pipe.hlen(drop_keys.holds)
-    pipe.zrange(drop_keys.due, 0, -1, withscores=True)
-    (seconds, micros), available, live, due = await pipe.execute()
-    return Snapshot(
-        int(seconds) * 1000 + int(micros) // 1000,
-        int(available),
-        int(live),
-        [(rid, int(score)) for rid, score in due],
-    )
-
-
-async def poll_stock(
-    redis: Redis, drop_id: str, poll_s: float, until: int, deadline_ms: int
-) -> tuple[list[tuple[int, int]], list[float]]:
-    """(Redis ms, available) every `poll_s` until available >= `until` or past `deadline_ms`.
-
-    Also returns the local gaps between polls (s), to show the poll's real resolution.
-    """
-    from app.store.keys import DropKeys
-
-    drop_key = DropKeys(drop_id).drop
-    samples: list[tuple[int, int]] = []
-    gaps: list[float] = []
-    last = time.monotonic()
-    next_at = last
-    while True:
-        pipe = redis.pipeline(transaction=True)
-        pipe.time()
-        pipe.hget(drop_key, "avail")
-        (seconds, micros), available = await pipe.execute()
-        now = time.monotonic()
-        if samples:
-            gaps.append(now - last)
-        last = now
-        at = int(seconds) * 1000 + int(micros) // 1000
-        samples.append((at, int(available)))
-        if int(available) >= until or at > deadline_ms:
-            return samples, gaps
-        next_at += poll_s
-        await asyncio.sleep(max(next_at - time.monotonic(), 0.0))
-
-
-class ExpiredEvents:
-    """Listens, beside the server, to Redis's `expired` events of this drop's timer keys.
-
-    Shows when Redis itself expired each timer key, which is when layer 1 can act at all.
-    """
-
-    def __init__(self, redis: Redis, drop_id: str) -> None:
-        from app.store.keys import DropKeys
-
-        self.redis = redis
-        self.prefix = DropKeys(drop_id).timer("")
-        self.arrivals: dict[str, float] = {}  # reservation id -> local time.time()
-        self.ready = asyncio.Event()
-        self.task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self.task = asyncio.create_task(self._listen())
-        await asyncio.wait_for(self.ready.wait(), 10)
-
-    async def _listen(self) -> None:
-        db = self.redis.connection_pool.connection_kwargs.get("db", 0)
-        async with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
-            await pubsub.subscribe(f"__keyevent@{db}__:expired")
-            self.ready.set()
-            while True:
-                message = await pubsub.get_message(timeout=1.0)
-                if message and message["type"] == "message":
-                    key = str(message["data"])
-                    if key.startswith(self.prefix):
-                        self.arrivals[key[len(self.prefix) :]] = time.time()
-
-    async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
-
-
-def event_lags(
-    arrivals: dict[str, float], due: Iterable[tuple[str, int]], offset_ms: float
-) -> list[float]:
-    """Arrival of each timer key's `expired` event (on the Redis clock) minus its expiresAt."""
-    expires = dict(due)
-    return [
-        round(at * 1000 + offset_ms - expires[rid], 1)
-        for rid, at in arrivals.items()
-        if rid in expires
-    ]
-
-
-async def closed_entries(redis: Redis, drop_id: str, ids: list[str]) -> list[str | None]:
-    from app.store.keys import DropKeys
-
-    closed = DropKeys(drop_id).closed
-    entries: list[str | None] = []
-    for first in range(0, len(ids), 5000):
-        entries += cast(list[str | None], await redis.hmget(closed, ids[first : first + 5000]))
-    return entries
+    return expired_by_layer(await metrics_text(http, url) or "")
 
 
 # --- optional: a py-spy profile of the server during the expiry phase -----------------
@@ -582,7 +142,7 @@ def stem(args: argparse.Namespace, run_id: str) -> Path:
 
 
 async def start_profile(
-    server: Server, base: Path, seconds: float
+    server: ServerProcess, base: Path, seconds: float
 ) -> tuple[asyncio.subprocess.Process, Path] | None:
     """`py-spy record` of the API process for `seconds` (sampling, non-blocking)."""
     spy = Path(sys.executable).with_name("py-spy")
@@ -626,58 +186,6 @@ async def finish_profile(profiler: tuple[asyncio.subprocess.Process, Path] | Non
 # --- the report ----------------------------------------------------------------------
 
 
-def plot(path: Path, units: list[UnitBack], release: list[tuple[int, int]], title: str) -> None:
-    """Lag over time (top) and units expired vs units back (bottom)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    origin = units[0].expires_ms if units else 0
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 8), sharex=True)
-    top.scatter(
-        [(u.expires_ms - origin) / 1000 for u in units],
-        [u.lag_ms for u in units],
-        s=1,
-        label="stock lag (k-th unit back - k-th expiresAt), polled",
-        rasterized=True,
-    )
-    if release:
-        top.scatter(
-            [(e - origin) / 1000 for e, _ in release],
-            [lag for _, lag in release],
-            s=1,
-            alpha=0.4,
-            label="per-hold release lag (release.lua's own time)",
-            rasterized=True,
-        )
-    top.axhline(TARGET_MS, color="red", linestyle="--", label=f"target {TARGET_MS:g} ms")
-    top.set_ylabel("lag (ms)")
-    top.legend(loc="upper left", markerscale=6)
-    top.set_title(title)
-    expiries = [(u.expires_ms - origin) / 1000 for u in units]
-    backs = sorted((u.seen_ms - origin) / 1000 for u in units)
-    counts = list(range(1, len(units) + 1))
-    bottom.step(expiries, counts, where="post", label="units expired (expiresAt)")
-    bottom.step(backs, counts, where="post", label="units back in stock (polled)")
-    bottom.set_xlabel("seconds since the first expiresAt (Redis clock)")
-    bottom.set_ylabel("units")
-    bottom.legend(loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def machine() -> dict[str, Any]:
-    return {
-        "cpus": os.cpu_count(),
-        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-        "python": sys.version.split()[0],
-        "load_average": [round(x, 2) for x in os.getloadavg()],
-        "utc": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-
-
 def verdict(lag: dict[str, float] | None, missing: int, invariant_ok: bool) -> list[str]:
     lines = []
     if lag is None:
@@ -699,40 +207,32 @@ class Stores:
     url: str
     database_url: str
     redis_url: str
-    server: Server | None
+    server: ServerProcess | None
     workdir: Path
 
 
 async def open_stores(
     args: argparse.Namespace, http: aiohttp.ClientSession, secrets_: tuple[str, str]
 ) -> Stores:
-    from app.embedded import running_store_urls
-
     workdir = Path(tempfile.mkdtemp(prefix="expiry-bench-"))
     if args.target:
         if not (args.database_url and args.redis_url):
             raise SystemExit("--target needs --database-url and --redis-url (or the env vars)")
         return Stores(args.target.rstrip("/"), args.database_url, args.redis_url, None, workdir)
-    env = {
-        **os.environ,
-        "DATA_DIR": str(workdir / "data"),
-        "RATE_LIMITS": "off",
-        "LOG_LEVEL": "WARNING",
-        "ENV": "development",
+    overrides = {
         "JWT_ACCESS_SECRET": secrets_[0],
         "JWT_REFRESH_SECRET": secrets_[1],
         "RESERVATION_TTL_SECONDS": str(args.ttl_seconds),
     }
+    overrides.update(item.partition("=")[::2] for item in args.server_env)
+    env = serve_env(workdir / "data", overrides)
     for name, value in (("DATABASE_URL", args.database_url), ("REDIS_URL", args.redis_url)):
         if value:
             env[name] = value
         else:
             env.pop(name, None)  # embedded, under DATA_DIR
-    for item in args.server_env:
-        name, _, value = item.partition("=")
-        env[name] = value
     port = args.port or free_port()
-    server = await Server.start("serve", serve_argv(port, args.workers), env, port, workdir)
+    server = await ServerProcess.start("serve", serve_argv(port, args.workers), env, port, workdir)
     try:
         await server.wait_ready(http)
     except BaseException:
@@ -740,10 +240,8 @@ async def open_stores(
         raise
     database_url, redis_url = args.database_url, args.redis_url
     if not (database_url and redis_url):
-        running = running_store_urls(workdir / "data")
-        assert running is not None, "serve started no embedded stores"
-        database_url = database_url or running[0]
-        redis_url = redis_url or running[1]
+        embedded = embedded_store_urls(workdir / "data")
+        database_url, redis_url = database_url or embedded[0], redis_url or embedded[1]
     return Stores(server.url, database_url, redis_url, server, workdir)
 
 
@@ -756,47 +254,43 @@ class Run:
     stores: Stores
     http: aiohttp.ClientSession
     container: Any  # app.container.Container, imported late
-    tokens: Any  # app.services.tokens.TokenService
+    access_secret: str  # the server's JWT_ACCESS_SECRET: tokens are minted with it
     poller: Redis  # this process's own connection, for TIME and the stock
     offset_ms: float  # Redis TIME - local time.time()
     rtt_ms: float
 
 
-async def create_drop(run: Run) -> tuple[str, list[str]]:
+async def create_drop(run: Run) -> tuple[str, list[User]]:
     """The drop (through the admin API, with a minted admin token) and one user per hold."""
     args = run.args
-    admin_id = (await create_users(run.stores.database_url, 1, f"{run.run_id}-admin"))[0]
-    admin = run.tokens.issue_access(admin_id, "admin", secrets.token_hex(16), "bench admin")
-    body = {
-        "name": f"expiry bench {run.run_id}",
-        "priceCents": 19900,
-        "totalStock": args.holds,
-        "perUserLimit": 1,
-    }
-    drop = await post_json(run.http, f"{run.stores.url}/api/drops", body, admin)
+    database_url, secret = run.stores.database_url, run.access_secret
+    prefix = f"expiry-{run.run_id}"
+    (admin,) = await create_users(database_url, secret, 1, prefix=f"{prefix}-admin", role="admin")
+    name = f"expiry bench {run.run_id}"
+    drop = await create_drop_via_api(
+        run.http, run.stores.url, admin.token, name, args.holds, per_user_limit=1
+    )
     started = time.monotonic()
-    user_ids = await create_users(run.stores.database_url, args.holds, run.run_id)
+    users = await create_users(database_url, secret, args.holds, prefix=prefix)
     print(
-        f"drop {drop['id']}: {args.holds} units; {len(user_ids)} users in "
+        f"drop {drop['id']}: {args.holds} units; {len(users)} users in "
         f"{time.monotonic() - started:.1f} s",
         flush=True,
     )
-    return drop["id"], user_ids
+    return drop["id"], users
 
 
-async def take_holds(run: Run, drop_id: str, user_ids: list[str]) -> ReservePhase:
+async def take_holds(run: Run, drop_id: str, users: list[User]) -> ReservePhase:
     args = run.args
     phase = ReservePhase(args.via, args.holds)
     reserver: Reserver
     if args.via == "http":
-        user_tokens = [
-            run.tokens.issue_access(user_id, "customer", secrets.token_hex(16), f"Expiry {i}")
-            for i, user_id in enumerate(user_ids)
-        ]
-        reserver = HttpReserver(phase, run.http, run.stores.url, drop_id, user_tokens)
+        tokens = [user.token for user in users]
+        reserver = HttpReserver(phase, run.http, run.stores.url, drop_id, tokens)
     else:
         ttl_ms = args.ttl_seconds * 1000
-        reserver = StoreReserver(phase, run.container.holds, drop_id, user_ids, ttl_ms)
+        user_ids = [user.id for user in users]
+        reserver = StoreReserver(phase, run.container.hold_store, drop_id, user_ids, ttl_ms)
     print(
         f"reserving {args.holds} via {args.via} over {args.spread_seconds:g} s "
         f"({args.holds / args.spread_seconds:.0f}/s)",
@@ -832,7 +326,7 @@ async def watch_expiry(run: Run, drop_id: str, answered_ok: int) -> Watched:
     """Snapshot the live holds, then poll the stock until every unit is back (or settle ends)."""
     args, server = run.args, run.stores.server
     layers_before = await server_metrics(run.http, run.stores.url)
-    cpu_before = server.cpu_by_process() if server else {}
+    cpu_before = cpu_by_name(server.process.pid) if server else {}
     redis_cpu_before = await redis_cpu(run.poller)
     events = ExpiredEvents(run.poller, drop_id)
     await events.start()
@@ -870,7 +364,7 @@ async def watch_expiry(run: Run, drop_id: str, answered_ok: int) -> Watched:
     await events.stop()
     profile = await finish_profile(profiler)
     cpu: dict[str, Any] = {
-        "server": cpu_delta(cpu_before, server.cpu_by_process()) if server else None,
+        "server": cpu_delta(cpu_before, cpu_by_name(server.process.pid)) if server else None,
         "redis": round(await redis_cpu(run.poller) - redis_cpu_before, 2),
     }
     layers = layer_delta(layers_before, await server_metrics(run.http, run.stores.url))
@@ -882,7 +376,7 @@ async def invariant(run: Run, drop_id: str) -> dict[str, Any]:
     from app.background.reconciler import Reconciler
 
     container = run.container
-    checks = await Reconciler(container.db, container.drops, container.holds).check()
+    checks = await Reconciler(container.db, container.drop_store, container.hold_store).check()
     check = next(c for c in checks if c.drop_id == drop_id)
     balanced = check.available + check.live_holds + check.sold_pg == check.total_pg
     return {
@@ -899,8 +393,8 @@ async def measure(run: Run) -> dict[str, Any]:
     """The whole run on open stores: setup, holds, expiry, then the figures and files."""
     args = run.args
     started = machine()
-    drop_id, user_ids = await create_drop(run)
-    phase = await take_holds(run, drop_id, user_ids)
+    drop_id, users = await create_drop(run)
+    phase = await take_holds(run, drop_id, users)
     reserve_report = phase.report()
     print(f"reserve phase: {json.dumps(reserve_report)}", flush=True)
     watched = await watch_expiry(run, drop_id, phase.ok)
@@ -968,14 +462,13 @@ async def measure(run: Run) -> dict[str, Any]:
         f"{len(expiries):,} holds over {(last - first) / 1000:.0f} s via {args.via}: "
         f"stock lag p99 {lag['p99'] if lag else float('nan'):.0f} ms"
     )
-    plot(png_path, units, released, title)
+    plots.expiry(png_path, units, released, title, TARGET_MS)
     return result
 
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
     from app.config import load_settings
     from app.container import build_container
-    from app.services.tokens import TokenService
 
     access = os.environ.get("JWT_ACCESS_SECRET") if args.target else None
     if args.target and args.via == "http" and not access:
@@ -1001,8 +494,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             offset_ms, rtt_ms = await clock_offset_ms(poller)
             print(f"clock: Redis TIME - local = {offset_ms} ms (rtt {rtt_ms} ms)", flush=True)
             run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-            tokens = TokenService(settings)
-            run = Run(args, run_id, stores, http, container, tokens, poller, offset_ms, rtt_ms)
+            run = Run(args, run_id, stores, http, container, secrets_[0], poller, offset_ms, rtt_ms)
             return await measure(run)
         except BaseException:
             if stores.server is not None:
@@ -1072,12 +564,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     async def bounded() -> dict[str, Any]:
         return await asyncio.wait_for(bench(args), args.max_seconds)
 
-    try:
-        import uvloop
-    except ImportError:
-        result = asyncio.run(bounded())
-    else:
-        result = uvloop.run(bounded())
+    result = uvloop.run(bounded())
     for key in (
         "stock_lag_ms",
         "stock_lag_floor_ms",

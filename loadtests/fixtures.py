@@ -36,7 +36,7 @@ import redis.asyncio as redis_asyncio
 from app.config import Settings
 from app.services.tokens import TokenService
 from app.store.channels import database_of_url, stock_dirty_channel
-from app.store.keys import new_id, new_reservation_id
+from app.store.keys import new_hold_id, new_id
 from app.store.scripts import ScriptName, read_source
 from loadtests.reference.app import reserve_call
 
@@ -107,10 +107,12 @@ async def api(
     http: aiohttp.ClientSession,
     method: str,
     url: str,
-    token: str,
+    token: str | None,
     body: dict[str, Any] | None = None,
 ) -> Any:
-    async with http.request(method, url, json=body, headers=auth(token)) as response:
+    """One JSON call (`token` None: anonymous); a status of 300 or more raises."""
+    headers = auth(token) if token else {}
+    async with http.request(method, url, json=body, headers=headers) as response:
         payload = await response.json(content_type=None) if response.status != 204 else None
         if response.status >= 300:
             raise RuntimeError(f"{method} {url} -> {response.status}: {payload}")
@@ -158,7 +160,7 @@ async def seed_holds(
             pipe = client.pipeline(transaction=False)
             for _ in range(first, min(first + batch, count)):
                 user_id = new_id()
-                reservation_id = new_reservation_id(drop_id, user_id)
+                reservation_id = new_hold_id(drop_id, user_id)
                 keys, args = reserve_call(drop_id, user_id, reservation_id, ttl_ms, channel)
                 pipe.evalsha(sha, len(keys), *keys, *args)
             granted += sum(1 for reply in await pipe.execute() if reply[0] == "OK")

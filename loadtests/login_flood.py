@@ -23,15 +23,15 @@ import secrets
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 
 from app.embedded.common import free_port
 from loadtests import servers
 from loadtests.fixtures import create_drop, create_users
+from loadtests.pacing import open_loop
 from loadtests.stats import NS_PER_MS, percentile
 
 ADDRESSES = ("198.51.100.1", "198.51.100.2", "198.51.100.3")
@@ -46,24 +46,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=20.0, help="seconds of each phase")
     p.add_argument("--env", action="append", default=[], help="NAME=VALUE for the server")
     return p.parse_args(argv)
-
-
-async def open_loop(
-    rate: float, seconds: float, fire: Callable[[], Coroutine[Any, Any, None]]
-) -> None:
-    """Start one `fire()` every 1/rate s for `seconds`, whatever the answers take."""
-    tasks: set[asyncio.Task[None]] = set()
-    began = time.monotonic()
-    for n in itertools.count():
-        at = began + n / rate
-        if at - began >= seconds:
-            break
-        await asyncio.sleep(max(0.0, at - time.monotonic()))
-        task = asyncio.create_task(fire())
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-    if tasks:
-        await asyncio.wait(tasks)
 
 
 async def phase(
@@ -100,9 +82,9 @@ async def phase(
         logins.append(time.perf_counter_ns() - start)
 
     duration = seconds or args.duration
-    jobs = [open_loop(args.reads, duration, read)]
+    jobs = [open_loop(lambda _: read(), args.reads, seconds=duration)]
     if flood:
-        jobs.append(open_loop(args.logins, duration, login))
+        jobs.append(open_loop(lambda _: login(), args.logins, seconds=duration))
     await asyncio.gather(*jobs)
     return reads, outcomes, logins, read_outcomes
 

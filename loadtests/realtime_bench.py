@@ -62,7 +62,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import itertools
 import json
 import math
 import os
@@ -70,431 +69,42 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Coroutine, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
 import aiohttp
-import psutil
-import socketio
-from redis.asyncio import Redis
+import uvloop
 
-from app.embedded import running_store_urls
 from app.embedded.common import free_port
-from app.store.channels import database_of_url, socketio_channel
-from loadtests.cpu import (
-    listening_pids,
-    machine_busy_seconds,
-    own_cpu_seconds,
-    tree_cpu_seconds,
-    wait_quiet,
+from loadtests.cpu import CpuMeter, machine, wait_quiet
+from loadtests.fixtures import api, auth
+from loadtests.fixtures import create_drop as create_drop_via_api
+from loadtests.pacing import open_loop
+from loadtests.realtime_clients import Group, PushRecorder, start_groups, worker_main
+from loadtests.realtime_figures import (
+    PhaseFigures,
+    group_figures,
+    parse_rates,
+    parse_timestamp,
+    phase_report,
+    phase_size,
+    verdict,
 )
-from loadtests.servers import ServerProcess, serve_argv
-from loadtests.stats import percentile
+from loadtests.servers import (
+    ServerProcess,
+    embedded_store_urls,
+    metrics_text,
+    serve_argv,
+    serve_env,
+)
+from loadtests.stats import Summary, max_in_window, min_gap
 
-SCRIPT = Path(__file__).resolve()
-ROOT = SCRIPT.parents[1]
-HOST = "127.0.0.1"
 ADMIN_EMAIL = "bench-admin@example.com"
 ADMIN_PASSWORD = "bench-admin-password"
 USER_PASSWORD = "bench-user-password"
 PER_USER_LIMIT = 1000  # the API's maximum perUserLimit
-STOCK_EVENT = "stock_update"
-PIPE_LIMIT = 1 << 28  # one phase's events travel from a client process as one JSON line
-
-T = TypeVar("T")
-Events = list[tuple[float, int]]  # one client's (arrival time, availableStock), in order
-
-
-# --- pure helpers: statistics and timing maths ---------------------------------------
-
-
-@dataclass(frozen=True)
-class Summary:
-    count: int
-    p50: float
-    p90: float
-    p99: float
-    max: float
-    mean: float
-
-    @classmethod
-    def of(cls, values: Iterable[float]) -> Summary | None:
-        ordered = sorted(values)
-        if not ordered:
-            return None
-        return cls(
-            count=len(ordered),
-            p50=percentile(ordered, 50),
-            p90=percentile(ordered, 90),
-            p99=percentile(ordered, 99),
-            max=ordered[-1],
-            mean=sum(ordered) / len(ordered),
-        )
-
-
-def parse_timestamp(text: str) -> float:
-    """An API timestamp (ISO-8601 UTC with a `Z`) as epoch seconds."""
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-
-
-def parse_rates(text: str) -> list[float | None]:
-    """`20,100,max` -> [20.0, 100.0, None]; None means as fast as the server answers."""
-    rates: list[float | None] = []
-    for part in text.split(","):
-        item = part.strip().lower()
-        if item == "max":
-            rates.append(None)
-            continue
-        rate = float(item)
-        if not rate > 0:
-            raise ValueError(f"a rate must be positive or 'max', got {part!r}")
-        rates.append(rate)
-    if not rates:
-        raise ValueError("no rate given")
-    return rates
-
-
-def phase_size(reserves: int, rate: float | None, max_seconds: float) -> int:
-    """How many reserves a phase fires: `reserves`, capped at `max_seconds` of a finite rate."""
-    if rate is None:
-        return reserves
-    return max(1, min(reserves, math.floor(rate * max_seconds)))
-
-
-def event_ages(events: Events, total: int, changes: Sequence[float]) -> tuple[list[float], int]:
-    """Arrival minus the time of the change that produced each event's value.
-
-    `changes[k - 1]` is when the stock became `total - k`. Events still carrying `total`
-    (the connect snapshot) are skipped; returns the ages and how many events carried a
-    value no change explains.
-    """
-    ages: list[float] = []
-    unexplained = 0
-    for at, value in events:
-        k = total - value
-        if k == 0:
-            continue
-        if 1 <= k <= len(changes):
-            ages.append(at - changes[k - 1])
-        else:
-            unexplained += 1
-    return ages, unexplained
-
-
-def visibility_delays(
-    events: Events, total: int, changes: Sequence[float]
-) -> tuple[list[float], int]:
-    """For each change, the delay until this client first held a value reflecting it.
-
-    Stock only falls during a reserve storm, so an event carrying `total - k` or less
-    reflects change k. Returns the delays and how many changes the client never saw.
-    """
-    delays: list[float] = []
-    j = 0
-    for k, changed_at in enumerate(changes, start=1):
-        value = total - k
-        while j < len(events) and events[j][1] > value:
-            j += 1
-        if j == len(events):
-            return delays, len(changes) - k + 1
-        delays.append(events[j][0] - changed_at)
-    return delays, 0
-
-
-def max_in_window(times: Sequence[float], window: float = 1.0) -> int:
-    """The most of the ascending `times` that fall in any half-open window [t, t + window)."""
-    best = 0
-    i = 0
-    for j, t in enumerate(times):
-        while times[i] <= t - window:
-            i += 1
-        best = max(best, j - i + 1)
-    return best
-
-
-def mean_rate(times: Sequence[float], min_span: float = 1.0) -> float | None:
-    """Events per second over the span of the ascending `times`: (n - 1) / span.
-
-    None for a span under `min_span` seconds, where one early or late event swings it.
-    """
-    if len(times) < 2 or times[-1] - times[0] < min_span:
-        return None
-    return (len(times) - 1) / (times[-1] - times[0])
-
-
-def min_gap(times: Sequence[float]) -> float | None:
-    gaps = [b - a for a, b in itertools.pairwise(times)]
-    return min(gaps) if gaps else None
-
-
-# --- Socket.IO clients ----------------------------------------------------------------
-
-
-class LoopLag:
-    """How late a 10 ms sleep wakes up: the event loop's backlog."""
-
-    def __init__(self) -> None:
-        self.samples: list[float] = []
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        while True:
-            before = time.monotonic()
-            await asyncio.sleep(0.01)
-            self.samples.append(time.monotonic() - before - 0.01)
-
-    def take(self) -> dict[str, float]:
-        ordered, self.samples = sorted(self.samples), []
-        if not ordered:
-            return {"p99": 0.0, "max": 0.0}
-        return {"p99": percentile(ordered, 99), "max": ordered[-1]}
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-
-class ClientGroup:
-    """`count` python-socketio clients recording every `stock_update` of the given drops."""
-
-    def __init__(self, url: str, count: int, drop_ids: Sequence[str], batch: int) -> None:
-        self.url = url
-        self.count = count
-        self.batch = batch
-        self.drop_index = {drop_id: i for i, drop_id in enumerate(drop_ids)}
-        # events[drop][client]: (arrival, value) in arrival order
-        self.events: list[list[Events]] = [[[] for _ in range(count)] for _ in drop_ids]
-        self.last: list[list[int]] = [[-1] * len(drop_ids) for _ in range(count)]
-        self.clients: list[socketio.AsyncClient] = []
-        self.connected: list[bool] = []
-        self.disconnects = 0
-        self.closing = False
-        self.lag = LoopLag()
-        # wait_for_value: the (drop, value) awaited, how many clients hold it, all of them
-        self.target: tuple[int, int] | None = None
-        self.holding = 0
-        self.expected = 0
-        self.all_holding = asyncio.Event()
-
-    def _client(self, index: int) -> socketio.AsyncClient:
-        sio = socketio.AsyncClient(reconnection=False)
-        drop_index = self.drop_index
-        last = self.last[index]
-        per_drop = [client_events[index] for client_events in self.events]
-
-        def on_stock(data: dict[str, Any]) -> None:
-            at = time.time()
-            drop = drop_index.get(data.get("dropId", ""))
-            if drop is None:
-                return
-            value = int(data["availableStock"])
-            per_drop[drop].append((at, value))
-            if last[drop] != value and self.target == (drop, value):
-                self.holding += 1
-                if self.holding >= self.expected:
-                    self.all_holding.set()
-            last[drop] = value
-
-        def on_disconnect(*_args: Any) -> None:
-            if not self.closing:
-                self.disconnects += 1
-
-        sio.on(STOCK_EVENT, on_stock)
-        sio.on("disconnect", on_disconnect)
-        return sio
-
-    async def _connect(self, sio: socketio.AsyncClient) -> bool:
-        try:
-            await sio.connect(
-                self.url, transports=["websocket"], socketio_path="socket.io", wait_timeout=30
-            )
-        except (socketio.exceptions.ConnectionError, OSError, TimeoutError):
-            return False
-        return True
-
-    async def connect_all(self) -> dict[str, Any]:
-        started = time.monotonic()
-        for first in range(0, self.count, self.batch):
-            batch = [self._client(i) for i in range(first, min(first + self.batch, self.count))]
-            self.clients += batch
-            self.connected += await asyncio.gather(*(self._connect(c) for c in batch))
-        self.lag.start()
-        return {
-            "connected": sum(self.connected),
-            "failed": self.count - sum(self.connected),
-            "seconds": time.monotonic() - started,
-        }
-
-    async def wait_for_value(self, drop: int, value: int, within: float) -> int:
-        """Wait until every connected client holds `value` for `drop`; how many do."""
-        self.target = (drop, value)
-        self.holding = sum(
-            1
-            for ok, last in zip(self.connected, self.last, strict=True)
-            if ok and last[drop] == value
-        )
-        self.expected = sum(self.connected)
-        self.all_holding.clear()
-        if self.holding < self.expected:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.all_holding.wait(), within)
-        self.target = None
-        return self.holding
-
-    def take(self, drop: int) -> dict[str, Any]:
-        """This drop's events (then forgotten here), disconnects so far and the loop lag."""
-        events, self.events[drop] = self.events[drop], [[] for _ in range(self.count)]
-        return {
-            "events": [e for e, ok in zip(events, self.connected, strict=True) if ok],
-            "disconnects": self.disconnects,
-            "still_connected": sum(1 for c in self.clients if c.connected),
-            "lag": self.lag.take(),
-        }
-
-    async def close(self) -> None:
-        self.closing = True
-        await self.lag.stop()
-        live = [c for c in self.clients if c.connected]
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(
-                asyncio.gather(*(c.disconnect() for c in live), return_exceptions=True), 60
-            )
-
-
-class Group(Protocol):
-    name: str
-    pids: list[int]
-
-    async def connect(self) -> dict[str, Any]: ...
-    async def wait_for_value(self, drop: int, value: int, within: float) -> int: ...
-    async def take(self, drop: int) -> dict[str, Any]: ...
-    async def stop(self) -> None: ...
-
-
-class LocalGroup:
-    """Clients in this process, sharing its event loop with the reserve driver."""
-
-    def __init__(self, name: str, clients: ClientGroup) -> None:
-        self.name = name
-        self.pids = [os.getpid()]
-        self.clients = clients
-
-    async def connect(self) -> dict[str, Any]:
-        return await self.clients.connect_all()
-
-    async def wait_for_value(self, drop: int, value: int, within: float) -> int:
-        return await self.clients.wait_for_value(drop, value, within)
-
-    async def take(self, drop: int) -> dict[str, Any]:
-        return self.clients.take(drop)
-
-    async def stop(self) -> None:
-        await self.clients.close()
-
-
-class RemoteGroup:
-    """Clients in a worker process (this module with --worker), driven by JSON lines."""
-
-    def __init__(self, name: str, process: asyncio.subprocess.Process) -> None:
-        self.name = name
-        self.process = process
-        self.pids = [process.pid]
-
-    @classmethod
-    async def start(
-        cls, name: str, url: str, count: int, drop_ids: Sequence[str], batch: int
-    ) -> RemoteGroup:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "loadtests.realtime_bench",
-            "--worker",
-            "--url",
-            url,
-            "--clients",
-            str(count),
-            "--connect-batch",
-            str(batch),
-            "--drops",
-            ",".join(drop_ids),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            cwd=ROOT,
-            limit=PIPE_LIMIT,
-        )
-        return cls(name, process)
-
-    async def _read(self) -> dict[str, Any]:
-        assert self.process.stdout is not None
-        line = await self.process.stdout.readline()
-        if not line:
-            raise RuntimeError(f"client process {self.name} exited ({self.process.returncode})")
-        answer: dict[str, Any] = json.loads(line)
-        return answer
-
-    async def _ask(self, command: dict[str, Any]) -> dict[str, Any]:
-        assert self.process.stdin is not None
-        self.process.stdin.write(json.dumps(command).encode() + b"\n")
-        await self.process.stdin.drain()
-        return await self._read()
-
-    async def connect(self) -> dict[str, Any]:
-        return await self._read()  # the worker connects on start and reports once
-
-    async def wait_for_value(self, drop: int, value: int, within: float) -> int:
-        answer = await self._ask({"cmd": "wait", "drop": drop, "value": value, "within": within})
-        reached: int = answer["reached"]
-        return reached
-
-    async def take(self, drop: int) -> dict[str, Any]:
-        return await self._ask({"cmd": "take", "drop": drop})
-
-    async def stop(self) -> None:
-        if self.process.returncode is None:
-            with contextlib.suppress(RuntimeError, ConnectionError):
-                await self._ask({"cmd": "stop"})
-        try:
-            await asyncio.wait_for(self.process.wait(), 90)
-        except TimeoutError:
-            self.process.kill()
-            await self.process.wait()
-
-
-async def worker_main(url: str, count: int, batch: int, drop_ids: list[str]) -> None:
-    """The --worker side of RemoteGroup: connect, then answer commands on stdin."""
-    clients = ClientGroup(url, count, drop_ids, batch)
-
-    def answer(payload: dict[str, Any]) -> None:
-        sys.stdout.write(json.dumps(payload, separators=(",", ":")) + "\n")
-        sys.stdout.flush()
-
-    answer(await clients.connect_all())
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=PIPE_LIMIT)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    try:
-        while line := await reader.readline():
-            command = json.loads(line)
-            if command["cmd"] == "wait":
-                reached = await clients.wait_for_value(
-                    command["drop"], command["value"], command["within"]
-                )
-                answer({"reached": reached})
-            elif command["cmd"] == "take":
-                answer(clients.take(command["drop"]))
-            else:
-                break
-    finally:
-        await clients.close()
-    answer({"closed": True})
 
 
 # --- the server under test -----------------------------------------------------------
@@ -531,28 +141,6 @@ def gc_pauses(folder: Path | None, start: float, end: float) -> list[float]:
     return pauses
 
 
-def server_env(data_dir: Path, interval_ms: int | None, gc_log: Path | None) -> dict[str, str]:
-    path = str(ROOT) if gc_log is None else f"{gc_log}{os.pathsep}{ROOT}"
-    env = {
-        **os.environ,
-        "PYTHONPATH": path,
-        "DATA_DIR": str(data_dir),
-        "RATE_LIMITS": "off",
-        "BCRYPT_ROUNDS": "4",
-        "ADMIN_EMAIL": ADMIN_EMAIL,
-        "ADMIN_PASSWORD": ADMIN_PASSWORD,
-        "LOG_LEVEL": "WARNING",
-        "RESERVATION_TTL_SECONDS": "86400",  # no hold expires (and moves stock) mid-run
-        "ACCESS_TOKEN_TTL_SECONDS": "86400",
-        "ENV": "development",
-    }
-    if interval_ms is not None:
-        env["STOCK_BROADCAST_INTERVAL_MS"] = str(interval_ms)
-    if gc_log is not None:
-        env["REALTIME_BENCH_GC_LOG"] = str(gc_log)
-    return env
-
-
 class Server(ServerProcess):
     """`sneakerdrop serve` (loadtests/servers.py), with its DATA_DIR and GC log folder."""
 
@@ -565,78 +153,36 @@ class Server(ServerProcess):
     ) -> Server:
         data_dir = workdir / "data"
         gc_folder = workdir / "gc" if gc_log else None
+        overrides = {
+            "BCRYPT_ROUNDS": "4",
+            "ADMIN_EMAIL": ADMIN_EMAIL,
+            "ADMIN_PASSWORD": ADMIN_PASSWORD,
+            "RESERVATION_TTL_SECONDS": "86400",  # no hold expires (and moves stock) mid-run
+            "ACCESS_TOKEN_TTL_SECONDS": "86400",
+        }
+        if interval_ms is not None:
+            overrides["STOCK_BROADCAST_INTERVAL_MS"] = str(interval_ms)
         if gc_folder is not None:
             gc_folder.mkdir()
             (gc_folder / "sitecustomize.py").write_text(GC_HOOK)
-        env = server_env(data_dir, interval_ms, gc_folder)
+            overrides["REALTIME_BENCH_GC_LOG"] = str(gc_folder)
+        env = serve_env(data_dir, overrides)
+        if gc_folder is not None:
+            env["PYTHONPATH"] = f"{gc_folder}{os.pathsep}{env['PYTHONPATH']}"
         server = await cls.start("serve", serve_argv(port, workers), env, port, workdir)
         server.data_dir, server.gc_log = data_dir, gc_folder
         return server
 
-    def store_pids(self) -> list[int]:
-        """The embedded stores' processes, found by the ports in DATA_DIR/running.json."""
-        try:
-            running = json.loads((self.data_dir / "running.json").read_text())
-        except (OSError, ValueError):
-            return []
-        urls = [running.get(key) or "" for key in ("database_url", "redis_url")]
-        with contextlib.suppress(ValueError):  # a malformed port
-            return listening_pids(*urls)
-        return []
-
-
-# --- CPU accounting ------------------------------------------------------------------
-
-
-class CpuMeter:
-    def __init__(self, server: Server, groups: Sequence[Group]) -> None:
-        self.server = server
-        self.groups = groups
-        self.stores = server.store_pids()
-
-    def sample(self) -> dict[str, float]:
-        exclude = set(self.stores)
-        sample = {
-            "api": tree_cpu_seconds([self.server.process.pid], exclude),
-            "stores": tree_cpu_seconds(self.stores, set()),
-            "driver": own_cpu_seconds(),
-        }
-        for group in self.groups:
-            if group.pids != [os.getpid()]:
-                sample[group.name] = tree_cpu_seconds(group.pids, set())
-        ours = sum(sample.values())
-        sample["other"] = machine_busy_seconds() - ours  # anything else on the machine
-        return sample
-
-
-# --- the HTTP side: setup and the reserve driver -------------------------------------
-
-
-async def post_json(
-    http: aiohttp.ClientSession, url: str, body: dict[str, Any], token: str | None = None
-) -> dict[str, Any]:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with http.post(url, json=body, headers=headers) as response:
-        payload: dict[str, Any] = await response.json(content_type=None)
-        if response.status not in (200, 201):
-            raise RuntimeError(f"POST {url} -> {response.status}: {payload}")
-        return payload
-
 
 async def pushes_so_far(http: aiohttp.ClientSession, url: str) -> float | None:
     """`sneakerdrop_stock_updates_total` from /metrics (all workers)."""
-    for attempt in range(3):
-        try:
-            async with http.get(f"{url}/metrics") as response:
-                text = await response.text()
-            break
-        except aiohttp.ClientError:  # a keep-alive connection closed under us: try again
-            if attempt == 2:
-                raise
-    for line in text.splitlines():
+    for line in (await metrics_text(http, url) or "").splitlines():
         if line.startswith("sneakerdrop_stock_updates_total "):
             return float(line.split()[1])
     return None
+
+
+# --- the reserve driver --------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -650,9 +196,7 @@ class Reserve:
 async def reserve_once(http: aiohttp.ClientSession, url: str, drop_id: str, token: str) -> Reserve:
     sent = time.time()
     try:
-        async with http.post(
-            f"{url}/api/drops/{drop_id}/reserve", headers={"Authorization": f"Bearer {token}"}
-        ) as response:
+        async with http.post(f"{url}/api/drops/{drop_id}/reserve", headers=auth(token)) as response:
             body = await response.json(content_type=None)
             status = response.status
     except (aiohttp.ClientError, TimeoutError, ValueError):
@@ -677,156 +221,17 @@ async def storm(
     async def one(i: int) -> None:
         results.append(await reserve_once(http, url, drop_id, tokens[i % len(tokens)]))
 
-    if rate is None:
-        numbers = iter(range(count))
-
-        async def loop() -> None:
-            for i in numbers:  # shared: each number is taken once
-                await one(i)
-
-        await asyncio.gather(*(loop() for _ in range(concurrency)))
+    if rate is not None:
+        await open_loop(one, rate, count=count, concurrency=concurrency)
         return results
+    numbers = iter(range(count))
 
-    in_flight = asyncio.Semaphore(concurrency)
-    tasks: list[asyncio.Task[None]] = []
-
-    async def bounded(i: int) -> None:
-        try:
+    async def loop() -> None:
+        for i in numbers:  # shared: each number is taken once
             await one(i)
-        finally:
-            in_flight.release()
 
-    started = time.monotonic()
-    for i in range(count):
-        delay = started + i / rate - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        await in_flight.acquire()
-        tasks.append(asyncio.create_task(bounded(i)))
-    await asyncio.gather(*tasks)
+    await asyncio.gather(*(loop() for _ in range(concurrency)))
     return results
-
-
-# --- one phase -----------------------------------------------------------------------
-
-
-@dataclass
-class GroupFigures:
-    clients: int
-    disconnects: int
-    still_connected: int
-    got_final: int
-    visibility: Summary | None
-    never_seen: int
-    event_age: Summary | None
-    unexplained_events: int
-    events_per_client: float
-    rate_mean: Summary | None  # per client: events/s over its span
-    max_in_1s: int
-    min_gap: float | None
-    loop_lag_p99: float
-    loop_lag_max: float
-
-
-class PushRecorder:
-    """The server's side of the rate: when each `stock_update` left the broadcaster.
-
-    Emits cross processes on the Socket.IO manager's Redis channel, published right
-    after the emitting process queued the event to its own clients, so the message
-    times are the send times, free of any client's delivery jitter.
-    """
-
-    def __init__(self, redis_url: str) -> None:
-        self.redis = Redis.from_url(redis_url, decode_responses=True)
-        self.channel = socketio_channel(database_of_url(redis_url))
-        self.sent: dict[str, list[float]] = {}
-        self._task: asyncio.Task[None] | None = None
-        self._subscribed = asyncio.Event()
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
-        await asyncio.wait_for(self._subscribed.wait(), 10)
-
-    async def _run(self) -> None:
-        async with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
-            await pubsub.subscribe(self.channel)
-            self._subscribed.set()
-            async for message in pubsub.listen():
-                arrived = time.time()
-                with contextlib.suppress(ValueError, TypeError, KeyError, IndexError):
-                    emit = json.loads(message["data"])
-                    if emit.get("event") == STOCK_EVENT and emit.get("room") is None:
-                        self.sent.setdefault(emit["data"][0]["dropId"], []).append(arrived)
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self.redis.aclose()
-
-
-@dataclass
-class PhaseFigures:
-    rate: float | None
-    reserves: int
-    ok: int
-    failed: dict[str, int]
-    storm_seconds: float
-    achieved_rate: float
-    response: Summary | None
-    server_pushes: float | None
-    server_max_in_1s: int | None  # the most sends of the drop in any 1-second window
-    server_min_gap: float | None
-    gc_pauses: Summary | None  # with --gc-log: the API's full collections in the phase
-    cpu_cores: dict[str, float]
-    groups: dict[str, GroupFigures] = field(default_factory=dict)
-
-
-def group_figures(
-    takes: Sequence[dict[str, Any]], reached: int, total: int, changes: Sequence[float]
-) -> GroupFigures:
-    delays: list[float] = []
-    ages: list[float] = []
-    rates: list[float] = []
-    never_seen = unexplained = events = max_window = 0
-    gap: float | None = None
-    clients = 0
-    for take in takes:
-        for raw in take["events"]:
-            clients += 1
-            client_events: Events = sorted((float(t), int(v)) for t, v in raw)
-            seen, missed = visibility_delays(client_events, total, changes)
-            delays += seen
-            never_seen += missed
-            aged, odd = event_ages(client_events, total, changes)
-            ages += aged
-            unexplained += odd
-            times = [t for t, v in client_events if v < total]
-            events += len(times)
-            max_window = max(max_window, max_in_window(times))
-            rate = mean_rate(times)
-            if rate is not None:
-                rates.append(rate)
-            least = min_gap(times)
-            if least is not None:
-                gap = least if gap is None else min(gap, least)
-    return GroupFigures(
-        clients=clients,
-        disconnects=sum(t["disconnects"] for t in takes),
-        still_connected=sum(t["still_connected"] for t in takes),
-        got_final=reached,
-        visibility=Summary.of(delays),
-        never_seen=never_seen,
-        event_age=Summary.of(ages),
-        unexplained_events=unexplained,
-        events_per_client=events / clients if clients else 0.0,
-        rate_mean=Summary.of(rates),
-        max_in_1s=max_window,
-        min_gap=gap,
-        loop_lag_p99=max((t["lag"]["p99"] for t in takes), default=0.0),
-        loop_lag_max=max((t["lag"]["max"] for t in takes), default=0.0),
-    )
 
 
 async def run_phase(
@@ -888,116 +293,6 @@ async def run_phase(
     return figures
 
 
-# --- report --------------------------------------------------------------------------
-
-
-def ms(value: float | None) -> str:
-    return "-" if value is None else f"{value * 1000:.1f} ms"
-
-
-def summary_line(label: str, summary: Summary | None) -> str:
-    if summary is None:
-        return f"    {label}: no samples"
-    return (
-        f"    {label}: p50 {ms(summary.p50)}, p90 {ms(summary.p90)}, p99 {ms(summary.p99)}, "
-        f"max {ms(summary.max)} ({summary.count:,} samples)"
-    )
-
-
-def phase_report(figures: PhaseFigures) -> str:
-    rate = "max" if figures.rate is None else f"{figures.rate:g}/s"
-    failed = ", ".join(f"{n} x {status}" for status, n in figures.failed.items()) or "none"
-    pushes = "-" if figures.server_pushes is None else f"{figures.server_pushes:.0f}"
-    lines = [
-        f"phase rate={rate}: {figures.reserves} reserves, {figures.ok} ok, failed {failed}; "
-        f"{figures.storm_seconds:.2f} s = {figures.achieved_rate:.0f} reserves/s",
-        summary_line("reserve response", figures.response),
-        f"    stock_update pushes for the drop (server /metrics): {pushes}; sent, most in any "
-        f"1 s: {figures.server_max_in_1s}, smallest gap {ms(figures.server_min_gap)}",
-        "    CPU cores used: "
-        + ", ".join(f"{name} {cores:.2f}" for name, cores in figures.cpu_cores.items()),
-    ]
-    if figures.gc_pauses is not None:
-        pauses = figures.gc_pauses
-        lines.append(
-            f"    API full GC pauses: {pauses.count}, p50 {ms(pauses.p50)}, max {ms(pauses.max)}, "
-            f"{ms(pauses.mean * pauses.count)} in all"
-        )
-    if figures.cpu_cores.get("other", 0.0) > 0.2:
-        lines.append(
-            "    WARNING: other processes used CPU during this phase; figures are not quiet"
-        )
-    for kind, g in figures.groups.items():
-        rate_mean = (
-            "-"
-            if g.rate_mean is None
-            else f"mean {g.rate_mean.mean:.2f}/s, highest client {g.rate_mean.max:.2f}/s"
-        )
-        lines += [
-            f"  {kind} clients: {g.clients} measured, {g.disconnects} disconnects, "
-            f"{g.still_connected} still connected, {g.got_final} got the final value",
-            summary_line("change visibility", g.visibility)
-            + (f", {g.never_seen} change x client pairs never seen" if g.never_seen else ""),
-            summary_line("event age", g.event_age)
-            + (f", {g.unexplained_events} unexplained" if g.unexplained_events else ""),
-            f"    events per client and drop: {g.events_per_client:.1f} in all; rate {rate_mean}; "
-            f"most in any 1 s: {g.max_in_1s}; smallest gap {ms(g.min_gap)}",
-            f"    client event loop lag: p99 {ms(g.loop_lag_p99)}, max {ms(g.loop_lag_max)}",
-        ]
-    return "\n".join(lines)
-
-
-def verdict(
-    phases: Sequence[PhaseFigures], clients: int, connected: int, target_ms: float, max_rate: float
-) -> list[str]:
-    """The three targets, judged on the load clients' worst phase.
-
-    The rate is judged on what the server sent (the most sends of a drop in any
-    1-second window, from the Socket.IO channel) and on each client's mean rate. A
-    client's own 1-second window is reported beside it: one event delayed on its way
-    (a busy client loop, a pause in the server) lands next to the following one, which
-    says nothing about how often the server sent.
-    """
-
-    def worst(kind: str) -> dict[str, float]:
-        groups = [p.groups[kind] for p in phases if kind in p.groups]
-        return {
-            "disconnects": max((g.disconnects for g in groups), default=0),
-            "p99": max((g.visibility.p99 for g in groups if g.visibility), default=math.inf),
-            "age_p99": max((g.event_age.p99 for g in groups if g.event_age), default=math.inf),
-            "window": max((g.max_in_1s for g in groups), default=0),
-            "mean": max((g.rate_mean.max for g in groups if g.rate_mean), default=0.0),
-        }
-
-    def met(ok: bool) -> str:
-        return "MET" if ok else "MISSED"
-
-    load = worst("load")
-    probes = worst("probe") if any("probe" in p.groups for p in phases) else None
-    sent_window = max((p.server_max_in_1s or 0 for p in phases), default=0)
-    recorded = all(p.server_max_in_1s is not None for p in phases)
-    latency_ok = max(load["p99"], load["age_p99"]) * 1000 <= target_ms
-    rate_ok = recorded and sent_window <= max_rate and load["mean"] <= max_rate
-    lines = [
-        f"{clients} clients: {connected} connected, {load['disconnects']:.0f} disconnected "
-        f"during the run: {met(connected == clients and load['disconnects'] == 0)}",
-        f"p99 change-to-client <= {target_ms:g} ms (load clients, worst phase): visibility "
-        f"{ms(load['p99'])}, event age {ms(load['age_p99'])}: {met(latency_ok)}",
-        f"<= {max_rate:g} events/s per drop: sent, most in any 1 s "
-        f"{sent_window if recorded else '-'}; highest client mean {load['mean']:.2f}/s: "
-        f"{met(rate_ok)}",
-    ]
-    windows = f"load {load['window']:.0f}"
-    if probes:
-        windows += f", probe {probes['window']:.0f}"
-        lines.append(
-            f"(probe clients: visibility p99 {ms(probes['p99'])}, event age p99 "
-            f"{ms(probes['age_p99'])})"
-        )
-    lines.append(f"(received, most in any 1 s at a client: {windows})")
-    return lines
-
-
 # --- main ----------------------------------------------------------------------------
 
 
@@ -1045,78 +340,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def redis_url_of(server: Server) -> str:
-    """The Redis the server uses: REDIS_URL, or its embedded one."""
-    given = os.environ.get("REDIS_URL")
-    if given:
-        return given
-    running = running_store_urls(server.data_dir)
-    if running is None or running[1] is None:
-        raise RuntimeError("the server's embedded Redis is not running")
-    return running[1]
-
-
-def split(total: int, parts: int) -> list[int]:
-    """`total` as `parts` near-equal non-negative counts."""
-    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
-
-
-async def start_groups(
-    args: argparse.Namespace, url: str, drop_ids: list[str]
-) -> dict[str, list[Group]]:
-    load: list[Group]
-    if args.client_procs == 0:
-        load = [LocalGroup("clients", ClientGroup(url, args.clients, drop_ids, args.connect_batch))]
-    else:
-        load = [
-            await RemoteGroup.start(f"clients{i}", url, n, drop_ids, args.connect_batch)
-            for i, n in enumerate(split(args.clients, args.client_procs))
-            if n
-        ]
-    probes: list[Group] = []
-    if args.probe_clients:
-        probes = [await RemoteGroup.start("probes", url, args.probe_clients, drop_ids, 10)]
-    return {"load": load, "probe": probes}
-
-
-def machine() -> dict[str, Any]:
-    model = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {
-        "cpus": os.cpu_count(),
-        "cpu_model": model,
-        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-        "python": sys.version.split()[0],
-        "load_average": os.getloadavg(),
-        "utc": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-
-
 async def prepare(
     http: aiohttp.ClientSession, url: str, args: argparse.Namespace
 ) -> tuple[list[str], list[str], list[int]]:
     """One drop per phase and enough users for the largest: (drop ids, tokens, phase sizes)."""
     login = {"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}
-    admin = (await post_json(http, f"{url}/api/auth/login", login))["accessToken"]
+    admin = (await api(http, "POST", f"{url}/api/auth/login", None, login))["accessToken"]
     sizes = [phase_size(args.reserves, rate, args.max_phase_seconds) for rate in args.rates]
     drop_ids: list[str] = []
     for i, (rate, size) in enumerate(zip(args.rates, sizes, strict=True)):
-        body = {
-            "name": f"bench phase {i} ({'max' if rate is None else f'{rate:g}/s'})",
-            "priceCents": 19900,
-            "totalStock": size,
-            "perUserLimit": PER_USER_LIMIT,
-        }
-        drop_ids.append((await post_json(http, f"{url}/api/drops", body, admin))["id"])
+        name = f"bench phase {i} ({'max' if rate is None else f'{rate:g}/s'})"
+        drop = await create_drop_via_api(http, url, admin, name, size, PER_USER_LIMIT)
+        drop_ids.append(drop["id"])
     stamp = time.time_ns()
     tokens: list[str] = []
     for i in range(math.ceil(max(sizes) / PER_USER_LIMIT)):
         body = {"email": f"bench{stamp}-{i}@example.com", "password": USER_PASSWORD}
-        tokens.append((await post_json(http, f"{url}/api/auth/signup", body))["accessToken"])
+        tokens.append(
+            (await api(http, "POST", f"{url}/api/auth/signup", None, body))["accessToken"]
+        )
     return drop_ids, tokens, sizes
 
 
@@ -1140,7 +382,8 @@ async def bench(args: argparse.Namespace) -> int:
             connector=aiohttp.TCPConnector(limit=args.concurrency, keepalive_timeout=2.0),
         ) as http:
             await server.wait_ready(http)
-            recorder = PushRecorder(redis_url_of(server))
+            database_url, redis_url = embedded_store_urls(server.data_dir)
+            recorder = PushRecorder(redis_url)
             await recorder.start()
             drop_ids, tokens, sizes = await prepare(http, url, args)
             groups = await start_groups(args, url, drop_ids)
@@ -1150,7 +393,12 @@ async def bench(args: argparse.Namespace) -> int:
             ):
                 connect[group.name] = info
                 print(f"{group.name}: {json.dumps(info)}", flush=True)
-            meter = CpuMeter(server, every)
+            meter = CpuMeter(
+                {"api": server.process.pid},
+                [database_url, redis_url],
+                {g.name: g.pids for g in every if g.pids != [os.getpid()]},
+                generator="driver",
+            )
             for drop, (rate, count) in enumerate(zip(args.rates, sizes, strict=True)):
                 await asyncio.sleep(1.0)  # let the previous phase's last pushes drain
                 if args.wait_quiet:
@@ -1208,24 +456,12 @@ async def bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(main())
-    return uvloop.run(main())
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker:
-        run(lambda: worker_main(args.url, args.clients, args.connect_batch, args.drops.split(",")))
+        uvloop.run(worker_main(args.url, args.clients, args.connect_batch, args.drops.split(",")))
         return 0
-
-    async def bounded() -> int:
-        return await asyncio.wait_for(bench(args), args.max_seconds)
-
-    result: int = run(bounded)
+    result: int = uvloop.run(asyncio.wait_for(bench(args), args.max_seconds))
     return result
 
 

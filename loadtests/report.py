@@ -1,4 +1,4 @@
-"""What a storm run prints and keeps: phase lines, the targets, a JSON file and a plot.
+"""What a storm run prints and keeps: phase lines, the targets, a JSON file (plot: plots.py).
 
 The targets (loadtests issue "load tests and performance"):
 - reserve, hold path and sold-out path: product >= 0.8 x the reference's throughput;
@@ -17,15 +17,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from loadtests import worker_stalls
+from loadtests import plots, worker_stalls
 from loadtests.stats import Bucket, Latency, Phase, Target, limit_target, ratio_target
 
 RESERVE_RATIO = 0.8
 P99_LIMIT_MS = 10.0
 LISTING_RATIO = 0.5
 BIG_DROP_RATIO = 1.2
-
-MIN_PLOTTED_SPAN = 0.5  # s: shorter per-second buckets are left off the plot
 
 
 def latency_text(latency: Latency | None) -> str:
@@ -150,56 +148,6 @@ def write_json(path: Path, summary: dict[str, Any], phases: Sequence[Phase]) -> 
     path.write_text(json.dumps(payload, indent=1))
 
 
-def plot(path: Path, phases: Sequence[Phase], title: str) -> None:
-    """Per-second p50 / p99 latency and answers per second over the run, phase by phase."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.lines import Line2D
-
-    colours = {"product": "tab:blue", "reference": "tab:orange"}
-    figure, (top, bottom) = plt.subplots(
-        2, 1, figsize=(14, 8), sharex=True, gridspec_kw={"height_ratios": [3, 2]}
-    )
-    for i, phase in enumerate(phases):
-        if not phase.buckets:
-            continue
-        # A phase's last sliver of a second holds a few answers: its rate and p99 are noise.
-        whole = [b for b in phase.buckets if b.span >= MIN_PLOTTED_SPAN] or phase.buckets
-        xs = [phase.offset + b.second + b.span / 2 for b in whole]
-        colour = colours.get(phase.server, "tab:gray")
-        top.plot(xs, [b.p99 for b in whole], color=colour, linewidth=1.4)
-        top.plot(xs, [b.p50 for b in whole], color=colour, linewidth=0.8, ls="--")
-        bottom.plot(xs, [b.rate for b in whole], color=colour, linewidth=1.2)
-        last = phase.buckets[-1]
-        start, end = phase.offset, phase.offset + last.second + last.span
-        for axis in (top, bottom):
-            axis.axvspan(start, end, color="0.93" if i % 2 else "0.97", zorder=0)
-        short = f"{phase.name} ({phase.server[:3]}, {phase.mode})"
-        top.annotate(
-            short,
-            (start, 1.0),
-            xycoords=("data", "axes fraction"),
-            rotation=90,
-            fontsize=7,
-            va="top",
-            ha="left",
-            color="0.3",
-        )
-    top.set_yscale("log")
-    top.set_ylabel("latency, ms (solid p99, dashed p50)")
-    top.set_title(title, fontsize=10)
-    top.axhline(P99_LIMIT_MS, color="tab:red", linewidth=0.6, ls=":")
-    bottom.set_ylabel("answers per second")
-    bottom.set_xlabel("seconds since the run began")
-    handles = [Line2D([], [], color=c, label=name) for name, c in colours.items()]
-    top.legend(handles=handles, loc="upper right", fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-
-
 def load_phases(report: dict[str, Any]) -> list[Phase]:
     """The phases of a JSON report written by `write_json`."""
     phases = []
@@ -221,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     source = Path(args[0])
     report = json.loads(source.read_text())
     target = Path(args[1]) if len(args) == 2 else source.with_suffix(".png")
-    plot(target, load_phases(report), report.get("title", source.stem))
+    plots.storm(target, load_phases(report), report.get("title", source.stem), P99_LIMIT_MS)
     print(f"wrote {target}")
     return 0
 

@@ -10,6 +10,7 @@ the run on the given server and dropped at the end, so a run starts from nothing
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import os
@@ -28,7 +29,10 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 import asyncpg
 import redis.asyncio as redis_asyncio
+from redis.asyncio import Redis
 
+from app.embedded import running_store_urls
+from app.store.client import create_redis
 from loadtests.fixtures import asyncpg_dsn
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,13 +50,30 @@ class Stores:
     hold_ttl_seconds: int
 
 
+def serve_env(data_dir: Path, overrides: Mapping[str, str] | None = None) -> dict[str, str]:
+    """What every benchmark's `sneakerdrop serve` gets; `overrides` replaces any of it.
+
+    Without DATABASE_URL / REDIS_URL (in the environment or `overrides`) serve starts
+    embedded stores under `data_dir` (`embedded_store_urls` finds them).
+    """
+    return {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "RATE_LIMITS": "off",
+        # Every generated client comes from 127.0.0.1: no per-address socket limit.
+        "SOCKET_CONNECTIONS_PER_IP": "1000000",
+        "LOG_LEVEL": "WARNING",
+        "DATA_DIR": str(data_dir),  # metrics of several workers, the lock file
+        "ENV": "development",
+        **(overrides or {}),
+    }
+
+
 def product_env(
     stores: Stores, port: int, data_dir: Path, overrides: Mapping[str, str] | None = None
 ) -> dict[str, str]:
     """The product's environment; `overrides` replaces any of it (the soak's short periods)."""
-    return {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
+    given = {
         "DATABASE_URL": stores.database_url,
         "REDIS_URL": stores.redis_url,
         "JWT_ACCESS_SECRET": stores.access_secret,
@@ -60,15 +81,38 @@ def product_env(
         "ACCESS_TOKEN_TTL_SECONDS": "86400",
         "RESERVATION_TTL_SECONDS": str(stores.hold_ttl_seconds),
         "RECONCILE_INTERVAL_SECONDS": "3600",  # its pass would run inside a measured phase
-        "RATE_LIMITS": "off",
-        # Every generated client comes from 127.0.0.1: no per-address socket limit.
-        "SOCKET_CONNECTIONS_PER_IP": "1000000",
-        "LOG_LEVEL": "WARNING",
         "PORT": str(port),
-        "DATA_DIR": str(data_dir),  # metrics of several workers, the lock file
-        "ENV": "development",
-        **(overrides or {}),
     }
+    return serve_env(data_dir, {**given, **(overrides or {})})
+
+
+def embedded_store_urls(data_dir: Path) -> tuple[str, str]:
+    """(database URL, Redis URL) of the stores serve uses: the environment's, or the
+    embedded ones it started under `data_dir`."""
+    database_url, redis_url = os.environ.get("DATABASE_URL"), os.environ.get("REDIS_URL")
+    if not (database_url and redis_url):
+        running = running_store_urls(data_dir)
+        if running is None:
+            raise RuntimeError("serve started no embedded stores")
+        database_url, redis_url = database_url or running[0], redis_url or running[1]
+    if not (database_url and redis_url):
+        raise RuntimeError("the server's embedded stores are not running")
+    return database_url, redis_url
+
+
+async def metrics_text(http: aiohttp.ClientSession, url: str, attempts: int = 3) -> str | None:
+    """The server's /metrics (all workers), or None when it has none to give.
+
+    A keep-alive connection the server closed under us is tried again.
+    """
+    for attempt in range(attempts):
+        try:
+            async with http.get(f"{url}/metrics") as response:
+                return await response.text() if response.status == 200 else None
+        except aiohttp.ClientError:
+            if attempt == attempts - 1:
+                raise
+    return None
 
 
 def reference_argv(port: int, workers: int) -> list[str]:
@@ -234,6 +278,38 @@ async def flush_redis(redis_url: str) -> None:
         await client.flushdb()
     finally:
         await client.aclose()
+
+
+def redis_bench_parser(description: str) -> argparse.ArgumentParser:
+    """Options of a benchmark on one Redis database: `--redis-url`, `--flush-redis`."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL"))
+    parser.add_argument(
+        "--flush-redis", action="store_true", help="empty a non-empty Redis db first"
+    )
+    return parser
+
+
+@contextlib.asynccontextmanager
+async def empty_redis(redis_url: str, flush: bool) -> AsyncIterator[Redis]:
+    """The app's client on the Redis database of `redis_url`, which must be empty
+    (`flush`: emptied first, else the run stops); emptied again at the end."""
+    redis = create_redis(redis_url)
+    try:
+        if await redis.dbsize():
+            if not flush:
+                sys.exit("the Redis database is not empty: pass --flush-redis to empty it")
+            await redis.flushdb()
+    except BaseException:
+        await redis.aclose()
+        raise
+    try:
+        yield redis
+    finally:
+        await redis.flushdb()
+        await redis.aclose()
 
 
 @contextlib.asynccontextmanager

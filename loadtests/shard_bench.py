@@ -23,33 +23,26 @@ import argparse
 import asyncio
 import csv
 import io
-import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 from app.domain import DropDefinition, from_ms
-from app.store.client import create_redis
 from app.store.drops import DropStore, RebuildMode
 from app.store.holds import HoldStore
-from app.store.keys import ReservationRef, new_id
+from app.store.keys import HoldRef, new_id
 from app.store.scripts import ScriptName, Scripts
+from loadtests.servers import empty_redis, redis_bench_parser
 
 UNLIMITED = 10**12  # units and per-user limit that a run never exhausts
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description="Reserve scripts per second on one Redis server.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument("--redis-url", default=os.environ.get("REDIS_URL"))
+    p = redis_bench_parser("Reserve scripts per second on one Redis server.")
     p.add_argument("--requests", type=int, default=300_000, help="calls per path")
     p.add_argument("--clients", type=int, default=50, help="redis-benchmark connections")
     p.add_argument("--pipeline", type=int, default=1, help="calls in flight per connection")
-    p.add_argument("--flush-redis", action="store_true", help="empty a non-empty Redis db first")
     args = p.parse_args(argv)
     if not args.redis_url:
         p.error("--redis-url (or REDIS_URL) is required")
@@ -77,7 +70,7 @@ def bench_drop(stock: int, starts_ms: int) -> DropDefinition:
 def evalsha_command(holds: HoldStore, sha: str, drop_id: str) -> list[str]:
     """EVALSHA of reserve.lua with the KEYS and ARGV the app sends, a new hold each call."""
     user = new_id()
-    ref = ReservationRef(drop_id, user, f"{drop_id}.{user}.__rand_int__")
+    ref = HoldRef(drop_id, user, f"{drop_id}.{user}.__rand_int__")
     keys, argv = holds.reserve_args(ref, ttl_ms=60_000)
     return ["EVALSHA", sha, str(len(keys)), *keys, *(str(a) for a in argv)]
 
@@ -111,12 +104,7 @@ def redis_benchmark(url: str, command: list[str], args: argparse.Namespace) -> f
 
 
 async def run(args: argparse.Namespace) -> None:
-    redis = create_redis(args.redis_url)
-    try:
-        if await redis.dbsize():
-            if not args.flush_redis:
-                sys.exit("the Redis database is not empty: pass --flush-redis to empty it")
-            await redis.flushdb()
+    async with empty_redis(args.redis_url, args.flush_redis) as redis:
         scripts = Scripts(redis)
         await scripts.load_all()
         drops, holds = DropStore(redis, scripts), HoldStore(redis, scripts)
@@ -133,9 +121,6 @@ async def run(args: argparse.Namespace) -> None:
             await drops.rebuild(RebuildMode.INIT, drop, 0, {})
             rate = redis_benchmark(args.redis_url, evalsha_command(holds, sha, drop.id), args)
             print(f"  reserve.lua, {path:13}: {rate:10,.0f} calls/s")
-    finally:
-        await redis.flushdb()
-        await redis.aclose()
 
 
 def main(argv: Sequence[str] | None = None) -> None:

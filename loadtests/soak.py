@@ -62,10 +62,9 @@ from app.embedded.common import free_port
 from app.store.keys import DropKeys
 from loadtests import servers
 from loadtests import soak_tally as t
-from loadtests.cpu import CpuMeter, cores_between
+from loadtests.cpu import CpuMeter, cores_between, machine
 from loadtests.fixtures import create_drop, create_users
 from loadtests.invariant import drop_checks
-from loadtests.realtime_bench import machine
 from loadtests.soak_shoppers import Admin, Client, Mix, Pacer, Shopper
 from loadtests.soak_tally import DropBook, Tally
 from loadtests.stats import Latency

@@ -1,7 +1,7 @@
 """What a soak counts and how it is judged: answers per route, anomalies, the books, a verdict.
 
 Pure code over what the shoppers saw and what the stores say at the end, so it can be
-checked without a server (tests/unit/test_soak_tally.py).
+checked without a server (loadtests/tests/test_soak_tally.py).
 
 - Every answer is counted by (route, status, problem code); a connection error or
   timeout is status 0 with the exception's name as its code.

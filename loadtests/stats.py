@@ -1,8 +1,9 @@
-"""The numbers of a storm run: latency percentiles, throughput, per-second buckets, targets.
+"""The numbers of a run: percentiles, summaries, throughput, per-second buckets, targets.
 
 Pure functions over what `loadtests.loadgen` records (nanoseconds of
-`perf_counter_ns`), so they can be checked without a server
-(tests/unit/test_storm_stats.py).
+`perf_counter_ns`) and over plain samples and event times (`Summary`, `max_in_window`),
+so they can be checked without a server (loadtests/tests/test_storm_stats.py). Every
+benchmark takes its percentiles from here.
 
 A timed phase is judged on its measurement window: requests sent after the warm-up
 (the first `warmup` seconds open connections, fill caches and let the servers'
@@ -12,10 +13,11 @@ count (the burst) is judged on all of it, from its start to its last answer.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TypeVar
 
 from loadtests.loadgen import Recorded
@@ -39,35 +41,71 @@ def percentile(ordered: Sequence[Number], q: float) -> Number:
 
 
 @dataclass(frozen=True)
-class Latency:
-    """Milliseconds."""
+class Summary:
+    """Percentiles of plain samples, in the samples' own unit."""
 
     count: int
     p50: float
     p90: float
     p99: float
-    p999: float
     max: float
     mean: float
 
     @classmethod
-    def of(cls, latencies_ns: Iterable[int]) -> Latency | None:
-        ordered = sorted(latencies_ns)
+    def of(cls, values: Iterable[float]) -> Summary | None:
+        ordered = sorted(values)
         if not ordered:
             return None
-
-        def ms(q: float) -> float:
-            return percentile(ordered, q) / NS_PER_MS
-
         return cls(
             count=len(ordered),
-            p50=ms(50),
-            p90=ms(90),
-            p99=ms(99),
-            p999=ms(99.9),
-            max=ordered[-1] / NS_PER_MS,
-            mean=sum(ordered) / len(ordered) / NS_PER_MS,
+            p50=percentile(ordered, 50),
+            p90=percentile(ordered, 90),
+            p99=percentile(ordered, 99),
+            max=ordered[-1],
+            mean=sum(ordered) / len(ordered),
         )
+
+
+def max_in_window(times: Sequence[float], window: float = 1.0) -> int:
+    """The most of the ascending `times` that fall in any half-open window [t, t + window)."""
+    best = 0
+    i = 0
+    for j, t in enumerate(times):
+        while times[i] <= t - window:
+            i += 1
+        best = max(best, j - i + 1)
+    return best
+
+
+def mean_rate(times: Sequence[float], min_span: float = 1.0) -> float | None:
+    """Events per second over the span of the ascending `times`: (n - 1) / span.
+
+    None for a span under `min_span` seconds, where one early or late event swings it.
+    """
+    if len(times) < 2 or times[-1] - times[0] < min_span:
+        return None
+    return (len(times) - 1) / (times[-1] - times[0])
+
+
+def min_gap(times: Sequence[float]) -> float | None:
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    return min(gaps) if gaps else None
+
+
+@dataclass(frozen=True)
+class Latency(Summary):
+    """Milliseconds, from nanoseconds of `perf_counter_ns`; with the p99.9."""
+
+    p999: float
+
+    @classmethod
+    def of(cls, latencies_ns: Iterable[float]) -> Latency | None:
+        ordered = sorted(latencies_ns)
+        found = Summary.of(ordered)
+        if found is None:
+            return None
+        in_ms = {k: v / NS_PER_MS for k, v in asdict(found).items() if k != "count"}
+        return cls(count=found.count, p999=percentile(ordered, 99.9) / NS_PER_MS, **in_ms)
 
 
 @dataclass(frozen=True)

@@ -68,12 +68,12 @@ import aiohttp
 
 from app.embedded.common import free_port
 from loadtests import servers
-from loadtests.cpu import CpuMeter
+from loadtests.cpu import CpuMeter, machine
 from loadtests.fixtures import create_users
 from loadtests.invariant import invariant_problems
 from loadtests.loadgen import REUSE_ORDERS, Generators
-from loadtests.realtime_bench import machine
-from loadtests.report import phase_line, plot, target_lines, targets, write_json
+from loadtests.plots import storm as plot
+from loadtests.report import P99_LIMIT_MS, phase_line, target_lines, targets, write_json
 from loadtests.scenarios import SCENARIOS, Bench, Endpoint
 
 REPORTS = Path(__file__).resolve().parent / "reports"
@@ -272,7 +272,7 @@ def finish(args: argparse.Namespace, bench: Bench, problems: list[str]) -> int:
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
     )
     write_json(base.with_suffix(".json"), {**summary, "title": title}, bench.phases)
-    plot(base.with_suffix(".png"), bench.phases, title)
+    plot(base.with_suffix(".png"), bench.phases, title, P99_LIMIT_MS)
     print(f"\nwrote {base}.json and {base}.png")
     if problems:
         print("\nINVARIANT VIOLATED: see above", file=sys.stderr)

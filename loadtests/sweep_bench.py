@@ -25,35 +25,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
-import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
 from app.background.sweeper import Sweeper
 from app.domain import DropDefinition, from_ms
-from app.store.client import create_redis, redis_now_ms
 from app.store.drops import DropStore, RebuildMode
 from app.store.holds import HoldStore, ReserveOutcome
-from app.store.keys import ReservationRef, new_id
+from app.store.keys import HoldRef, new_id
 from app.store.pipelined import PipelinedConnection
 from app.store.scripts import Scripts
+from loadtests.servers import empty_redis, redis_bench_parser
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description="Cost of the sweeper's passes over many drops.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument("--redis-url", default=os.environ.get("REDIS_URL"))
+    p = redis_bench_parser("Cost of the sweeper's passes over many drops.")
     p.add_argument("--drops", type=int, default=1230, help="mirrored drops")
     p.add_argument("--holds", type=int, default=10, help="live holds per drop")
     p.add_argument("--hold-ttl", type=int, default=600, help="s, so that nothing falls due")
     p.add_argument("--passes", type=int, default=5)
     p.add_argument("--horizon", type=int, default=30, help="s: min(hold time, claim timeout)")
     p.add_argument("--interval-ms", type=int, default=500, help="SWEEP_INTERVAL_MS")
-    p.add_argument("--flush-redis", action="store_true", help="empty a non-empty Redis db first")
     args = p.parse_args(argv)
     if not args.redis_url:
         p.error("--redis-url (or REDIS_URL) is required")
@@ -104,7 +97,7 @@ async def leaders_passes(
     )
     wall, cpu = await timed(one_pass, args.passes)
     lines.append(f"  leader's pass, in between:    {wall:7.1f} ms wall, {cpu:7.1f} ms CPU")
-    now_ms = await redis_now_ms(sweeper.redis)
+    now_ms = await sweeper.hold_store.now_ms()
     per_window = max(args.horizon * 1000 // 2 // args.interval_ms, 1)
     average = (full_cpu + (per_window - 1) * cpu) / per_window
     lines.append(
@@ -115,52 +108,48 @@ async def leaders_passes(
 
 
 async def run(args: argparse.Namespace) -> None:
-    redis = create_redis(args.redis_url)
     pipelined = PipelinedConnection(args.redis_url)
     try:
-        if await redis.dbsize():
-            if not args.flush_redis:
-                sys.exit("the Redis database is not empty: pass --flush-redis to empty it")
-            await redis.flushdb()
-        scripts = Scripts(redis, pipelined)
-        await scripts.load_all()
-        drops, holds = DropStore(redis, scripts), HoldStore(redis, scripts)
-        seconds, _ = await redis.time()
-        ids = []
-        for i in range(args.drops):
-            definition = quiet_drop(i, args.holds, (int(seconds) - 60) * 1000)
-            await drops.rebuild(RebuildMode.INIT, definition, 0, {})
-            ids.append(definition.id)
-            users = [new_id() for _ in range(args.holds)]
-            refs = [
-                ReservationRef(definition.id, u, f"{definition.id}.{u}.{new_id()}") for u in users
+        async with empty_redis(args.redis_url, args.flush_redis) as redis:
+            scripts = Scripts(redis, pipelined)
+            await scripts.load_all()
+            drops, holds = DropStore(redis, scripts), HoldStore(redis, scripts)
+            seconds, _ = await redis.time()
+            ids = []
+            for i in range(args.drops):
+                definition = quiet_drop(i, args.holds, (int(seconds) - 60) * 1000)
+                await drops.rebuild(RebuildMode.INIT, definition, 0, {})
+                ids.append(definition.id)
+                users = [new_id() for _ in range(args.holds)]
+                refs = [HoldRef(definition.id, u, f"{definition.id}.{u}.{new_id()}") for u in users]
+                results = await asyncio.gather(
+                    *(holds.reserve(r, args.hold_ttl * 1000) for r in refs)
+                )
+                assert all(r.outcome is ReserveOutcome.OK for r in results), results
+            sweeper = Sweeper(holds, db=None)  # type: ignore[arg-type]  # nothing is due or reloaded
+            lines = [
+                f"{args.drops:,} drops, {args.holds} live holds each, median of {args.passes} passes"
             ]
-            results = await asyncio.gather(*(holds.reserve(r, args.hold_ttl * 1000) for r in refs))
-            assert all(r.outcome is ReserveOutcome.OK for r in results), results
-        sweeper = Sweeper(holds, db=None)  # type: ignore[arg-type]  # nothing is due or reloaded
-        lines = [
-            f"{args.drops:,} drops, {args.holds} live holds each, median of {args.passes} passes"
-        ]
-        wall, cpu = await timed(lambda: sweeper.sweep(ids), args.passes)
-        lines.append(f"  sweeper pass, every drop:     {wall:7.1f} ms wall, {cpu:7.1f} ms CPU")
-        if hasattr(sweeper, "sweep_pass"):  # not before drops were probed by their deadlines
-            leader = Sweeper(holds, None, args.horizon * 1000)  # type: ignore[arg-type]
-            await leaders_passes(lines, leader, drops, args)
+            wall, cpu = await timed(lambda: sweeper.sweep(ids), args.passes)
+            lines.append(f"  sweeper pass, every drop:     {wall:7.1f} ms wall, {cpu:7.1f} ms CPU")
+            if hasattr(sweeper, "sweep_pass"):  # not before drops were probed by their deadlines
+                leader = Sweeper(holds, None, args.horizon * 1000)  # type: ignore[arg-type]
+                await leaders_passes(lines, leader, drops, args)
 
-        async def one_at_a_time() -> None:
-            for drop_id in ids:
-                await drops.counters(drop_id)
+            async def one_at_a_time() -> None:
+                for drop_id in ids:
+                    await drops.counters(drop_id)
 
-        wall, cpu = await timed(one_at_a_time, args.passes)
-        lines.append(f"  counters, one drop at a time: {wall:7.1f} ms wall, {cpu:7.1f} ms CPU")
-        if hasattr(drops, "counters_of"):  # not before the reconciler read in chunks
-            wall, cpu = await timed(lambda: drops.counters_of(ids), args.passes)
-            lines.append(f"  counters, in chunks:          {wall:7.1f} ms wall, {cpu:7.1f} ms CPU")
-        print("\n".join(lines))
+            wall, cpu = await timed(one_at_a_time, args.passes)
+            lines.append(f"  counters, one drop at a time: {wall:7.1f} ms wall, {cpu:7.1f} ms CPU")
+            if hasattr(drops, "counters_of"):  # not before the reconciler read in chunks
+                wall, cpu = await timed(lambda: drops.counters_of(ids), args.passes)
+                lines.append(
+                    f"  counters, in chunks:          {wall:7.1f} ms wall, {cpu:7.1f} ms CPU"
+                )
+            print("\n".join(lines))
     finally:
-        await redis.flushdb()
         await pipelined.close()
-        await redis.aclose()
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -4,7 +4,7 @@ For `POST /api/drops/{dropId}/reserve` it verifies the bearer JWT exactly as the
 product does for an access token (HS256 pinned, same secret, issuer, audience and
 required claims) and runs ONE `EVALSHA` of `lua/reserve.lua` with the KEYS and ARGV
 the product passes (`reserve_call`, checked against `HoldStore.reserve` in
-tests/unit/test_storm_reference.py). It answers like the product: 201 with the
+loadtests/tests/test_storm_reference.py). It answers like the product: 201 with the
 reservation, or problem+json (401, 404, 409 with the script's code). Nothing else:
 no framework, no revocation check, no rate limiter, no idempotency, no metrics.
 `loadtests/storm.py` runs it beside the product, same Redis, same worker count, so
@@ -29,7 +29,7 @@ from app.domain import from_ms, iso
 from app.services.tokens import ALGORITHM, AUDIENCE, ISSUER, REQUIRED_CLAIMS
 from app.store.channels import database_of_url, stock_dirty_channel
 from app.store.client import create_redis
-from app.store.keys import DROP_ID_RE, DropKeys, new_reservation_id, revoked_session
+from app.store.keys import DROP_ID_RE, DropKeys, new_hold_id, revoked_session
 from app.store.scripts import ScriptName, read_source
 
 Scope = MutableMapping[str, Any]
@@ -170,7 +170,7 @@ class Reference:
         if not DROP_ID_RE.match(drop_id):
             await respond(send, *problem("DROP_NOT_FOUND"), b"application/problem+json")
             return
-        reservation_id = new_reservation_id(drop_id, user_id)
+        reservation_id = new_hold_id(drop_id, user_id)
         keys, args = reserve_call(
             drop_id,
             user_id,

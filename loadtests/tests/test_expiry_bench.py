@@ -1,21 +1,21 @@
-"""The lag maths of loadtests/expiry_bench.py (no server involved)."""
+"""The lag maths of the expiry benchmark, loadtests/expiry_watch.py (no server involved)."""
 
 from __future__ import annotations
 
 import pytest
 
-from loadtests.expiry_bench import (
+from loadtests.expiry_watch import (
     UnitBack,
     event_lags,
     expired_by_layer,
     iso_ms,
     layer_delta,
-    percentile,
     release_lags,
     stock_lags,
     summary,
     worst_per_second,
 )
+from loadtests.stats import percentile
 
 
 def test_percentile_is_nearest_rank() -> None:

@@ -1,4 +1,4 @@
-"""The timing and statistics maths of loadtests/realtime_bench.py (no server involved)."""
+"""The timing and statistics maths of the real-time benchmark (no server involved)."""
 
 from __future__ import annotations
 
@@ -6,20 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from loadtests.realtime_bench import (
-    Summary,
+from loadtests.realtime_bench import gc_pauses
+from loadtests.realtime_clients import split
+from loadtests.realtime_figures import (
     event_ages,
-    gc_pauses,
-    max_in_window,
-    mean_rate,
-    min_gap,
     parse_rates,
     parse_timestamp,
-    percentile,
     phase_size,
-    split,
     visibility_delays,
 )
+from loadtests.stats import Summary, max_in_window, mean_rate, min_gap, percentile
 
 
 def test_percentile_is_nearest_rank() -> None:

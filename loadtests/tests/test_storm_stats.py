@@ -52,11 +52,13 @@ def test_buckets_group_answers_by_arrival_second() -> None:
     began = 10 * S
     starts = [began, began + S // 2, began + S, began + 2 * S]
     latencies = [4 * MS, 600 * MS, 1 * MS, 250 * MS]  # arrivals at 0.004, 1.1, 1.001, 2.25 s
-    assert buckets(starts, latencies, began) == [
+    found = buckets(starts, latencies, began)
+    assert found[:2] == [
         Bucket(second=0, count=1, p50=4.0, p99=4.0),
         Bucket(second=1, count=2, p50=1.0, p99=600.0),
-        Bucket(second=2, count=1, p50=250.0, p99=250.0, span=pytest.approx(0.25)),
     ]
+    assert (found[2].second, found[2].count, found[2].p50, found[2].p99) == (2, 1, 250.0, 250.0)
+    assert found[2].span == pytest.approx(0.25)
     assert buckets(starts, latencies, began)[-1].rate == pytest.approx(4.0)
 
 
@@ -134,7 +136,8 @@ def test_summarise_a_counted_burst_runs_from_start_to_last_answer() -> None:
         warmup=1.0,
         run_began_ns=0,
     )
-    assert (phase.mode, phase.measured, phase.seconds) == ("burst", 2, pytest.approx(0.4))
+    assert (phase.mode, phase.measured) == ("burst", 2)
+    assert phase.seconds == pytest.approx(0.4)
     assert phase.throughput == pytest.approx(5.0)
 
 
@@ -166,7 +169,7 @@ def test_ratio_and_limit_targets() -> None:
 
 
 def test_targets_pick_the_right_phases() -> None:
-    def phase(scenario: str, name: str, server: str, rate: float | None, per_second: int):
+    def phase(scenario: str, name: str, server: str, rate: float | None, per_second: int) -> Phase:
         answers = [(i * S // per_second, 2 * MS, "201") for i in range(per_second * 2)]
         return summarise(
             [record(0, answers, 2 * S)],

@@ -13,15 +13,23 @@ from app.store.keys import DropKeys
 from loadtests.invariant import invariant_problems
 from loadtests.reference.app import Reference
 from tests.support.factories import admin_token, assert_invariant, auth, create_drop, signup
-from tests.support.stores import StoreUrls
+
+
+def store_urls(container: Container) -> tuple[str, str]:
+    """The test stores' URLs, as the suite's app was given them."""
+    settings = container.settings
+    assert settings.database_url is not None
+    assert settings.redis_url is not None
+    return settings.database_url, settings.redis_url
 
 
 @pytest.fixture
 async def reference(
-    stores: StoreUrls, container: Container, monkeypatch: pytest.MonkeyPatch
+    container: Container, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[Reference]:
+    _, redis_url = store_urls(container)
     monkeypatch.setenv("JWT_ACCESS_SECRET", container.settings.access_secret)
-    monkeypatch.setenv("REDIS_URL", stores.redis_url)
+    monkeypatch.setenv("REDIS_URL", redis_url)
     monkeypatch.setenv("RESERVATION_TTL_SECONDS", str(container.settings.reservation_ttl_seconds))
     server = Reference()
     await server.startup()
@@ -58,20 +66,21 @@ async def test_reference_answers_like_the_product(
 
 
 async def test_invariant_problems_reports_drift_and_oversell(
-    stores: StoreUrls, client: httpx.AsyncClient, container: Container
+    client: httpx.AsyncClient, container: Container
 ) -> None:
+    database_url, redis_url = store_urls(container)
     admin = await admin_token(client, container)
     healthy = await create_drop(client, admin, totalStock=5)
     drifted = await create_drop(client, admin, totalStock=5)
     stock = {healthy["id"]: 5, drifted["id"]: 5}
-    assert await invariant_problems(stores.database_url, stores.redis_url, stock, Counter()) == (
+    assert await invariant_problems(database_url, redis_url, stock, Counter()) == (
         2,
         [],
     )
 
     await container.redis.hincrby(DropKeys(drifted["id"]).drop, "avail", 1)  # a unit from nowhere
     checked, problems = await invariant_problems(
-        stores.database_url, stores.redis_url, stock, Counter({healthy["id"]: 6})
+        database_url, redis_url, stock, Counter({healthy["id"]: 6})
     )
     assert checked == 2
     assert [p.split(" drop ")[0] for p in problems] == ["INVARIANT VIOLATED", "OVERSOLD"]
