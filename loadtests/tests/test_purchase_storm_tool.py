@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Protocol
 
 from loadtests import purchase_storm
-from tests.support.stores import StoreUrls
+
+
+class StoreUrls(Protocol):
+    """tests/support/stores.py's, not imported: mypy checks loadtests/ without tests/."""
+
+    database_url: str
+    redis_url: str
 
 
 def test_purchase_storm_runs_end_to_end(stores: StoreUrls, tmp_path: Path) -> None:
