@@ -117,11 +117,15 @@ def _command(name: str) -> Callable[..., Coroutine[Any, Any, Any]]:
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
-    from app.event_loop import LOOP_FACTORY
+    from app.runtime.event_loop import LOOP_FACTORY, check_event_loop
     from app.runtime.http_limits import serve_protocol
 
     # Fails here, before anything starts, when uvicorn lacks an internal it overrides.
     http = serve_protocol(enabled=settings.http_limits == "on")
+    loop = "uvloop"  # EVENT_LOOP=uvloop: uvicorn's own
+    if settings.event_loop == "batch-accept":
+        check_event_loop()  # as above, for uvloop and uvicorn's loop setting
+        loop = LOOP_FACTORY
     host = args.host or settings.host
     port = args.port or settings.port
     # The workers read their settings anew: `--host` is their HOST too (the address a
@@ -138,7 +142,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             host=host,
             port=port,
             workers=args.workers,
-            loop=LOOP_FACTORY,  # uvloop that accepts in batches (app/event_loop.py)
+            loop=loop,  # uvloop that accepts in batches (app/runtime/event_loop.py)
             http=http,  # httptools with a bounded request head (app/runtime/http_limits.py)
             lifespan="on",
             server_header=False,  # no `server: uvicorn` on any response

@@ -114,14 +114,18 @@ class Settings(BaseSettings):
     db_statement_timeout_ms: int = Field(default=5000, ge=100, le=600_000)
     log_level: str = "INFO"
     # After each request a worker polls its sockets this long instead of sleeping
-    # (app/busy_poll.py); 0 lets it sleep at once.
+    # (app/runtime/busy_poll.py); 0 lets it sleep at once.
     busy_poll_ms: float = Field(default=2.0, ge=0, le=100)
     # Connections a worker accepts each time its listening socket is ready
-    # (app/event_loop.py); 1 accepts one per turn of the event loop, as libuv does.
+    # (app/runtime/event_loop.py); 1 accepts one per turn of the event loop, as libuv does.
     accept_batch: int = Field(default=256, ge=1, le=4096)
+    # The loop `serve` runs: uvloop accepting in batches (app/runtime/event_loop.py), or
+    # uvicorn's own uvloop loop (`uvloop`, which also ignores ACCEPT_BATCH).
+    event_loop: Literal["batch-accept", "uvloop"] = "batch-accept"
     # Bounded request heads (app/runtime/http_limits.py): 16 KiB, complete within 10 s.
     http_limits: Literal["on", "off"] = "on"
-    gc_freeze: bool = True  # freeze start-up objects out of garbage collection (app/gc_tuning.py)
+    # Freeze start-up objects out of garbage collection (app/runtime/gc_tuning.py).
+    gc_freeze: bool = True
     # Socket.IO delivery to this worker's clients: a plain loop (app/runtime/socketio_fanout.py)
     # or python-socketio's own task per client (`library`).
     socket_fanout: Literal["sequential", "library"] = "sequential"

@@ -18,19 +18,20 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from app.api import routes_auth, routes_drops, routes_ops, routes_reservations
 from app.api.hot_paths import HotPaths, cors_options
-from app.api.middleware import RequestContextMiddleware
-from app.api.problems import install_problem_handlers
+from app.api.middleware import RequestContextMiddleware, request_id_of
+from app.api.problems import install_problem_handlers, problem_body
 from app.background.expiry import enable_expiry_events
 from app.background.runner import BackgroundTasks
 from app.config import Settings, get_settings
 from app.container import Container, build_container
-from app.gc_tuning import freeze_startup_objects
 from app.logs import configure_logging
 from app.realtime.limits import SocketLimits
 from app.realtime.session_ids import new_worker_id
 from app.realtime.session_routing import SessionRouting, routing_enabled
 from app.realtime.socket import close_socket_server, create_socket_server, register_handlers
-from app.stalls import GcPauseRecorder
+from app.runtime import http_limits
+from app.runtime.gc_tuning import freeze_startup_objects
+from app.runtime.stalls import GcPauseRecorder
 from app.store.client import RedisBudget, check_eviction_policy
 
 log = logging.getLogger(__name__)
@@ -117,6 +118,7 @@ def create_app(settings: Settings | None = None) -> SessionRouting:
     """The ASGI app uvicorn serves (`app.main:create_app`, factory)."""
     settings = settings or get_settings()
     configure_logging(settings.log_level)
+    http_limits.answer_as_the_api(problem_body, request_id_of)  # a 431 answers as the API does
     worker_id = new_worker_id() if routing_enabled(settings) else None
     sio = create_socket_server(
         settings.redis_url,

@@ -33,10 +33,10 @@ from app.api import render
 from app.api.deps import client_ip, parse_bearer
 from app.api.middleware import RequestContextMiddleware
 from app.api.problems import error_response
-from app.busy_poll import BusyPoller
 from app.config import Settings
 from app.container import Container
 from app.errors import ValidationFailed
+from app.runtime.busy_poll import BusyPoller
 
 # Matched with fullmatch: `$` would also match before a trailing newline. The id itself
 # is checked by the service (any malformed id is 404 DROP_NOT_FOUND, as on FastAPI's route).

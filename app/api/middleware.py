@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException
 from app import metrics
 from app.api.problems import problem_body
 from app.logs import request_id_var
-from app.randomness import token_hex
+from app.runtime.randomness import token_hex
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

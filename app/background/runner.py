@@ -23,7 +23,7 @@ from app.background.stopping import pause
 from app.background.sweeper import Sweeper
 from app.container import Container
 from app.realtime.broadcaster import Broadcaster
-from app.stalls import watch_loop_lag
+from app.runtime.stalls import watch_loop_lag
 from app.store import keys
 
 log = logging.getLogger(__name__)

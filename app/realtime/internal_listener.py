@@ -55,7 +55,7 @@ def _bound(host: str) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
-        # Listening already, so app/event_loop.py's loop serves it as it is instead of
+        # Listening already, so app/runtime/event_loop.py's loop serves it as it is instead of
         # opening a SO_REUSEPORT socket beside it (that is for the shared public socket).
         sock.listen(1024)
     except OSError:

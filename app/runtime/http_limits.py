@@ -19,8 +19,8 @@ docs/RUNTIME.md has the figures.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
@@ -167,27 +167,37 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()
 
 
-@functools.cache
-def _problem() -> bytes:
-    # Imported late: uvicorn's supervisor loads this module and need not load the app.
-    from app.api.problems import problem_body
+def _no_request_id(scope: dict[str, Any]) -> str:
+    return "-"
 
-    return problem_body(
+
+# The 431 follows the API's own rules: its problem+json body (app/api/problems.py) and
+# its X-Request-ID (app/api/middleware.py, a valid one among the headers read is
+# echoed). The app hands them over when it is built (`answer_as_the_api`, called by
+# app/main.py in each worker): the API imports this package, so this one cannot import it.
+_TOO_LARGE_BODY = b""
+_request_id: Callable[[dict[str, Any]], str] = _no_request_id
+
+
+def answer_as_the_api(
+    problem_body: Callable[[int, str, str, str], bytes],
+    request_id: Callable[[dict[str, Any]], str],
+) -> None:
+    global _TOO_LARGE_BODY, _request_id
+    _TOO_LARGE_BODY = problem_body(
         431,
         CODE,
         "Request headers too large",
         f"The request line and headers exceed {HEAD_LIMIT_BYTES} bytes",
     )
+    _request_id = request_id
 
 
 def too_large_response(
     default_headers: list[tuple[bytes, bytes]], request_headers: list[tuple[bytes, bytes]]
 ) -> bytes:
     """The whole 431 answer, written by the protocol itself: no app sees such a request."""
-    # The middleware's own rule: a valid X-Request-ID among the headers read is echoed.
-    from app.api.middleware import request_id_of as request_id
-
-    body = _problem()
+    body = _TOO_LARGE_BODY
     parts = [b"HTTP/1.1 431 Request Header Fields Too Large\r\n"]
     for name, value in default_headers:
         parts += [name, b": ", value, b"\r\n"]
@@ -195,7 +205,7 @@ def too_large_response(
         b"content-type: application/problem+json\r\n",
         b"x-content-type-options: nosniff\r\n",
         b"content-length: %d\r\n" % len(body),
-        b"x-request-id: " + request_id({"headers": request_headers}).encode() + b"\r\n",
+        b"x-request-id: " + _request_id({"headers": request_headers}).encode() + b"\r\n",
         b"connection: close\r\n\r\n",
         body,
     ]

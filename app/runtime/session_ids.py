@@ -9,7 +9,7 @@ app/runtime/engineio_sids.py.
 
 from __future__ import annotations
 
-from app.randomness import token_hex
+from app.runtime.randomness import token_hex
 
 SEPARATOR = "."  # URL-safe, and never in python-engineio's own ids (base64 with - and _)
 _WORKER_ID_CHARS = 8

@@ -13,7 +13,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from app.randomness import token_hex
+from app.runtime.randomness import token_hex
 
 DROP_INDEX = "sneakerdrop:drops"  # zset: drop id -> startsAt (ms); every mirrored drop
 DROP_INDEX_LOADED = "sneakerdrop:drops:loaded"  # set once the index was rebuilt from PostgreSQL

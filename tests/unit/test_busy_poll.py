@@ -10,8 +10,8 @@ from typing import Any, cast
 from fastapi import FastAPI
 
 from app.api.hot_paths import HotPaths
-from app.busy_poll import BusyPoller
 from app.config import load_settings
+from app.runtime.busy_poll import BusyPoller
 
 
 class RecordingSelector(selectors.DefaultSelector):

@@ -1,4 +1,4 @@
-"""The batch-accepting event loop (app/event_loop.py), on real sockets of this host."""
+"""The batch-accepting event loop (app/runtime/event_loop.py), on real sockets of this host."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from app import event_loop
-from app.event_loop import BatchAcceptLoop, BatchAcceptServer
+from app.runtime import event_loop
+from app.runtime.event_loop import BatchAcceptLoop, BatchAcceptServer
 
 PENDING = 100  # connections waiting in the kernel's accept queue at once
 TURNS = 10  # loop turns they get to be accepted in; libuv alone accepts one per turn

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import re
 
-from app import randomness
+from app.runtime import randomness
 
 
 def test_ids_are_hex_of_the_asked_length_and_distinct() -> None:

@@ -8,7 +8,7 @@ import time
 
 from prometheus_client import REGISTRY
 
-from app.stalls import GcPauseRecorder, watch_loop_lag
+from app.runtime.stalls import GcPauseRecorder, watch_loop_lag
 
 
 def _observed(metric: str, **labels: str) -> float:

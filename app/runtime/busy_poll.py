@@ -17,7 +17,8 @@ the next request up at once. Two things keep that cheap:
   spinning workers on two cores took the CPU Redis and each other needed, and the
   sold-out peak fell by 38 %.
 
-`BUSY_POLL_MS` sets the window; 0 turns it off.
+`BUSY_POLL_MS` sets the window; 0 turns it off. It uses public APIs only (the running
+loop's `call_soon`, `os.sched_yield`), so it needs no start-up check. docs/RUNTIME.md.
 """
 
 from __future__ import annotations

@@ -7,6 +7,9 @@ them once the app is ready takes them out of every later collection, and a large
 young-generation threshold makes the cheap collections rarer, so the pauses that
 set a latency tail become shorter and less frequent. Garbage still gets collected:
 only objects alive at start-up are exempt.
+
+Public APIs only (`gc.freeze`, `gc.set_threshold`): no start-up check.
+Off switch: `GC_FREEZE=false` (neither the freeze nor the thresholds). docs/RUNTIME.md.
 """
 
 from __future__ import annotations

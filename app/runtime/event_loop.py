@@ -12,7 +12,14 @@ readable, as asyncio's own loop does, then hands each one to uvloop's transports
 With several workers each listens on a socket of its own (SO_REUSEPORT) beside the
 one uvicorn's supervisor shares, so that the kernel spreads connections over them
 (see `create_server`). uvicorn takes the loop through its `loop` setting
-(`LOOP_FACTORY`)."""
+(`LOOP_FACTORY`).
+
+It relies on `uvloop.Loop` being subclassable with `create_server` overridden (uvicorn
+calls it with `sock=` in each worker), on its `add_reader`, `remove_reader` and
+`connect_accepted_socket`, and on uvicorn's `loop` setting taking a "module:callable".
+`check_event_loop()` runs at start-up and fails loudly when any is gone.
+Off switch: `EVENT_LOOP=uvloop` (uvicorn's own uvloop loop). docs/RUNTIME.md.
+"""
 
 from __future__ import annotations
 
@@ -21,9 +28,11 @@ import errno
 import logging
 import socket
 from collections.abc import Callable, Iterable
+from importlib.metadata import version
 from typing import Any
 
 import uvloop
+from uvicorn.config import Config
 
 from app.config import get_settings
 
@@ -251,3 +260,33 @@ class BatchAcceptLoop(uvloop.Loop):
 
 # uvicorn's `loop` setting: a custom value names the callable that makes a loop.
 LOOP_FACTORY = f"{__name__}:{BatchAcceptLoop.__name__}"
+
+
+# What BatchAcceptLoop calls on uvloop's loop, besides what it overrides.
+_UVLOOP_METHODS = ("create_server", "add_reader", "remove_reader", "connect_accepted_socket")
+
+
+def check_event_loop() -> None:
+    """Fail loudly when uvloop or uvicorn no longer offer what BatchAcceptLoop relies on."""
+    missing = [name for name in _UVLOOP_METHODS if not callable(getattr(uvloop.Loop, name, None))]
+    if not missing:
+        try:
+            BatchAcceptLoop().close()  # uvloop's Loop is a compiled class: still subclassable?
+        except TypeError as exc:
+            missing = [f"subclassing ({exc})"]
+    if missing:
+        raise RuntimeError(
+            f"uvloop {version('uvloop')} lacks Loop.{', Loop.'.join(missing)}, which"
+            " app.runtime.event_loop relies on: EVENT_LOOP=uvloop serves on uvicorn's own"
+            " uvloop loop; see docs/RUNTIME.md"
+        )
+    try:
+        factory = Config(app="app.main:create_app", loop=LOOP_FACTORY).get_loop_factory()
+    except (Exception, SystemExit):  # uvicorn exits when it cannot import the value
+        factory = None
+    if factory is not BatchAcceptLoop:
+        raise RuntimeError(
+            f"uvicorn {version('uvicorn')} does not take its loop setting as a"
+            f" 'module:callable' ({LOOP_FACTORY}), which app.runtime.event_loop relies on:"
+            " EVENT_LOOP=uvloop serves on uvicorn's own uvloop loop; see docs/RUNTIME.md"
+        )

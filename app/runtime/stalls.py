@@ -4,6 +4,9 @@ Every request in a worker waits out both, whatever it does, so they are the firs
 thing to look at when the latency tail grows on drop day (`/metrics`:
 `sneakerdrop_gc_pause_seconds`, `sneakerdrop_event_loop_lag_seconds`). Both cost next
 to nothing: a callback per collection, and a timer every `LAG_INTERVAL_S`.
+
+Public APIs only (`gc.callbacks`, the loop's clock): no start-up check, and no switch,
+since it measures and changes nothing. docs/RUNTIME.md.
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@
 request id and per reservation id, a few per cent of a reserve. The same source is
 read here in 4 KiB blocks and handed out in slices, so the ids stay as unguessable
 as before. A forked child starts with an empty block (no id shared with its parent).
+
+Public APIs only (`os.urandom`, `os.register_at_fork`): no start-up check, and no switch
+(the ids are as random as `secrets.token_hex`'s). docs/RUNTIME.md.
 """
 
 from __future__ import annotations
