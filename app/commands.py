@@ -17,7 +17,7 @@ async def _with_container(settings: Settings) -> Container:
 async def create_admin(settings: Settings, email: str, password: str) -> None:
     container = await _with_container(settings)
     try:
-        user = await container.auth.ensure_admin(email, password)
+        user = await container.auth_service.ensure_admin(email, password)
         print(f"admin {user.email} ({user.id}) is ready")
     finally:
         await container.close()
@@ -48,7 +48,9 @@ async def demo(settings: Settings) -> None:
 async def reconcile_once(settings: Settings) -> None:
     container = await _with_container(settings)
     try:
-        checks = await Reconciler(container.db, container.drops, container.holds).run_once()
+        checks = await Reconciler(
+            container.db, container.drop_store, container.hold_store
+        ).run_once()
         repaired = [c for c in checks if not c.healthy]
         print(f"reconciled {len(checks)} drops; {len(repaired)} needed repair")
         for check in repaired:
@@ -61,7 +63,7 @@ async def check(settings: Settings) -> int:
     """Print each drop's invariant; 1 when any drop drifts."""
     container = await _with_container(settings)
     try:
-        checks = await Reconciler(container.db, container.drops, container.holds).check()
+        checks = await Reconciler(container.db, container.drop_store, container.hold_store).check()
     finally:
         await container.close()
     print(f"{'drop':<18} {'total':>8} {'avail':>8} {'holds':>7} {'sold':>7}  state")

@@ -11,14 +11,16 @@ from app.config import Settings
 from app.db.session import Database
 from app.services.auth import AuthService
 from app.services.drops import DropService
+from app.services.holds import HoldService
 from app.services.passwords import PasswordHasher
 from app.services.ratelimit import RateLimiter
-from app.services.reservations import ReservationService
 from app.store.client import RedisBudget, create_redis
 from app.store.drops import DropStore
 from app.store.holds import HoldStore
+from app.store.idempotency import IdempotencyStore
 from app.store.pipelined import PipelinedConnection
 from app.store.scripts import Scripts
+from app.store.sessions import SessionStore
 
 
 @dataclass
@@ -27,17 +29,19 @@ class Container:
     db: Database
     redis: Redis
     scripts: Scripts
-    holds: HoldStore
-    drops: DropStore
-    auth: AuthService
+    hold_store: HoldStore
+    drop_store: DropStore
+    session_store: SessionStore
+    idempotency_store: IdempotencyStore
+    auth_service: AuthService
     drop_service: DropService
-    reservations: ReservationService
+    hold_service: HoldService
     rate_limiter: RateLimiter
     sio: socketio.AsyncServer | None = None
     pipelined: PipelinedConnection | None = None
 
     async def close(self) -> None:
-        self.auth.hasher.close()
+        self.auth_service.hasher.close()
         if self.pipelined is not None:
             await self.pipelined.close()
         await self.redis.aclose()
@@ -70,24 +74,29 @@ async def build_container(settings: Settings) -> Container:
     )
     scripts = Scripts(redis, pipelined)
     await scripts.load_all()
-    holds = HoldStore(redis, scripts, cooldown_ms=settings.reserve_cooldown_seconds * 1000)
-    drops = DropStore(redis, scripts, pipelined)
-    drop_service = DropService(db, drops, holds)
+    hold_store = HoldStore(redis, scripts, cooldown_ms=settings.reserve_cooldown_seconds * 1000)
+    drop_store = DropStore(redis, scripts, pipelined)
+    drop_service = DropService(db, drop_store, hold_store)
+    session_store = SessionStore(redis, settings.access_token_ttl_seconds)
     return Container(
         settings=settings,
         db=db,
         redis=redis,
         scripts=scripts,
-        holds=holds,
-        drops=drops,
-        auth=AuthService(
+        hold_store=hold_store,
+        drop_store=drop_store,
+        session_store=session_store,
+        idempotency_store=IdempotencyStore(redis),
+        auth_service=AuthService(
             settings,
             db,
-            redis,
+            session_store,
             PasswordHasher(settings.bcrypt_rounds, settings.password_hash_threads),
         ),
         drop_service=drop_service,
-        reservations=ReservationService(settings, db, holds, drops, drop_service.ensure_mirrored),
+        hold_service=HoldService(
+            settings, db, hold_store, drop_store, drop_service.ensure_mirrored
+        ),
         rate_limiter=RateLimiter(settings, scripts),
         pipelined=pipelined,
     )

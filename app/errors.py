@@ -13,7 +13,7 @@ the status number carried here.
     ├── Forbidden                 403 FORBIDDEN
     ├── NotFound                  404 NOT_FOUND
     │   ├── DropNotFound          404 DROP_NOT_FOUND
-    │   └── ReservationNotFound   404 RESERVATION_NOT_FOUND
+    │   └── HoldNotFound   404 RESERVATION_NOT_FOUND
     ├── Conflict                  409
     │   ├── EmailTaken            409 EMAIL_TAKEN
     │   ├── InvalidState          409 INVALID_STATE
@@ -21,9 +21,9 @@ the status number carried here.
     │   ├── SoldOut               409 SOLD_OUT
     │   ├── LimitReached          409 LIMIT_REACHED
     │   ├── Cooldown              409 COOLDOWN (carries retry_after_seconds)
-    │   ├── ReservationCancelled  409 RESERVATION_CANCELLED
-    │   └── ReservationPurchased  409 RESERVATION_PURCHASED
-    ├── ReservationExpired        410 RESERVATION_EXPIRED
+    │   ├── HoldCancelled  409 RESERVATION_CANCELLED
+    │   └── HoldPurchased  409 RESERVATION_PURCHASED
+    ├── HoldExpired        410 RESERVATION_EXPIRED
     ├── PayloadTooLarge           413 PAYLOAD_TOO_LARGE
     ├── RateLimited               429 RATE_LIMITED (carries retry_after_seconds)
     └── ServiceUnavailable        503 SERVICE_UNAVAILABLE
@@ -80,7 +80,7 @@ class DropNotFound(NotFound):
     code, title = "DROP_NOT_FOUND", "Drop not found"
 
 
-class ReservationNotFound(NotFound):
+class HoldNotFound(NotFound):
     code, title = "RESERVATION_NOT_FOUND", "Reservation not found"
 
 
@@ -118,15 +118,15 @@ class Cooldown(Conflict):
         self.retry_after_seconds = max(1, retry_after_seconds)
 
 
-class ReservationCancelled(Conflict):
+class HoldCancelled(Conflict):
     code, title = "RESERVATION_CANCELLED", "Reservation was cancelled"
 
 
-class ReservationPurchased(Conflict):
+class HoldPurchased(Conflict):
     code, title = "RESERVATION_PURCHASED", "Reservation already purchased"
 
 
-class ReservationExpired(AppError):
+class HoldExpired(AppError):
     status, code, title = 410, "RESERVATION_EXPIRED", "Reservation expired"
 
 

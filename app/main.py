@@ -16,7 +16,7 @@ import socketio
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from app.api import routes_auth, routes_drops, routes_ops, routes_reservations
+from app.api import routes_auth, routes_drops, routes_holds, routes_ops
 from app.api.hot_paths import HotPaths, cors_options
 from app.api.middleware import RequestContextMiddleware, request_id_of
 from app.api.problems import install_problem_handlers, problem_body
@@ -26,11 +26,11 @@ from app.config import Settings, get_settings
 from app.container import Container, build_container
 from app.logs import configure_logging
 from app.realtime.limits import SocketLimits
-from app.realtime.session_ids import new_worker_id
 from app.realtime.session_routing import SessionRouting, routing_enabled
 from app.realtime.socket import close_socket_server, create_socket_server, register_handlers
 from app.runtime import http_limits
 from app.runtime.gc_tuning import freeze_startup_objects
+from app.runtime.session_ids import new_worker_id
 from app.runtime.stalls import GcPauseRecorder
 from app.store.client import RedisBudget, check_eviction_policy
 
@@ -47,7 +47,7 @@ def _storefront_snapshot(container: Container) -> Any:
 
 def _drop_stock(container: Container) -> Any:
     async def stock(drop_id: str) -> int | None:
-        counters = await container.drops.counters(drop_id)
+        counters = await container.drop_store.counters(drop_id)
         return None if counters is None else max(counters[1], 0)
 
     return stock
@@ -70,7 +70,7 @@ def create_fastapi(settings: Settings, sio: socketio.AsyncServer | None) -> Fast
         await check_eviction_policy(container.redis, strict=settings.env == "production")
         await enable_expiry_events(container.redis)
         if settings.admin_email and settings.admin_password:
-            await container.auth.ensure_admin(settings.admin_email, settings.admin_password)
+            await container.auth_service.ensure_admin(settings.admin_email, settings.admin_password)
         await container.drop_service.mirror_all()
         background = BackgroundTasks(container)
         app.state.background = background
@@ -104,7 +104,7 @@ def create_fastapi(settings: Settings, sio: socketio.AsyncServer | None) -> Fast
     for router in (
         routes_auth.router,
         routes_drops.router,
-        routes_reservations.router,
+        routes_holds.router,
         routes_ops.router,
     ):
         app.include_router(router)

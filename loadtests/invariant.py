@@ -29,7 +29,7 @@ async def drop_checks(database_url: str, redis_url: str) -> list[DropCheck]:
     )
     container = await build_container(settings)
     try:
-        checks = await Reconciler(container.db, container.drops, container.holds).check()
+        checks = await Reconciler(container.db, container.drop_store, container.hold_store).check()
     finally:
         await container.close()
     return checks

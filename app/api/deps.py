@@ -37,7 +37,7 @@ def parse_bearer(header: str) -> str:
 
 
 async def current_user(request: Request, container: ContainerDep) -> AccessClaims:
-    return await container.auth.authenticate(bearer_token(request))
+    return await container.auth_service.authenticate(bearer_token(request))
 
 
 CurrentUser = Annotated[AccessClaims, Depends(current_user)]
@@ -49,7 +49,7 @@ async def current_admin(caller: CurrentUser, container: ContainerDep) -> AccessC
     one PostgreSQL read is cheap next to the write that follows."""
     if caller.role != "admin":
         raise Forbidden("Admins only")
-    account = await container.auth.me(caller)
+    account = await container.auth_service.me(caller)
     if account.role != "admin":
         raise Forbidden("Admins only")
     return caller

@@ -15,14 +15,15 @@ both routes, from their FastAPI declarations.
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
@@ -30,28 +31,16 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from app.api import render
-from app.api.deps import client_ip, parse_bearer
 from app.api.middleware import RequestContextMiddleware
 from app.api.problems import error_response
+from app.api.reserve import RESERVE_ROUTE, reserve
 from app.config import Settings
 from app.container import Container
-from app.errors import ValidationFailed
 from app.runtime.busy_poll import BusyPoller
 
 # Matched with fullmatch: `$` would also match before a trailing newline. The id itself
 # is checked by the service (any malformed id is 404 DROP_NOT_FOUND, as on FastAPI's route).
 _RESERVE_PATH = re.compile(r"/api/drops/([^/]+)/reserve")
-
-
-@dataclass(frozen=True)
-class _Route:
-    """What the request middleware reads for its metrics label (`scope["route"].path`)."""
-
-    path: str
-
-
-RESERVE = _Route("/api/drops/{drop_id}/reserve")
-LIST_DROPS = _Route("/api/drops")
 
 
 def cors_options(settings: Settings) -> dict[str, Any]:
@@ -62,17 +51,6 @@ def cors_options(settings: Settings) -> dict[str, Any]:
         "allow_headers": ["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
         "expose_headers": ["X-Request-ID", "Retry-After"],
     }
-
-
-def require_empty_body(body: bytes) -> None:
-    """Routes that take no fields accept an empty body or `{}`."""
-    if body.strip():
-        try:
-            parsed = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise ValidationFailed("Body must be empty or {}") from None
-        if parsed != {}:
-            raise ValidationFailed("Body must be empty or {}")
 
 
 class RenderedCache:
@@ -116,7 +94,11 @@ class RenderedCache:
 
 
 class HotPaths:
-    """ASGI: the two storm routes here, everything else to the FastAPI app."""
+    """ASGI: the two storm routes here, everything else to the FastAPI app.
+
+    A request served here carries FastAPI's own route object in `scope["route"]`, so
+    the request middleware labels its metrics exactly as FastAPI's route would.
+    """
 
     def __init__(self, api: FastAPI, settings: Settings) -> None:
         self.api = api
@@ -127,10 +109,18 @@ class HotPaths:
         self.lean = RequestContextMiddleware(lean)
         self.poller = BusyPoller(settings.busy_poll_ms / 1000)
 
+    @functools.cached_property
+    def reserve_route(self) -> APIRoute:
+        return _declared(self.api, "POST", RESERVE_ROUTE)
+
+    @functools.cached_property
+    def list_route(self) -> APIRoute:
+        return _declared(self.api, "GET", "/api/drops")
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             self.poller.kick()
-            route = _route_of(scope)
+            route = self._route_of(scope)
             if route is not None:
                 scope["route"] = route
                 await self.lean(scope, receive, send)
@@ -140,10 +130,11 @@ class HotPaths:
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         container: Container = self.api.state.container
         try:
-            if scope["route"] is RESERVE:
-                response = await _reserve(container, scope, receive)
+            if scope["route"] is self.reserve_route:
+                drop_id: str = scope["path_params"]["drop_id"]
+                response = await reserve(container, Request(scope, receive), drop_id)
             else:
-                version = await container.drops.listing_version()
+                version = await container.drop_store.listing_version()
                 body = await self.storefront.get(lambda: _render_storefront(container), version)
                 response = Response(body, media_type="application/json")
         except ClientDisconnect:
@@ -154,56 +145,34 @@ class HotPaths:
             response = error_response(exc)
         await response(scope, receive, send)
 
-
-def _route_of(scope: Scope) -> _Route | None:
-    method, path = scope["method"], scope["path"]
-    if method == "POST" and path.endswith("/reserve"):
-        match = _RESERVE_PATH.fullmatch(path)
-        if match is None:
-            return None
-        for name, _ in scope["headers"]:
-            if name == b"idempotency-key":
-                return None  # FastAPI's route keeps and replays responses
-        scope["path_params"] = {"drop_id": match.group(1)}
-        return RESERVE
-    if method == "GET" and path == "/api/drops" and not scope["query_string"]:
-        return LIST_DROPS
-    return None
-
-
-def _bearer(scope: Scope) -> str:
-    for name, value in scope["headers"]:
-        if name == b"authorization":
-            return parse_bearer(bytes(value).decode("latin-1"))
-    return parse_bearer("")
+    def _route_of(self, scope: Scope) -> APIRoute | None:
+        method, path = scope["method"], scope["path"]
+        if method == "POST" and path.endswith("/reserve"):
+            match = _RESERVE_PATH.fullmatch(path)
+            if match is None:
+                return None
+            for name, _ in scope["headers"]:
+                if name == b"idempotency-key":
+                    return None  # FastAPI's route keeps and replays responses
+            scope["path_params"] = {"drop_id": match.group(1)}
+            return self.reserve_route
+        if method == "GET" and path == "/api/drops" and not scope["query_string"]:
+            return self.list_route
+        return None
 
 
-async def _body(receive: Receive) -> bytes:
-    chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            raise ClientDisconnect()
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-
-
-async def _reserve(container: Container, scope: Scope, receive: Receive) -> Response:
-    drop_id: str = scope["path_params"]["drop_id"]
-    token = _bearer(scope)
-    if container.settings.redis_cluster:
-        caller, unchecked_session = await container.auth.authenticate(token), None
-    else:
-        # The reserve script checks the sign-out marker: one round trip for both.
-        caller = container.auth.verify(token)
-        unchecked_session = caller.session_id
-    ip = client_ip(Request(scope), container.settings.trusted_proxies)
-    require_empty_body(await _body(receive))
-    await container.rate_limiter.hit("reserve", caller.user_id)
-    await container.rate_limiter.hit("reserve_ip", ip)
-    held = await container.reservations.reserve(caller.user_id, drop_id, unchecked_session)
-    return Response(orjson.dumps(render.reservation(held)), 201, media_type="application/json")
+def _declared(api: FastAPI, method: str, path: str) -> APIRoute:
+    """FastAPI's route for `method path` (looked for in included routers too): the lean
+    path serves the route FastAPI declares, under the same metrics label."""
+    pending: list[Any] = list(api.routes)
+    while pending:
+        route = pending.pop()
+        if isinstance(route, APIRoute):
+            if route.path == path and method in (route.methods or ()):
+                return route
+        elif (included := getattr(route, "original_router", None)) is not None:
+            pending.extend(included.routes)
+    raise LookupError(f"no {method} {path} route declared")
 
 
 async def _render_storefront(container: Container) -> bytes:

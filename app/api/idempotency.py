@@ -17,18 +17,14 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 
-import orjson
 from fastapi import Request
-from redis.asyncio import Redis
 from starlette.responses import Response
 
 from app.api.problems import app_error_response
 from app.errors import AppError, IdempotencyKeyReused, ServiceUnavailable, ValidationFailed
-from app.store import keys
+from app.store.idempotency import IdempotencyStore
 
 KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
-KEEP_SECONDS = 24 * 3600
-PENDING_MS = 30_000  # a first attempt that died leaves its marker at most this long
 WAIT_SECONDS = 30.0
 POLL_SECONDS = 0.02
 
@@ -36,7 +32,7 @@ Handler = Callable[[], Awaitable[Response]]
 
 
 async def idempotent(
-    request: Request, redis: Redis, user_id: str, body: bytes, handler: Handler
+    request: Request, store: IdempotencyStore, user_id: str, body: bytes, handler: Handler
 ) -> Response:
     key = request.headers.get("idempotency-key")
     if key is None:
@@ -44,17 +40,15 @@ async def idempotent(
     if not KEY_RE.match(key):
         raise ValidationFailed("Idempotency-Key must be 1 to 255 printable ASCII characters")
     scope = f"{request.method} {request.url.path} {key}"
-    redis_key = keys.idempotency(user_id, hashlib.sha256(scope.encode()).hexdigest())
+    record_key = store.key(user_id, hashlib.sha256(scope.encode()).hexdigest())
     fingerprint = hashlib.sha256(body).hexdigest()
     deadline = time.monotonic() + WAIT_SECONDS
-    pending = orjson.dumps({"state": "pending", "fp": fingerprint})
     while True:
-        if await redis.set(redis_key, pending, nx=True, px=PENDING_MS):
-            return await _run_first(redis, redis_key, fingerprint, handler)
-        raw = await redis.get(redis_key)
-        if raw is None:
+        if await store.claim(record_key, fingerprint):
+            return await _run_first(store, record_key, fingerprint, handler)
+        stored = await store.read(record_key)
+        if stored is None:
             continue  # the first attempt failed and let go; try to be first
-        stored = orjson.loads(raw)
         if stored["fp"] != fingerprint:
             raise IdempotencyKeyReused(
                 "This Idempotency-Key was used with a different request body"
@@ -77,7 +71,9 @@ def is_final(response: Response) -> bool:
     return status < 500 and status != 429 and "retry-after" not in response.headers
 
 
-async def _run_first(redis: Redis, redis_key: str, fingerprint: str, handler: Handler) -> Response:
+async def _run_first(
+    store: IdempotencyStore, record_key: str, fingerprint: str, handler: Handler
+) -> Response:
     try:
         try:
             response = await handler()
@@ -86,10 +82,10 @@ async def _run_first(redis: Redis, redis_key: str, fingerprint: str, handler: Ha
                 raise
             response = app_error_response(exc)
     except BaseException:
-        await redis.delete(redis_key)
+        await store.forget(record_key)
         raise
     if not is_final(response):
-        await redis.delete(redis_key)
+        await store.forget(record_key)
         return response
     record = {
         "state": "done",
@@ -98,5 +94,5 @@ async def _run_first(redis: Redis, redis_key: str, fingerprint: str, handler: Ha
         "type": response.media_type or response.headers.get("content-type", "application/json"),
         "body": bytes(response.body).decode(),
     }
-    await redis.set(redis_key, orjson.dumps(record), ex=KEEP_SECONDS)
+    await store.keep(record_key, record)
     return response

@@ -11,7 +11,7 @@ from app.db.models import Purchase, User
 from app.domain import iso
 from app.services.auth import Session
 from app.services.drops import DropView
-from app.services.reservations import Reservation
+from app.services.holds import Hold
 
 
 def user(row: User) -> dict[str, Any]:
@@ -48,7 +48,7 @@ def drop(view: DropView) -> dict[str, Any]:
     }
 
 
-def reservation(value: Reservation) -> dict[str, Any]:
+def hold(value: Hold) -> dict[str, Any]:
     return {
         "id": value.id,
         "dropId": value.drop_id,

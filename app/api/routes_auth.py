@@ -21,7 +21,7 @@ router = APIRouter(prefix="/api/auth", tags=["auth"])
 )
 async def signup(body: SignupBody, container: ContainerDep, ip: ClientIP) -> Response:
     await container.rate_limiter.hit("signup_ip", ip)
-    session = await container.auth.signup(body.email, body.password, body.display_name)
+    session = await container.auth_service.signup(body.email, body.password, body.display_name)
     return render.JSONBody(render.session(session), status_code=201)
 
 
@@ -36,7 +36,7 @@ async def login(body: LoginBody, container: ContainerDep, ip: ClientIP) -> Respo
     email = body.email.strip()
     # Per-address attempts, then this account's failures (see app/services/ratelimit.py).
     async with container.rate_limiter.login_attempt(email.lower(), ip):
-        session = await container.auth.login(email, body.password)
+        session = await container.auth_service.login(email, body.password)
     return render.JSONBody(render.session(session))
 
 
@@ -46,7 +46,7 @@ async def login(body: LoginBody, container: ContainerDep, ip: ClientIP) -> Respo
     responses=errors((401, "INVALID_TOKEN"), VALIDATION, TOO_LARGE, UNAVAILABLE),
 )
 async def refresh(body: RefreshBody, container: ContainerDep) -> Response:
-    session = await container.auth.refresh(body.refresh_token)
+    session = await container.auth_service.refresh(body.refresh_token)
     return render.JSONBody(render.session(session))
 
 
@@ -57,10 +57,10 @@ async def refresh(body: RefreshBody, container: ContainerDep) -> Response:
     responses=errors(UNAUTHORIZED, (401, "INVALID_TOKEN"), VALIDATION, TOO_LARGE, UNAVAILABLE),
 )
 async def logout(body: RefreshBody, caller: CurrentUser, container: ContainerDep) -> Response:
-    await container.auth.logout(caller, body.refresh_token)
+    await container.auth_service.logout(caller, body.refresh_token)
     return Response(status_code=204)
 
 
 @router.get("/me", response_model=UserOut, responses=errors(UNAUTHORIZED, UNAVAILABLE))
 async def me(caller: CurrentUser, container: ContainerDep) -> Response:
-    return render.JSONBody(render.user(await container.auth.me(caller)))
+    return render.JSONBody(render.user(await container.auth_service.me(caller)))

@@ -73,7 +73,9 @@ async def create_drop(
         view = await container.drop_service.create(new)
         return render.JSONBody(render.drop(view), status_code=201)
 
-    return await idempotent(request, container.redis, admin.user_id, await request.body(), run)
+    return await idempotent(
+        request, container.idempotency_store, admin.user_id, await request.body(), run
+    )
 
 
 @router.patch(
@@ -109,4 +111,6 @@ async def restock_drop(
         view = await container.drop_service.restock(drop_id, body.quantity)
         return render.JSONBody(render.drop(view))
 
-    return await idempotent(request, container.redis, admin.user_id, await request.body(), run)
+    return await idempotent(
+        request, container.idempotency_store, admin.user_id, await request.body(), run
+    )

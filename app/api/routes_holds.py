@@ -6,9 +6,11 @@ from fastapi import APIRouter, Request, status
 from starlette.responses import Response
 
 from app.api import render
-from app.api.deps import ClientIP, ContainerDep, CurrentUser
-from app.api.hot_paths import require_empty_body
+from app.api.bodies import empty_body
+from app.api.deps import ContainerDep, CurrentUser
 from app.api.idempotency import idempotent
+from app.api.reserve import RESERVE_ROUTE, Run
+from app.api.reserve import reserve as reserve_flow
 from app.api.responses import (
     IDEMPOTENCY,
     RATE_LIMITED,
@@ -19,6 +21,7 @@ from app.api.responses import (
     errors,
 )
 from app.api.schemas import PurchaseOut, ReservationOut
+from app.services.tokens import AccessClaims
 
 router = APIRouter(tags=["reservations"])
 
@@ -31,15 +34,8 @@ PURCHASE_ERRORS = errors(
 )
 
 
-async def _empty_body(request: Request) -> bytes:
-    """These routes take no fields: an empty body or `{}`."""
-    body = await request.body()
-    require_empty_body(body)
-    return body
-
-
 @router.post(
-    "/api/drops/{drop_id}/reserve",
+    RESERVE_ROUTE,
     status_code=status.HTTP_201_CREATED,
     response_model=ReservationOut,
     responses=errors(
@@ -52,34 +48,29 @@ async def _empty_body(request: Request) -> bytes:
         RATE_LIMITED,
     ),
 )
-async def reserve(
-    drop_id: str, request: Request, caller: CurrentUser, container: ContainerDep, ip: ClientIP
-) -> Response:
-    body = await _empty_body(request)
+async def reserve(drop_id: str, request: Request, container: ContainerDep) -> Response:
+    """Served here only with an `Idempotency-Key` (see app/api/reserve.py)."""
 
-    async def run() -> Response:
-        await container.rate_limiter.hit("reserve", caller.user_id)
-        await container.rate_limiter.hit("reserve_ip", ip)
-        held = await container.reservations.reserve(caller.user_id, drop_id)
-        return render.JSONBody(render.reservation(held), status_code=201)
+    async def keep(caller: AccessClaims, body: bytes, run: Run) -> Response:
+        return await idempotent(request, container.idempotency_store, caller.user_id, body, run)
 
-    return await idempotent(request, container.redis, caller.user_id, body, run)
+    return await reserve_flow(container, request, drop_id, keep)
 
 
 async def _purchase(
     reservation_id: str, request: Request, caller: CurrentUser, container: ContainerDep
 ) -> Response:
-    body = await _empty_body(request)
+    body = await empty_body(request)
 
     async def run() -> Response:
-        result = await container.reservations.purchase(
+        result = await container.hold_service.purchase(
             caller.user_id, reservation_id, caller.display_name
         )
         return render.JSONBody(
             render.purchase(result.purchase), status_code=201 if result.created else 200
         )
 
-    return await idempotent(request, container.redis, caller.user_id, body, run)
+    return await idempotent(request, container.idempotency_store, caller.user_id, body, run)
 
 
 @router.post(
@@ -120,7 +111,7 @@ async def purchase_legacy(
     ),
 )
 async def cancel(reservation_id: str, caller: CurrentUser, container: ContainerDep) -> Response:
-    await container.reservations.cancel(caller.user_id, reservation_id)
+    await container.hold_service.cancel(caller.user_id, reservation_id)
     return Response(status_code=204)
 
 
@@ -130,9 +121,9 @@ async def cancel(reservation_id: str, caller: CurrentUser, container: ContainerD
     responses=errors(UNAUTHORIZED, UNAVAILABLE),
 )
 async def my_reservations(caller: CurrentUser, container: ContainerDep) -> Response:
-    drop_ids = await container.drops.index()
-    held = await container.reservations.my_reservations(caller.user_id, drop_ids)
-    return render.JSONBody([render.reservation(r) for r in held])
+    drop_ids = await container.drop_store.index()
+    held = await container.hold_service.holds_of(caller.user_id, drop_ids)
+    return render.JSONBody([render.hold(r) for r in held])
 
 
 @router.get(
@@ -141,5 +132,5 @@ async def my_reservations(caller: CurrentUser, container: ContainerDep) -> Respo
     responses=errors(UNAUTHORIZED, UNAVAILABLE),
 )
 async def my_purchases(caller: CurrentUser, container: ContainerDep) -> Response:
-    rows = await container.reservations.my_purchases(caller.user_id)
+    rows = await container.hold_service.my_purchases(caller.user_id)
     return render.JSONBody([render.purchase(p) for p in rows])

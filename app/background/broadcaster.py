@@ -22,11 +22,11 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from app import metrics
-from app.background.lease import Lease
 from app.background.stopping import pause
-from app.realtime.socket import STOCK_EVENT
+from app.events import STOCK_EVENT, stock_update
 from app.store import keys
 from app.store.channels import database_of, stock_dirty_channel
+from app.store.leases import broadcaster_lease
 from app.store.scripts import ScriptName, Scripts
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ class Broadcaster:
         self.sio = sio
         self.interval = interval_ms / 1000
         self.channel = stock_dirty_channel(database_of(redis))
-        self.lease = Lease(redis, keys.BROADCASTER_LEASE, LEASE_TTL_SECONDS)
+        self.lease = broadcaster_lease(redis, LEASE_TTL_SECONDS)
         self._last_sent: dict[str, float] = {}
         self._pending: dict[str, asyncio.Task[None]] = {}
         self._again: set[str] = set()
@@ -140,7 +140,7 @@ class Broadcaster:
             take = self.scripts.script(ScriptName.STOCK_TAKE)
             available = int(await take(keys=[keys.DropKeys(drop_id).drop]))
             if available >= 0:
-                await self.sio.emit(STOCK_EVENT, {"dropId": drop_id, "availableStock": available})
+                await self.sio.emit(STOCK_EVENT, stock_update(drop_id, available))
                 metrics.STOCK_PUSHES.inc()
             # Spaced from the end of this send: each client's copy was queued before it, so
             # however long a read or a send takes, no client gets two within the interval.

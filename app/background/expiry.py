@@ -51,12 +51,12 @@ async def enable_expiry_events(redis: Redis) -> bool:
 class ExpiryListener:
     def __init__(
         self,
-        holds: HoldStore,
+        hold_store: HoldStore,
         node_clients: Callable[[], list[Redis]],
         stopping: asyncio.Event | None = None,
         hold_lifetime_ms: int = 0,
     ) -> None:
-        self.holds = holds
+        self.hold_store = hold_store
         self.node_clients = node_clients
         self.stopping = stopping or asyncio.Event()
         self.subscribed = asyncio.Event()
@@ -105,9 +105,9 @@ class ExpiryListener:
         left_ms = started_ms + self.reload_window_ms - now_ms
         return started_ms, asyncio.get_running_loop().time() + max(left_ms, 0) / 1000
 
-    async def _reloaded(self, ref: keys.ReservationRef, started_ms: int) -> bool:
-        raw = await self.holds.redis.hget(keys.DropKeys(ref.drop_id).holds, ref.reservation_id)
-        return raw is not None and reloaded_hold(str(raw), started_ms)
+    async def _reloaded(self, ref: keys.HoldRef, started_ms: int) -> bool:
+        raw = await self.hold_store.entry(ref)
+        return raw is not None and reloaded_hold(raw, started_ms)
 
     async def _on_expired(self, key: str, reload: tuple[int, float] = (0, 0.0)) -> None:
         ref = keys.parse_timer_key(key)
@@ -119,7 +119,7 @@ class ExpiryListener:
                 ref, started_ms
             ):
                 return  # the sweeper asks PostgreSQL about it first
-            result = await self.holds.release(ref, ReleaseReason.EXPIRED)
+            result = await self.hold_store.release(ref, ReleaseReason.EXPIRED)
         except RedisError:
             metrics.BACKGROUND_ERRORS.labels(task="expiry").inc()
             return  # the sweeper will release it

@@ -32,12 +32,12 @@ REFRESH_SECONDS = 0.5
 class ClusterExpiryListener(ExpiryListener):
     def __init__(
         self,
-        holds: HoldStore,
+        hold_store: HoldStore,
         nodes: ClusterNodes,
         stopping: asyncio.Event | None = None,
         hold_lifetime_ms: int = 0,
     ) -> None:
-        super().__init__(holds, list, stopping, hold_lifetime_ms)
+        super().__init__(hold_store, list, stopping, hold_lifetime_ms)
         self.nodes = nodes
         self._tasks: dict[Address, asyncio.Task[None]] = {}
         self.subscribed_to: set[Address] = set()  # primaries with a live subscription
@@ -91,10 +91,10 @@ class ClusterExpiryListener(ExpiryListener):
 
 
 def expiry_listener(
-    holds: HoldStore, redis: Redis, stopping: asyncio.Event, hold_lifetime_ms: int
+    hold_store: HoldStore, redis: Redis, stopping: asyncio.Event, hold_lifetime_ms: int
 ) -> ExpiryListener:
     """The listener for this Redis: per primary on a cluster, else on the one server."""
     if is_cluster(redis):
         nodes = ClusterNodes(redis)  # type: ignore[arg-type]
-        return ClusterExpiryListener(holds, nodes, stopping, hold_lifetime_ms)
-    return ExpiryListener(holds, lambda: [redis], stopping, hold_lifetime_ms)
+        return ClusterExpiryListener(hold_store, nodes, stopping, hold_lifetime_ms)
+    return ExpiryListener(hold_store, lambda: [redis], stopping, hold_lifetime_ms)

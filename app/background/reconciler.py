@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import cast
 
 from app import metrics
 from app.background.sweeper import Sweeper
@@ -59,18 +58,17 @@ class DropCheck:
 
 
 class Reconciler:
-    def __init__(self, db: Database, drops: DropStore, holds: HoldStore) -> None:
+    def __init__(self, db: Database, drop_store: DropStore, hold_store: HoldStore) -> None:
         self.db = db
-        self.drops = drops
-        self.holds = holds
-        self.redis = holds.redis
-        self.sweeper = Sweeper(holds, db)
+        self.drop_store = drop_store
+        self.hold_store = hold_store
+        self.sweeper = Sweeper(hold_store, db)
 
     async def check(self) -> list[DropCheck]:
         async with self.db.begin() as session:
             rows = await drop_rows.all_drops(session)
             sold = await drop_rows.sold_counts(session)
-        counters_of = await self.drops.counters_of([row.id for row in rows])
+        counters_of = await self.drop_store.counters_of([row.id for row in rows])
         checks = []
         for row in rows:
             total, available, redis_sold, live = counters_of[row.id] or (None, 0, 0, 0)
@@ -98,7 +96,7 @@ class Reconciler:
             metrics.DRIFT.labels(drop=check.drop_id).set(check.drift)
             if not check.healthy:
                 await self._repair(check)
-        await self.drops.mark_index_loaded()
+        await self.drop_store.mark_index_loaded()
         metrics.RECONCILER_RUNS.inc()  # a completed pass
         return checks
 
@@ -113,7 +111,7 @@ class Reconciler:
                 await drop_rows.lock_for_rebuild(session, row.id)
                 sold = await drop_rows.sold_count(session, row.id)
                 by_user = await drop_rows.purchases_by_user(session, row.id)
-                await self.drops.rebuild(RebuildMode.INIT, definition, sold, by_user)
+                await self.drop_store.rebuild(RebuildMode.INIT, definition, sold, by_user)
             metrics.RECONCILER_REPAIRS.labels(kind="rebuilt").inc()
             log.warning("drop rebuilt from PostgreSQL", extra={"drop": row.id})
             return
@@ -121,10 +119,10 @@ class Reconciler:
             await self._commit_purchased_holds(row.id)
         async with self.db.begin() as session:
             await drop_rows.lock_for_rebuild(session, row.id)
-            expected_sold = (await self.drops.counters(row.id) or (0, 0, 0, 0))[2]
+            expected_sold = (await self.drop_store.counters(row.id) or (0, 0, 0, 0))[2]
             sold = await drop_rows.sold_count(session, row.id)
             by_user = await drop_rows.purchases_by_user(session, row.id)
-            outcome, _ = await self.drops.rebuild(
+            outcome, _ = await self.drop_store.rebuild(
                 RebuildMode.REPAIR, definition, sold, by_user, expected_sold=expected_sold
             )
         if outcome is RebuildOutcome.BUSY:
@@ -138,7 +136,7 @@ class Reconciler:
 
     async def _commit_purchased_holds(self, drop_id: str) -> None:
         """Live holds that PostgreSQL says were purchased (Redis rolled back): commit them."""
-        live = cast(list[str], await self.redis.hkeys(keys.DropKeys(drop_id).holds))
-        refs = [r for r in map(keys.parse_reservation_id, live) if r is not None]
-        for _ in await commit_the_sold(self.db, self.holds, refs):
+        live = await self.hold_store.hold_ids(drop_id)
+        refs = [r for r in map(keys.parse_hold_id, live) if r is not None]
+        for _ in await commit_the_sold(self.db, self.hold_store, refs):
             metrics.RECONCILER_REPAIRS.labels(kind="committed").inc()

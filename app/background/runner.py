@@ -16,15 +16,14 @@ from collections.abc import Awaitable, Callable
 from redis.exceptions import RedisError
 
 from app import metrics
+from app.background.broadcaster import Broadcaster
 from app.background.expiry_cluster import expiry_listener
-from app.background.lease import Lease
 from app.background.reconciler import Reconciler
 from app.background.stopping import pause
 from app.background.sweeper import Sweeper
 from app.container import Container
-from app.realtime.broadcaster import Broadcaster
 from app.runtime.stalls import watch_loop_lag
-from app.store import keys
+from app.store.leases import Lease, reconciler_lease, sweeper_lease
 
 log = logging.getLogger(__name__)
 
@@ -60,21 +59,21 @@ class BackgroundTasks:
         self.stopping = asyncio.Event()
         settings = container.settings
         self.sweeper = Sweeper(
-            container.holds,
+            container.hold_store,
             container.db,
             horizon_ms=1000
             * min(settings.reservation_ttl_seconds, settings.purchase_claim_timeout_seconds),
         )
-        self.reconciler = Reconciler(container.db, container.drops, container.holds)
+        self.reconciler = Reconciler(container.db, container.drop_store, container.hold_store)
         self.listener = expiry_listener(
-            container.holds,
+            container.hold_store,
             container.redis,
             self.stopping,
             hold_lifetime_ms=settings.reservation_ttl_seconds * 1000,
         )
-        self.sweep_lease = Lease(container.redis, keys.SWEEPER_LEASE, SWEEP_LEASE_SECONDS)
-        self.reconcile_lease = Lease(
-            container.redis, keys.RECONCILER_LEASE, max(settings.reconcile_interval_seconds * 2, 10)
+        self.sweep_lease = sweeper_lease(container.redis, SWEEP_LEASE_SECONDS)
+        self.reconcile_lease = reconciler_lease(
+            container.redis, max(settings.reconcile_interval_seconds * 2, 10)
         )
         self.broadcaster = (
             Broadcaster(
@@ -89,7 +88,7 @@ class BackgroundTasks:
         )
 
     async def _sweep(self) -> None:
-        await self.sweeper.sweep_pass(await self.container.drops.index())
+        await self.sweeper.sweep_pass(await self.container.drop_store.index())
 
     def start(self) -> None:
         settings = self.container.settings

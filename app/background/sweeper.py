@@ -27,17 +27,14 @@ probes every drop once a pass.)
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import cast
 
 from app import metrics
-from app.batches import chunks
 from app.db import purchases as purchase_rows
 from app.db.session import Database
 from app.errors import ServiceUnavailable
 from app.services.settlement import commit_the_sold
 from app.store import keys
-from app.store.client import ServerStart, redis_now_ms, reloaded_hold, server_start
+from app.store.client import ServerStart, reloaded_hold
 from app.store.holds import (
     AbortOutcome,
     HoldStore,
@@ -54,11 +51,10 @@ CLOSED_RETENTION_MS = 6 * 3600 * 1000  # how long an ended hold still answers 41
 
 
 class Sweeper:
-    def __init__(self, holds: HoldStore, db: Database, horizon_ms: int = 0) -> None:
+    def __init__(self, hold_store: HoldStore, db: Database, horizon_ms: int = 0) -> None:
         """`horizon_ms`: the soonest any deadline written from now on can fall due
         (see the module docstring); 0 probes every drop on every pass."""
-        self.holds = holds
-        self.redis = holds.redis
+        self.hold_store = hold_store
         self.db = db
         self.horizon_ms = horizon_ms
         self.next_probe_ms: dict[str, int] = {}  # drop id -> Redis time of its next probe
@@ -70,8 +66,8 @@ class Sweeper:
         reloaded entries into any drop, so a new run id starts the schedule afresh."""
         if not drop_ids:
             return 0
-        server = await server_start(self.redis)
-        now_ms = await redis_now_ms(self.redis)
+        server = await self.hold_store.server_start()
+        now_ms = await self.hold_store.now_ms()
         if server.run_id != self.redis_run_id:
             self.next_probe_ms, self.redis_run_id = {}, server.run_id
         schedule = self.next_probe_ms
@@ -82,8 +78,8 @@ class Sweeper:
         """One pass over every given drop; returns how many holds it released."""
         if not drop_ids:
             return 0
-        server = await server_start(self.redis)
-        now_ms = await redis_now_ms(self.redis)
+        server = await self.hold_store.server_start()
+        now_ms = await self.hold_store.now_ms()
         return await self._sweep(drop_ids, now_ms, server, layer, plan=False)
 
     async def _sweep(
@@ -94,7 +90,7 @@ class Sweeper:
         only those with a hold due get the per-drop work: a pass over thousands of
         quiet drops costs a few round trips instead of one per drop. With `plan`, each
         probed drop's next probe is set from its earliest deadline."""
-        earliest = await self._earliest_entries(drop_ids, lambda k: k.due)
+        earliest = await self.hold_store.earliest_due(drop_ids, SCAN_CHUNK)
         released = 0
         for drop_id, score in earliest.items():
             if plan:
@@ -120,42 +116,23 @@ class Sweeper:
         so a minute late costs nothing, while every sweep would pay the scan."""
         if not drop_ids:
             return 0
-        cutoff_ms = await redis_now_ms(self.redis) - CLOSED_RETENTION_MS
+        cutoff_ms = await self.hold_store.now_ms() - CLOSED_RETENTION_MS
         pruned = 0
-        earliest = await self._earliest_entries(drop_ids, lambda k: k.closed_at)
+        earliest = await self.hold_store.earliest_closed(drop_ids, SCAN_CHUNK)
         for drop_id, score in earliest.items():
             if score is not None and score <= cutoff_ms:
                 pruned += await self._prune_drop(drop_id, cutoff_ms)
         return pruned
 
-    async def _earliest_entries(
-        self, drop_ids: list[str], zset_of: Callable[[keys.DropKeys], str]
-    ) -> dict[str, float | None]:
-        """Each drop's lowest score in its sorted set `zset_of` (None: empty), asked
-        `SCAN_CHUNK` drops per round trip."""
-        earliest: dict[str, float | None] = {}
-        for chunk in chunks(drop_ids, SCAN_CHUNK):
-            pipe = self.redis.pipeline(transaction=False)
-            for drop_id in chunk:
-                pipe.zrange(zset_of(keys.DropKeys(drop_id)), 0, 0, withscores=True)
-            firsts = cast(list[list[tuple[str, float]]], await pipe.execute())
-            for drop_id, first in zip(chunk, firsts, strict=True):
-                earliest[drop_id] = first[0][1] if first else None
-        return earliest
-
     async def _sweep_drop(self, drop_id: str, now_ms: int, started_ms: int, layer: str) -> int:
-        drop_keys = keys.DropKeys(drop_id)
         released = 0
         while True:
-            due = cast(
-                list[str],
-                await self.redis.zrangebyscore(drop_keys.due, "-inf", now_ms, start=0, num=BATCH),
-            )
-            refs = [r for r in (keys.parse_reservation_id(rid) for rid in due) if r is not None]
+            due = await self.hold_store.due_ids(drop_id, now_ms, BATCH)
+            refs = [r for r in (keys.parse_hold_id(rid) for rid in due) if r is not None]
             if not refs:
                 return released
-            refs, progressed = await self._spare_sold(drop_keys, refs, started_ms)
-            results = await self.holds.release_many(refs, ReleaseReason.EXPIRED)
+            refs, progressed = await self._spare_sold(drop_id, refs, started_ms)
+            results = await self.hold_store.release_many(refs, ReleaseReason.EXPIRED)
             for ref, result in zip(refs, results, strict=True):
                 if result.outcome is ReleaseOutcome.RELEASED:
                     released += 1
@@ -166,74 +143,59 @@ class Sweeper:
                     progressed = await self.settle_claim(ref) or progressed
                 elif result.outcome in (ReleaseOutcome.NOT_FOUND, ReleaseOutcome.ALREADY):
                     # A due entry without a live hold (a partial state after a restore).
-                    await self.redis.zrem(drop_keys.due, ref.reservation_id)
+                    await self.hold_store.forget_due(ref)
                     progressed = True
             if not progressed or len(due) < BATCH:
                 return released
 
     async def _spare_sold(
-        self, drop_keys: keys.DropKeys, refs: list[keys.ReservationRef], started_ms: int
-    ) -> tuple[list[keys.ReservationRef], bool]:
+        self, drop_id: str, refs: list[keys.HoldRef], started_ms: int
+    ) -> tuple[list[keys.HoldRef], bool]:
         """Commit the reloaded holds PostgreSQL sold; returns (the holds left to release,
         whether any was committed). When PostgreSQL does not answer, the reloaded holds
         wait for a later pass: their units stay held rather than risk a second sale."""
-        entries = cast(
-            list[str | None],
-            await self.redis.hmget(drop_keys.holds, [r.reservation_id for r in refs]),
-        )
+        entries = await self.hold_store.entries(drop_id, [r.hold_id for r in refs])
         reloaded = {
-            ref.reservation_id: ref
+            ref.hold_id: ref
             for ref, raw in zip(refs, entries, strict=True)
             if raw is not None and reloaded_hold(raw, started_ms)
         }
         if not reloaded:
             return refs, False
         try:
-            sold = await commit_the_sold(self.db, self.holds, list(reloaded.values()))
+            sold = await commit_the_sold(self.db, self.hold_store, list(reloaded.values()))
         except ServiceUnavailable:
             log.warning("reloaded holds not released: PostgreSQL is not answering")
-            return [r for r in refs if r.reservation_id not in reloaded], False
+            return [r for r in refs if r.hold_id not in reloaded], False
         for reservation_id in sold:
             metrics.RECONCILER_REPAIRS.labels(kind="committed").inc()
             log.warning("reloaded hold was sold: committed", extra={"reservation": reservation_id})
-        return [r for r in refs if r.reservation_id not in sold], bool(sold)
+        return [r for r in refs if r.hold_id not in sold], bool(sold)
 
-    async def settle_claim(self, ref: keys.ReservationRef) -> bool:
+    async def settle_claim(self, ref: keys.HoldRef) -> bool:
         """Settle a purchase claim past its deadline with PostgreSQL's answer."""
         async with self.db.begin() as session:
-            purchase = await purchase_rows.void_or_find(session, ref.reservation_id)
+            purchase = await purchase_rows.void_or_find(session, ref.hold_id)
             name = await purchase_rows.buyer_name(session, ref.user_id) if purchase else ""
         if purchase is not None:
-            await self.holds.commit(ref, name, purchase.purchased_at)
+            await self.hold_store.commit(ref, name, purchase.purchased_at)
             metrics.CLAIMS_RESOLVED.labels(outcome="committed").inc()
-            log.info("stale claim committed", extra={"reservation": ref.reservation_id})
+            log.info("stale claim committed", extra={"reservation": ref.hold_id})
             return True
         # PostgreSQL now refuses this reservation's purchase for good, so the hold ends
         # here rather than going back to ACTIVE: its unit returns to stock once.
-        outcome = await self.holds.abort(ref, "")
-        result = await self.holds.release(ref, ReleaseReason.VOIDED)
+        outcome = await self.hold_store.abort(ref, "")
+        result = await self.hold_store.release(ref, ReleaseReason.VOIDED)
         metrics.CLAIMS_RESOLVED.labels(outcome="voided").inc()
-        log.info("stale claim voided", extra={"reservation": ref.reservation_id})
+        log.info("stale claim voided", extra={"reservation": ref.hold_id})
         if result.outcome is ReleaseOutcome.RELEASED:
             metrics.HOLDS_EXPIRED.labels(layer="sweeper").inc()
         return outcome is not AbortOutcome.NOOP
 
     async def _prune_drop(self, drop_id: str, cutoff_ms: int) -> int:
-        drop_keys = keys.DropKeys(drop_id)
         pruned = 0
         while True:
-            old = cast(
-                list[str],
-                await self.redis.zrangebyscore(
-                    drop_keys.closed_at, "-inf", cutoff_ms, start=0, num=PRUNE_BATCH
-                ),
-            )
-            if not old:
-                return pruned
-            pipe = self.redis.pipeline(transaction=True)
-            pipe.hdel(drop_keys.closed, *old)
-            pipe.zrem(drop_keys.closed_at, *old)
-            await pipe.execute()
-            pruned += len(old)
-            if len(old) < PRUNE_BATCH:
+            forgotten = await self.hold_store.prune_closed(drop_id, cutoff_ms, PRUNE_BATCH)
+            pruned += forgotten
+            if forgotten < PRUNE_BATCH:
                 return pruned

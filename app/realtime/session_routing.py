@@ -30,10 +30,10 @@ from app import metrics
 from app.background.stopping import pause
 from app.config import Settings
 from app.realtime.internal_listener import InternalListener, start_listener
-from app.realtime.session_ids import owner_of
 from app.realtime.socket_proxy import SocketProxy
 from app.runtime.engineio_sids import check_session_ids
 from app.runtime.http_limits import serve_protocol
+from app.runtime.session_ids import owner_of
 from app.store.workers import WorkerRegistry
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from typing import Any
 import engineio
 import socketio
 
-from app.realtime.session_ids import SEPARATOR, owner_of
+from app.runtime.session_ids import SEPARATOR, owner_of
 
 
 class WorkerEngineIOServer(engineio.AsyncServer):  # type: ignore[misc]

@@ -13,7 +13,6 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
@@ -25,6 +24,7 @@ from app.errors import SIGNED_OUT, EmailTaken, InvalidCredentials, InvalidToken,
 from app.services.passwords import PasswordHasher
 from app.services.tokens import AccessClaims, TokenService, token_digest
 from app.store import keys
+from app.store.sessions import SessionStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,11 +37,15 @@ class Session:
 
 class AuthService:
     def __init__(
-        self, settings: Settings, db: Database, redis: Redis, hasher: PasswordHasher
+        self,
+        settings: Settings,
+        db: Database,
+        sessions: SessionStore,
+        hasher: PasswordHasher,
     ) -> None:
         self.settings = settings
         self.db = db
-        self.redis = redis
+        self.sessions = sessions
         self.hasher = hasher
         self.tokens = TokenService(settings)
 
@@ -111,7 +115,7 @@ class AuthService:
 
     async def authenticate(self, access_token: str) -> AccessClaims:
         claims = self.tokens.decode_access(access_token)
-        if await self.redis.exists(keys.revoked_session(claims.session_id)):
+        if await self.sessions.is_revoked(claims.session_id):
             raise Unauthorized(SIGNED_OUT)
         return claims
 
@@ -132,9 +136,7 @@ class AuthService:
 
     async def _revoke_access(self, session_id: str) -> None:
         """Access tokens of this session stop working at once (they live at most their TTL)."""
-        await self.redis.set(
-            keys.revoked_session(session_id), "1", ex=self.settings.access_token_ttl_seconds
-        )
+        await self.sessions.revoke(session_id)
 
     async def _open_session(self, session: AsyncSession, user: User) -> Session:
         family_id = secrets.token_hex(16)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import cast
 
 from app.db import drops as drop_rows
 from app.db.models import Drop
@@ -57,10 +56,10 @@ def _view(mirrored: MirroredDrop, now: datetime) -> DropView:
 
 
 class DropService:
-    def __init__(self, db: Database, drops: DropStore, holds: HoldStore) -> None:
+    def __init__(self, db: Database, drop_store: DropStore, hold_store: HoldStore) -> None:
         self.db = db
-        self.drops = drops
-        self.holds = holds
+        self.drop_store = drop_store
+        self.hold_store = hold_store
         self.unknown_ids = RecentMisses()
 
     # --- views -------------------------------------------------------------
@@ -68,18 +67,18 @@ class DropService:
     async def get(self, drop_id: str) -> DropView:
         if not keys.DROP_ID_RE.match(drop_id):
             raise DropNotFound()
-        found = await self.drops.read([drop_id])
+        found = await self.drop_store.read([drop_id])
         if drop_id not in found:
             if not await self.ensure_mirrored(drop_id):
                 raise DropNotFound()
-            found = await self.drops.read([drop_id])
+            found = await self.drop_store.read([drop_id])
         return _view(found[drop_id], datetime.now(UTC))
 
     async def list(self, status: DropStatus | None, everything: bool = False) -> list[DropView]:
-        if not await self.drops.index_loaded():
+        if not await self.drop_store.index_loaded():
             await self.mirror_all()
-        ids = await self.drops.index()
-        found = await self.drops.read(ids)
+        ids = await self.drop_store.index()
+        found = await self.drop_store.read(ids)
         now = datetime.now(UTC)
         views = [_view(found[i], now) for i in ids if i in found]
         if everything:
@@ -104,27 +103,27 @@ class DropService:
             sold = await drop_rows.sold_count(session, drop_id)
             by_user = await drop_rows.purchases_by_user(session, drop_id)
             definition = drop_rows.to_definition(row)
-            outcome, _ = await self.drops.rebuild(RebuildMode.INIT, definition, sold, by_user)
+            outcome, _ = await self.drop_store.rebuild(RebuildMode.INIT, definition, sold, by_user)
         if outcome is RebuildOutcome.BUILT:
-            await self.drops.bump_listing_version()
+            await self.drop_store.bump_listing_version()
         return True
 
     async def mirror_all(self) -> int:
         """Mirror every drop Redis lacks; returns how many were built."""
         async with self.db.begin() as session:
             rows = await drop_rows.all_drops(session)
-        present = await self.drops.read([row.id for row in rows])
+        present = await self.drop_store.read([row.id for row in rows])
         built = 0
         for row in rows:
             if row.id not in present and await self.ensure_mirrored(row.id):
                 built += 1
-        await self.drops.mark_index_loaded()
+        await self.drop_store.mark_index_loaded()
         return built
 
     async def _publish(self, row: Drop) -> DropView:
         """Mirror a committed row, then answer from Redis."""
         definition = drop_rows.to_definition(row)
-        if not await self.drops.sync(definition):
+        if not await self.drop_store.sync(definition):
             await self.ensure_mirrored(row.id)
         return await self.get(row.id)
 
@@ -150,8 +149,8 @@ class DropService:
         async with self.db.begin() as session:
             session.add(row)
         self.unknown_ids.discard(row.id)
-        await self.drops.rebuild(RebuildMode.INIT, drop_rows.to_definition(row), 0, {})
-        await self.drops.bump_listing_version()
+        await self.drop_store.rebuild(RebuildMode.INIT, drop_rows.to_definition(row), 0, {})
+        await self.drop_store.bump_listing_version()
         return await self.get(row.id)
 
     async def update(self, drop_id: str, patch: DropPatch) -> DropView:
@@ -176,7 +175,7 @@ class DropService:
         if patch.cancel:
             await self._cancel_holds(drop_id)
             view = await self.get(drop_id)
-        await self.drops.bump_listing_version()
+        await self.drop_store.bump_listing_version()
         return view
 
     async def restock(self, drop_id: str, quantity: int) -> DropView:
@@ -191,9 +190,9 @@ class DropService:
             row.total_stock += quantity
             row.updated_at = now
         # PostgreSQL's total now includes the units; Redis follows (or is rebuilt with them).
-        if await self.drops.restock(drop_id, quantity) is None:
+        if await self.drop_store.restock(drop_id, quantity) is None:
             await self.ensure_mirrored(drop_id)
-        await self.drops.bump_listing_version()
+        await self.drop_store.bump_listing_version()
         return await self.get(drop_id)
 
     async def _cancel_holds(self, drop_id: str) -> int:
@@ -202,11 +201,11 @@ class DropService:
         A hold PostgreSQL shows as bought (Redis restored from an older copy) is
         committed instead: its unit was sold and never goes back.
         """
-        held = cast(list[str], await self.holds.redis.hkeys(keys.DropKeys(drop_id).holds))
-        refs = [r for r in map(keys.parse_reservation_id, held) if r is not None]
-        sold = await commit_the_sold(self.db, self.holds, refs)
-        unsold = [r for r in refs if r.reservation_id not in sold]
-        results = await self.holds.release_many(unsold, ReleaseReason.CANCELLED)
+        held = await self.hold_store.hold_ids(drop_id)
+        refs = [r for r in map(keys.parse_hold_id, held) if r is not None]
+        sold = await commit_the_sold(self.db, self.hold_store, refs)
+        unsold = [r for r in refs if r.hold_id not in sold]
+        results = await self.hold_store.release_many(unsold, ReleaseReason.CANCELLED)
         return sum(result.outcome is ReleaseOutcome.RELEASED for result in results)
 
     @staticmethod

@@ -32,17 +32,17 @@ from app.errors import (
     Cooldown,
     DropNotFound,
     DropNotLive,
+    HoldCancelled,
+    HoldExpired,
+    HoldNotFound,
+    HoldPurchased,
     LimitReached,
-    ReservationCancelled,
-    ReservationExpired,
-    ReservationNotFound,
-    ReservationPurchased,
     ServiceUnavailable,
     SoldOut,
     Unauthorized,
 )
 from app.store import keys
-from app.store.client import reloaded_hold, server_started_ms
+from app.store.client import reloaded_hold
 from app.store.drops import DropStore
 from app.store.holds import (
     AbortOutcome,
@@ -56,7 +56,7 @@ from app.store.holds import (
 
 
 @dataclass(frozen=True, slots=True)
-class Reservation:
+class Hold:
     id: str
     drop_id: str
     status: str
@@ -77,19 +77,19 @@ _REFUSALS = {
 }
 
 
-class ReservationService:
+class HoldService:
     def __init__(
         self,
         settings: Settings,
         db: Database,
-        holds: HoldStore,
-        drops: DropStore,
+        hold_store: HoldStore,
+        drop_store: DropStore,
         ensure_mirrored: Callable[[str], Awaitable[bool]],
     ) -> None:
         self.settings = settings
         self.db = db
-        self.holds = holds
-        self.drops = drops
+        self.hold_store = hold_store
+        self.drop_store = drop_store
         self.ensure_mirrored = ensure_mirrored
         self.ttl_ms = settings.reservation_ttl_seconds * 1000
         self.claim_timeout_ms = settings.purchase_claim_timeout_seconds * 1000
@@ -98,21 +98,21 @@ class ReservationService:
 
     async def reserve(
         self, user_id: str, drop_id: str, unchecked_session: str | None = None
-    ) -> Reservation:
+    ) -> Hold:
         """Hold one unit. `unchecked_session`: the caller's session, not yet checked for a
         sign-out; the reserve script checks it in the same round trip."""
         if not keys.DROP_ID_RE.match(drop_id):
             raise DropNotFound()
-        ref = keys.parse_reservation_id(keys.new_reservation_id(drop_id, user_id))
+        ref = keys.parse_hold_id(keys.new_hold_id(drop_id, user_id))
         assert ref is not None
         revoked = None if unchecked_session is None else keys.revoked_session(unchecked_session)
-        result = await self.holds.reserve(ref, self.ttl_ms, revoked)
+        result = await self.hold_store.reserve(ref, self.ttl_ms, revoked)
         if result.outcome is ReserveOutcome.DROP_NOT_FOUND:
             # Redis does not know the drop: rebuild it from PostgreSQL once, then retry.
             if not await self.ensure_mirrored(drop_id):
                 metrics.RESERVE_OUTCOMES.labels(code="DROP_NOT_FOUND").inc()
                 raise DropNotFound()
-            result = await self.holds.reserve(ref, self.ttl_ms, revoked)
+            result = await self.hold_store.reserve(ref, self.ttl_ms, revoked)
         if result.outcome is ReserveOutcome.REVOKED:
             raise Unauthorized(SIGNED_OUT)
         metrics.RESERVE_OUTCOMES.labels(code=result.outcome.value).inc()
@@ -126,8 +126,8 @@ class ReservationService:
             raise SoldOut("No units left; holds that expire return to stock", available=0)
         if refusal is not None:
             raise refusal()
-        return Reservation(
-            id=ref.reservation_id,
+        return Hold(
+            id=ref.hold_id,
             drop_id=drop_id,
             status="ACTIVE",
             expires_at=from_ms(result.expires_at_ms),
@@ -137,46 +137,46 @@ class ReservationService:
     async def cancel(self, user_id: str, reservation_id: str) -> None:
         ref = self._ref_of(user_id, reservation_id)
         if await self._reloaded(ref) and await self._settle_sold(ref, None):
-            raise ReservationPurchased()
-        result = await self.holds.release(ref, ReleaseReason.CANCELLED, owner=user_id)
+            raise HoldPurchased()
+        result = await self.hold_store.release(ref, ReleaseReason.CANCELLED, owner=user_id)
         if result.outcome is ReleaseOutcome.RELEASED:
             metrics.HOLDS_RELEASED.labels(reason="cancelled").inc()
             return
         if result.outcome is ReleaseOutcome.PURCHASING:
-            raise ReservationPurchased("A purchase of this reservation is in progress")
+            raise HoldPurchased("A purchase of this reservation is in progress")
         if result.outcome is ReleaseOutcome.ALREADY:
             if result.closed_state == "PURCHASED":
-                raise ReservationPurchased()
+                raise HoldPurchased()
             return  # expired or cancelled already: nothing goes back twice
         if await self._purchased(ref) is not None:
-            raise ReservationPurchased()
-        raise ReservationNotFound()
+            raise HoldPurchased()
+        raise HoldNotFound()
 
     async def purchase(
         self, user_id: str, reservation_id: str, display_name: str
     ) -> PurchaseResult:
         ref = self._ref_of(user_id, reservation_id)
         claim_id = secrets.token_hex(8)
-        claim = await self.holds.claim(ref, claim_id, self.claim_timeout_ms)
+        claim = await self.hold_store.claim(ref, claim_id, self.claim_timeout_ms)
         match claim.outcome:
             case ClaimOutcome.CLAIMED | ClaimOutcome.IN_PROGRESS:
                 pass
             case ClaimOutcome.PURCHASED | ClaimOutcome.NOT_FOUND:
                 existing = await self._purchased(ref)
                 if existing is None:
-                    raise ReservationNotFound()
+                    raise HoldNotFound()
                 return PurchaseResult(existing, created=False)
             case ClaimOutcome.DUE:
                 if sold := await self._settle_sold(ref, display_name):
                     return PurchaseResult(sold, created=False)
                 await self._expire(ref)
-                raise ReservationExpired()
+                raise HoldExpired()
             case ClaimOutcome.EXPIRED | ClaimOutcome.CANCELLED:
                 if sold := await self._purchased(ref):
                     return PurchaseResult(sold, created=False)
                 if claim.outcome is ClaimOutcome.CANCELLED:
-                    raise ReservationCancelled()
-                raise ReservationExpired()
+                    raise HoldCancelled()
+                raise HoldExpired()
         owns_claim = claim.outcome is ClaimOutcome.CLAIMED
         await self._fault("after_claim")
         definition = await self._definition(ref.drop_id)
@@ -186,13 +186,13 @@ class ReservationService:
                 purchase, created = await purchase_rows.record(
                     session,
                     purchase_id=secrets.token_hex(16),
-                    reservation_id=ref.reservation_id,
+                    reservation_id=ref.hold_id,
                     drop_id=ref.drop_id,
                     user_id=user_id,
                     price_cents=definition.price_cents,
                     currency=definition.currency,
                 )
-                if created and not await self.holds.is_claimed(ref):
+                if created and not await self.hold_store.is_claimed(ref):
                     # Redis lost the claim (emptied or rolled back): a rebuild may have
                     # counted this unit as available again, so this sale must not happen.
                     raise ServiceUnavailable("The reservation store was reset; try again")
@@ -206,22 +206,22 @@ class ReservationService:
             raise
         if purchase is None:
             # The sweeper voided this claim after its deadline: the hold is gone.
-            raise ReservationExpired("The reservation expired while the purchase was pending")
+            raise HoldExpired("The reservation expired while the purchase was pending")
         await self._fault("after_record")
-        await self.holds.commit(ref, display_name, purchase.purchased_at)
+        await self.hold_store.commit(ref, display_name, purchase.purchased_at)
         if created:
             metrics.PURCHASES.inc()
         return PurchaseResult(purchase, created)
 
-    async def my_reservations(self, user_id: str, drop_ids: list[str]) -> list[Reservation]:
+    async def holds_of(self, user_id: str, drop_ids: list[str]) -> list[Hold]:
         now_ms = int(datetime.now(UTC).timestamp() * 1000)
-        found: list[Reservation] = []
-        for reservation_id, raw in await self.holds.live_holds_of(drop_ids, user_id):
+        found: list[Hold] = []
+        for reservation_id, raw in await self.hold_store.live_holds_of(drop_ids, user_id):
             entry = parse_entry(raw)
             if entry.state == "ACTIVE" and entry.expires_at_ms <= now_ms:
                 continue  # past its deadline: expired, even before the sweeper runs
             found.append(
-                Reservation(
+                Hold(
                     id=reservation_id,
                     drop_id=reservation_id.split(".", 1)[0],
                     status="ACTIVE",
@@ -239,55 +239,53 @@ class ReservationService:
     # --- helpers -----------------------------------------------------------
 
     @staticmethod
-    def _ref_of(user_id: str, reservation_id: str) -> keys.ReservationRef:
-        ref = keys.parse_reservation_id(reservation_id)
+    def _ref_of(user_id: str, reservation_id: str) -> keys.HoldRef:
+        ref = keys.parse_hold_id(reservation_id)
         # Another user's id answers exactly like a random one.
         if ref is None or ref.user_id != user_id:
-            raise ReservationNotFound()
+            raise HoldNotFound()
         return ref
 
-    async def _purchased(self, ref: keys.ReservationRef) -> Purchase | None:
+    async def _purchased(self, ref: keys.HoldRef) -> Purchase | None:
         async with self.db.begin() as session:
-            found = await purchase_rows.by_reservation(session, ref.reservation_id)
+            found = await purchase_rows.by_reservation(session, ref.hold_id)
         return found if found is not None and found.user_id == ref.user_id else None
 
-    async def _reloaded(self, ref: keys.ReservationRef) -> bool:
+    async def _reloaded(self, ref: keys.HoldRef) -> bool:
         """Whether Redis reloaded this ACTIVE hold from disk at its last start (see top)."""
-        raw = await self.holds.redis.hget(keys.DropKeys(ref.drop_id).holds, ref.reservation_id)
-        if raw is None or not str(raw).startswith("ACTIVE|"):
+        raw = await self.hold_store.entry(ref)
+        if raw is None or not raw.startswith("ACTIVE|"):
             return False
-        return reloaded_hold(str(raw), await server_started_ms(self.holds.redis))
+        return reloaded_hold(raw, await self.hold_store.server_started_ms())
 
-    async def _settle_sold(
-        self, ref: keys.ReservationRef, display_name: str | None
-    ) -> Purchase | None:
+    async def _settle_sold(self, ref: keys.HoldRef, display_name: str | None) -> Purchase | None:
         """If PostgreSQL recorded this hold's purchase, commit it in Redis and return it."""
         async with self.db.begin() as session:
-            found = await purchase_rows.by_reservation(session, ref.reservation_id)
+            found = await purchase_rows.by_reservation(session, ref.hold_id)
             if found is None or found.user_id != ref.user_id:
                 return None
             if display_name is None:
                 display_name = await purchase_rows.buyer_name(session, ref.user_id)
-        await self.holds.commit(ref, display_name, found.purchased_at)
+        await self.hold_store.commit(ref, display_name, found.purchased_at)
         return found
 
     async def _definition(self, drop_id: str) -> DropDefinition:
-        found = await self.drops.read([drop_id])
+        found = await self.drop_store.read([drop_id])
         if drop_id not in found:
             await self.ensure_mirrored(drop_id)
-            found = await self.drops.read([drop_id])
+            found = await self.drop_store.read([drop_id])
         if drop_id not in found:
             raise ServiceUnavailable("The drop is being rebuilt; try again")
         return found[drop_id].definition
 
-    async def _expire(self, ref: keys.ReservationRef) -> None:
-        result = await self.holds.release(ref, ReleaseReason.EXPIRED)
+    async def _expire(self, ref: keys.HoldRef) -> None:
+        result = await self.hold_store.release(ref, ReleaseReason.EXPIRED)
         if result.outcome is ReleaseOutcome.RELEASED:
             metrics.HOLDS_EXPIRED.labels(layer="purchase").inc()
             metrics.EXPIRY_LAG.observe(max(result.lag_ms, 0) / 1000)
 
-    async def _abort(self, ref: keys.ReservationRef, claim_id: str) -> None:
-        outcome = await self.holds.abort(ref, claim_id)
+    async def _abort(self, ref: keys.HoldRef, claim_id: str) -> None:
+        outcome = await self.hold_store.abort(ref, claim_id)
         if outcome is AbortOutcome.RESTORED_DUE:
             await self._expire(ref)
 

@@ -14,13 +14,13 @@ from app.db import purchases as purchase_rows
 from app.db import users as user_rows
 from app.db.session import Database
 from app.store.holds import HoldStore
-from app.store.keys import ReservationRef
+from app.store.keys import HoldRef
 
 LOOKUP_BATCH = 5_000  # reservation ids per PostgreSQL look-up
 
 
 async def commit_the_sold(
-    db: Database, holds: HoldStore, refs: list[ReservationRef]
+    db: Database, holds: HoldStore, refs: list[HoldRef]
 ) -> dict[str, datetime]:
     """Commit the holds among `refs` that PostgreSQL recorded as purchased.
 
@@ -31,13 +31,13 @@ async def commit_the_sold(
         return {}
     sold: dict[str, datetime] = {}
     async with db.begin() as session:
-        for batch in chunks([r.reservation_id for r in refs], LOOKUP_BATCH):
+        for batch in chunks([r.hold_id for r in refs], LOOKUP_BATCH):
             sold.update(await purchase_rows.purchased_among(session, batch))
         names = await user_rows.display_names(
-            session, [r.user_id for r in refs if r.reservation_id in sold]
+            session, [r.user_id for r in refs if r.hold_id in sold]
         )
     for ref in refs:
-        if ref.reservation_id in sold:
+        if ref.hold_id in sold:
             name = names.get(ref.user_id, "someone")
-            await holds.commit(ref, name, sold[ref.reservation_id])
+            await holds.commit(ref, name, sold[ref.hold_id])
     return sold

@@ -12,7 +12,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.store.cluster_client import BoundedRedisCluster
-from app.store.holds import parse_entry
+from app.store.entries import parse_entry
 
 # Errors that mean "Redis is not answering"; they become 503, never 500.
 REDIS_UNAVAILABLE: tuple[type[BaseException], ...] = (

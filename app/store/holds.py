@@ -10,15 +10,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import cast
 
 import orjson
 from redis.asyncio import Redis
 
 from app.domain import iso
 from app.store.channels import database_of, stock_dirty_channel
-from app.store.keys import DropKeys, ReservationRef
+from app.store.entries import HoldEntry, parse_entry
+from app.store.hold_reads import HoldReads
+from app.store.keys import DropKeys, HoldRef
 from app.store.scripts import ScriptName, Scripts
+
+__all__ = ["HoldEntry", "HoldStore", "parse_entry"]
 
 
 class ReserveOutcome(StrEnum):
@@ -84,14 +87,14 @@ class ClaimResult:
     expires_at_ms: int = 0
 
 
-def _hold_keys(keys: DropKeys, ref: ReservationRef) -> list[str]:
+def _hold_keys(keys: DropKeys, ref: HoldRef) -> list[str]:
     """The nine keys release.lua takes."""
     return [
         keys.drop,
         keys.users,
         keys.holds,
         keys.due,
-        keys.timer(ref.reservation_id),
+        keys.timer(ref.hold_id),
         keys.user_holds(ref.user_id),
         keys.closed,
         keys.closed_at,
@@ -99,7 +102,7 @@ def _hold_keys(keys: DropKeys, ref: ReservationRef) -> list[str]:
     ]
 
 
-class HoldStore:
+class HoldStore(HoldReads):
     """`cooldown_ms` (RESERVE_COOLDOWN_SECONDS): after a user's hold in a drop is cancelled
     by that user or expires, how long that user's next reserve there is refused (0 = off)."""
 
@@ -110,7 +113,7 @@ class HoldStore:
         self.stock_channel = stock_dirty_channel(database_of(redis))
 
     def reserve_args(
-        self, ref: ReservationRef, ttl_ms: int, revoked_key: str | None = None
+        self, ref: HoldRef, ttl_ms: int, revoked_key: str | None = None
     ) -> tuple[list[str], list[str | int]]:
         """KEYS and ARGV of reserve.lua (see its header)."""
         keys = DropKeys(ref.drop_id)
@@ -120,13 +123,13 @@ class HoldStore:
             keys.users,
             keys.holds,
             keys.due,
-            keys.timer(ref.reservation_id),
+            keys.timer(ref.hold_id),
             keys.user_holds(ref.user_id),
             keys.cooldown(ref.user_id),
             *revoked,
         ], [
             ref.user_id,
-            ref.reservation_id,
+            ref.hold_id,
             ttl_ms,
             self.stock_channel,
             ref.drop_id,
@@ -134,7 +137,7 @@ class HoldStore:
         ]
 
     async def reserve(
-        self, ref: ReservationRef, ttl_ms: int, revoked_key: str | None = None
+        self, ref: HoldRef, ttl_ms: int, revoked_key: str | None = None
     ) -> ReserveResult:
         """With `revoked_key`, a signed-out session is refused (REVOKED) in the same call."""
         keys, args = self.reserve_args(ref, ttl_ms, revoked_key)
@@ -147,13 +150,13 @@ class HoldStore:
         return ReserveResult(outcome, int(reply[1]), int(reply[2]), int(reply[3]))
 
     def release_args(
-        self, ref: ReservationRef, reason: ReleaseReason, owner: str = ""
+        self, ref: HoldRef, reason: ReleaseReason, owner: str = ""
     ) -> tuple[list[str], list[str]]:
         """KEYS and ARGV of release.lua; it arms the owner's cooldown when the reason and
         owner call for one (see the script's header)."""
         keys = DropKeys(ref.drop_id)
         return _hold_keys(keys, ref), [
-            ref.reservation_id,
+            ref.hold_id,
             reason.value,
             owner,
             self.stock_channel,
@@ -161,15 +164,11 @@ class HoldStore:
             str(self.cooldown_ms),
         ]
 
-    async def release(
-        self, ref: ReservationRef, reason: ReleaseReason, owner: str = ""
-    ) -> ReleaseResult:
+    async def release(self, ref: HoldRef, reason: ReleaseReason, owner: str = "") -> ReleaseResult:
         keys, args = self.release_args(ref, reason, owner)
         return parse_release(await self.scripts.run(ScriptName.RELEASE, keys, args))
 
-    async def release_many(
-        self, refs: list[ReservationRef], reason: ReleaseReason
-    ) -> list[ReleaseResult]:
+    async def release_many(self, refs: list[HoldRef], reason: ReleaseReason) -> list[ReleaseResult]:
         """release.lua for many holds by the system, in one pipelined round trip."""
         if not refs:
             return []
@@ -180,19 +179,19 @@ class HoldStore:
             await script(keys=hold_keys, args=args, client=pipe)
         return [parse_release(reply) for reply in await pipe.execute()]
 
-    async def claim(self, ref: ReservationRef, claim_id: str, timeout_ms: int) -> ClaimResult:
+    async def claim(self, ref: HoldRef, claim_id: str, timeout_ms: int) -> ClaimResult:
         keys = DropKeys(ref.drop_id)
         reply = await self.scripts.run(
             ScriptName.PURCHASE_CLAIM,
-            [keys.drop, keys.holds, keys.due, keys.timer(ref.reservation_id), keys.closed],
-            [ref.reservation_id, ref.user_id, claim_id, timeout_ms],
+            [keys.drop, keys.holds, keys.due, keys.timer(ref.hold_id), keys.closed],
+            [ref.hold_id, ref.user_id, claim_id, timeout_ms],
         )
         outcome = ClaimOutcome(reply[0])
         expires = int(reply[1]) if len(reply) > 1 else 0
         return ClaimResult(outcome, expires)
 
     async def commit(
-        self, ref: ReservationRef, buyer_name: str, purchased_at: datetime
+        self, ref: HoldRef, buyer_name: str, purchased_at: datetime
     ) -> tuple[str, str]:
         """Returns ('COMMITTED', '') or ('NOOP', closed state or '')."""
         keys = DropKeys(ref.drop_id)
@@ -203,56 +202,25 @@ class HoldStore:
                 keys.drop,
                 keys.holds,
                 keys.due,
-                keys.timer(ref.reservation_id),
+                keys.timer(ref.hold_id),
                 keys.user_holds(ref.user_id),
                 keys.closed,
                 keys.closed_at,
                 keys.buyers,
             ],
-            [ref.reservation_id, buyer.decode()],
+            [ref.hold_id, buyer.decode()],
         )
         return str(reply[0]), str(reply[1]) if len(reply) > 1 else ""
 
-    async def abort(self, ref: ReservationRef, claim_id: str) -> AbortOutcome:
+    async def abort(self, ref: HoldRef, claim_id: str) -> AbortOutcome:
         """Undo a claim; claim_id '' aborts whatever claim holds it (the sweeper)."""
         keys = DropKeys(ref.drop_id)
         reply = await self.scripts.run(
             ScriptName.PURCHASE_ABORT,
-            [keys.drop, keys.holds, keys.due, keys.timer(ref.reservation_id)],
-            [ref.reservation_id, claim_id],
+            [keys.drop, keys.holds, keys.due, keys.timer(ref.hold_id)],
+            [ref.hold_id, claim_id],
         )
         return AbortOutcome(reply[0])
-
-    async def is_claimed(self, ref: ReservationRef) -> bool:
-        """Whether the hold is still PURCHASING in Redis (it is lost if Redis was emptied)."""
-        entry = await self.redis.hget(DropKeys(ref.drop_id).holds, ref.reservation_id)
-        return isinstance(entry, str) and entry.startswith("PURCHASING|")
-
-    async def live_holds_of(self, drop_ids: list[str], user_id: str) -> list[tuple[str, str]]:
-        """(reservation id, raw hold entry) of one user's live holds, in two round trips."""
-        if not drop_ids:
-            return []
-        pipe = self.redis.pipeline(transaction=False)
-        for drop_id in drop_ids:
-            pipe.smembers(DropKeys(drop_id).user_holds(user_id))
-        id_sets = cast(list[set[str]], await pipe.execute())
-        wanted = [(d, sorted(ids)) for d, ids in zip(drop_ids, id_sets, strict=True) if ids]
-        if not wanted:
-            return []
-        pipe = self.redis.pipeline(transaction=False)
-        for drop_id, ids in wanted:
-            pipe.hmget(DropKeys(drop_id).holds, ids)
-        entries = cast(list[list[str | None]], await pipe.execute())
-        return [
-            (rid, entry)
-            for (_, ids), values in zip(wanted, entries, strict=True)
-            for rid, entry in zip(ids, values, strict=True)
-            if entry
-        ]
-
-    async def closed_entry(self, ref: ReservationRef) -> str | None:
-        value = await self.redis.hget(DropKeys(ref.drop_id).closed, ref.reservation_id)
-        return cast(str | None, value)
 
 
 def parse_release(reply: list[object]) -> ReleaseResult:
@@ -262,17 +230,3 @@ def parse_release(reply: list[object]) -> ReleaseResult:
     if outcome is ReleaseOutcome.ALREADY:
         return ReleaseResult(outcome, closed_state=str(reply[1]))
     return ReleaseResult(outcome)
-
-
-@dataclass(frozen=True, slots=True)
-class HoldEntry:
-    state: str
-    user_id: str
-    expires_at_ms: int
-    created_at_ms: int
-    extra: str  # claim id while PURCHASING, closed time (ms) once ended
-
-
-def parse_entry(raw: str) -> HoldEntry:
-    state, user_id, expires, created, extra = raw.split("|", 4)
-    return HoldEntry(state, user_id, int(expires), int(created), extra)

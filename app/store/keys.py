@@ -26,7 +26,7 @@ _HEX16 = "[0-9a-f]{16}"
 # `\Z`, not `$`: `$` also matches before a trailing newline, so "<id>\n" (a path's %0A)
 # passed as an id and broke the reservation id built from it.
 DROP_ID_RE = re.compile(rf"^{_HEX16}\Z")
-RESERVATION_ID_RE = re.compile(rf"^({_HEX16})\.({_HEX16})\.([0-9a-f]{{16}})\Z")
+HOLD_ID_RE = re.compile(rf"^({_HEX16})\.({_HEX16})\.([0-9a-f]{{16}})\Z")
 TIMER_KEY_RE = re.compile(rf"^\{{d:({_HEX16})\}}:t:({_HEX16}\.{_HEX16}\.[0-9a-f]{{16}})\Z")
 
 
@@ -35,28 +35,29 @@ def new_id() -> str:
     return token_hex(8)
 
 
-def new_reservation_id(drop_id: str, user_id: str) -> str:
+def new_hold_id(drop_id: str, user_id: str) -> str:
+    """A hold's id (on the wire: a reservation id); see the module docstring."""
     return f"{drop_id}.{user_id}.{token_hex(8)}"
 
 
 @dataclass(frozen=True, slots=True)
-class ReservationRef:
+class HoldRef:
     drop_id: str
     user_id: str
-    reservation_id: str
+    hold_id: str
 
 
-def parse_reservation_id(value: str) -> ReservationRef | None:
-    match = RESERVATION_ID_RE.match(value)
+def parse_hold_id(value: str) -> HoldRef | None:
+    match = HOLD_ID_RE.match(value)
     if not match:
         return None
-    return ReservationRef(match.group(1), match.group(2), value)
+    return HoldRef(match.group(1), match.group(2), value)
 
 
-def parse_timer_key(key: str) -> ReservationRef | None:
+def parse_timer_key(key: str) -> HoldRef | None:
     """The reservation a hold-timer key belongs to (for keyspace expiry events)."""
     match = TIMER_KEY_RE.match(key)
-    return parse_reservation_id(match.group(2)) if match else None
+    return parse_hold_id(match.group(2)) if match else None
 
 
 class DropKeys:
@@ -75,8 +76,8 @@ class DropKeys:
         self.closed_at = f"{self.tag}:closed_at"
         self.buyers = f"{self.tag}:buyers"
 
-    def timer(self, reservation_id: str) -> str:
-        return f"{self.tag}:t:{reservation_id}"
+    def timer(self, hold_id: str) -> str:
+        return f"{self.tag}:t:{hold_id}"
 
     def user_holds(self, user_id: str) -> str:
         return f"{self.tag}:u:{user_id}"

@@ -18,6 +18,8 @@ from redis.asyncio import Redis
 from redis.asyncio.lock import Lock
 from redis.exceptions import LockError, RedisError
 
+from app.store import keys
+
 log = logging.getLogger(__name__)
 
 
@@ -54,3 +56,15 @@ class Lease:
             except (LockError, RedisError):
                 pass
             self.held = False
+
+
+def sweeper_lease(redis: Redis, ttl_seconds: float) -> Lease:
+    return Lease(redis, keys.SWEEPER_LEASE, ttl_seconds)
+
+
+def reconciler_lease(redis: Redis, ttl_seconds: float) -> Lease:
+    return Lease(redis, keys.RECONCILER_LEASE, ttl_seconds)
+
+
+def broadcaster_lease(redis: Redis, ttl_seconds: float) -> Lease:
+    return Lease(redis, keys.BROADCASTER_LEASE, ttl_seconds)

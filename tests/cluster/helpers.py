@@ -65,7 +65,9 @@ async def tokens(container: Container, count: int, tag: str) -> list[str]:
     for first in range(0, count, SIGNUP_BATCH):  # the hasher bounds its queue
         sessions += await asyncio.gather(
             *(
-                container.auth.signup(f"{tag}-{i}@example.com", "correct-horse-battery", None)
+                container.auth_service.signup(
+                    f"{tag}-{i}@example.com", "correct-horse-battery", None
+                )
                 for i in range(first, min(first + SIGNUP_BATCH, count))
             )
         )

@@ -135,7 +135,7 @@ async def test_a_primary_killed_mid_burst_loses_no_sale_and_sells_nothing_twice(
     )
 
     # The reconciler repairs what asynchronous replication lost; `check` then exits 0.
-    await Reconciler(container.db, container.drops, container.holds).run_once()
+    await Reconciler(container.db, container.drop_store, container.hold_store).run_once()
     for drop_id in drops:
         await assert_invariant(container, drop_id)
     monkeypatch.setenv("REDIS_CLUSTER", "true")

@@ -27,7 +27,7 @@ import socketio
 
 from app.cli import DEFAULT_WORKERS
 from app.embedded.common import free_port
-from app.realtime.session_ids import owner_of
+from app.runtime.session_ids import owner_of
 from app.store.workers import WorkerRegistry
 from tests.conftest import make_settings
 from tests.js import node_clients

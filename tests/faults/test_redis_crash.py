@@ -89,7 +89,7 @@ async def test_redis_killed_mid_burst_then_restarted_empty(
     sold = sum((await purchase_counts(container, drop["id"])).values())
     assert 0 < sold < TOTAL
     # Every hold died with Redis; every purchase PostgreSQL recorded still counts.
-    assert await container.drops.counters(drop["id"]) == (TOTAL, TOTAL - sold, sold, 0)
+    assert await container.drop_store.counters(drop["id"]) == (TOTAL, TOTAL - sold, sold, 0)
 
     # Everyone without a purchase tries again, more people than units left: a sell-out.
     bought = await buyers(container, drop["id"])
@@ -110,4 +110,4 @@ async def test_redis_killed_mid_burst_then_restarted_empty(
 
 
 async def _mirrored(container: Container, drop_id: str) -> bool:
-    return await container.drops.counters(drop_id) is not None
+    return await container.drop_store.counters(drop_id) is not None

@@ -51,7 +51,7 @@ async def test_a_hung_redis_gives_503_in_time_then_service_resumes(
     # Each unit held once at most: the 5 from before, any a timed-out call may have
     # taken after all (Redis ran it once it woke), and the rest of the crowd's.
     assert seen[201] + seen[409] == len(crowd) - 5, seen
-    counters = await container.drops.counters(drop["id"])
+    counters = await container.drop_store.counters(drop["id"])
     assert counters is not None
     _, available, _, live = counters
     assert live == TOTAL - available <= TOTAL

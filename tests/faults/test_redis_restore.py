@@ -72,13 +72,13 @@ async def bought_then_restored(
     owned_redis.kill()
     await asyncio.to_thread(owned_redis.restart, restore_from=snapshot)
     assert await hold_state(container, held["id"]) == "ACTIVE"  # rolled back
-    assert await container.drops.counters(drop["id"]) == (1, 0, 0, 1)
+    assert await container.drop_store.counters(drop["id"]) == (1, 0, 0, 1)
     return drop, held, buyer.access_token, bought.json()["id"]
 
 
 async def never_back_in_stock(container: Container, drop_id: str, reservation_id: str) -> bool:
     """Polled until the restored hold is settled; every sample must show no unit available."""
-    counters = await container.drops.counters(drop_id)
+    counters = await container.drop_store.counters(drop_id)
     assert counters is not None
     assert counters[1] == 0, f"the bought unit went back to stock: {counters}"
     return await hold_state(container, reservation_id) == "PURCHASED"
@@ -89,7 +89,7 @@ async def assert_settled(
 ) -> None:
     """One purchase, counted once; nobody else can reserve the unit; `check` agrees."""
     assert await purchase_counts(container, drop["id"]) == {held["id"]: 1}
-    assert await container.drops.counters(drop["id"]) == (1, 0, 1, 0)
+    assert await container.drop_store.counters(drop["id"]) == (1, 0, 1, 0)
     (late,) = await users(container, 1, prefix="late")
     refused = await reserve(client, drop["id"], late.access_token)
     assert refused.status_code == 409
@@ -185,12 +185,12 @@ async def test_expiry_listener_leaves_a_restored_hold_to_postgres(
         lambda: _expired(container, drop["id"], probe["id"]), within=10, what="probe expired"
     )
     assert await hold_state(container, held["id"]) == "ACTIVE"
-    assert await container.drops.counters(drop["id"]) == (2, 1, 0, 1)
+    assert await container.drop_store.counters(drop["id"]) == (2, 1, 0, 1)
 
     again = await purchase(client, held["id"], buyer.access_token)
     assert again.status_code == 200, again.text
     assert again.json()["id"] == bought.json()["id"]
-    assert await container.drops.counters(drop["id"]) == (2, 1, 1, 0)
+    assert await container.drop_store.counters(drop["id"]) == (2, 1, 1, 0)
     await assert_invariant(container, drop["id"])
     await sneakerdrop_check(stores, tmp_path / "data")
 
@@ -207,7 +207,7 @@ async def test_sweeper_probes_a_quiet_drop_again_once_redis_restarted_from_a_sna
         f"/api/reservations/{held['id']}", headers=auth(buyer.access_token)
     )
     assert cancelled.status_code == 204
-    sweeper = Sweeper(container.holds, container.db, horizon_ms=3_600_000)
+    sweeper = Sweeper(container.hold_store, container.db, horizon_ms=3_600_000)
     assert await sweeper.sweep_pass([drop["id"]]) == 0
     # Empty: not probed again for half an hour.
     assert sweeper.next_probe_ms[drop["id"]] > deadline_ms(held) + 1_000_000
@@ -223,7 +223,7 @@ async def test_sweeper_probes_a_quiet_drop_again_once_redis_restarted_from_a_sna
     # the restored hold (PostgreSQL has no purchase of it) goes back to stock.
     assert await sweeper.sweep_pass([drop["id"]]) == 1
     assert await hold_state(container, held["id"]) == "EXPIRED"
-    assert await container.drops.counters(drop["id"]) == (1, 1, 0, 0)
+    assert await container.drop_store.counters(drop["id"]) == (1, 1, 0, 0)
     await assert_invariant(container, drop["id"])
 
 
@@ -239,7 +239,7 @@ async def _listening(container: Container) -> bool:
 
 
 async def _expired(container: Container, drop_id: str, reservation_id: str) -> bool:
-    counters = await container.drops.counters(drop_id)
+    counters = await container.drop_store.counters(drop_id)
     assert counters is not None
     assert counters[1] <= 1, f"the restored hold's unit went back to stock: {counters}"
     return await hold_state(container, reservation_id) == "EXPIRED"

@@ -125,7 +125,7 @@ async def test_a_strangers_guesses_from_one_address_never_lock_the_owner_out(
 ) -> None:
     """Ten wrong passwords from A refuse A; the owner (an admin here) signs in from B."""
     client, container = await make_app(rate_limits="on", trusted_proxies=["127.0.0.1"])
-    await container.auth.ensure_admin("owner@x.com", PASSWORD)
+    await container.auth_service.ensure_admin("owner@x.com", PASSWORD)
     await _clear_of_window_edge(60, margin=10)
     for _ in range(10):  # RATE_LIMIT_LOGIN's default: 10 failures a minute
         assert_problem(

@@ -30,7 +30,7 @@ def assert_401(response: httpx.Response) -> None:
 
 
 async def hold_state(container: Container, reservation_id: str) -> str:
-    ref = keys.parse_reservation_id(reservation_id)
+    ref = keys.parse_hold_id(reservation_id)
     assert ref is not None
     raw = await container.redis.hget(keys.DropKeys(ref.drop_id).holds, reservation_id)
     return str(raw).split("|", 1)[0]

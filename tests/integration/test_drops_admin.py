@@ -109,7 +109,7 @@ async def test_created_drop_is_mirrored_before_the_answer(
 ) -> None:
     admin = await admin_token(client, container)
     drop = await create_drop(client, admin, totalStock=7)
-    mirrored = await container.drops.read([drop["id"]])
+    mirrored = await container.drop_store.read([drop["id"]])
     assert drop["id"] in mirrored
     assert mirrored[drop["id"]].counters.available == 7
     assert mirrored[drop["id"]].counters.total == 7

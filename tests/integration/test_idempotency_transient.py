@@ -92,15 +92,15 @@ async def test_a_503_under_a_key_is_not_replayed(make_app: AppFactory) -> None:
     url = f"/api/reservations/{held.json()['id']}/purchase"
     keyed = {**user, "Idempotency-Key": "buy-once"}
 
-    healthy = container.reservations.db
-    container.reservations.db = Database(
+    healthy = container.hold_service.db
+    container.hold_service.db = Database(
         f"postgresql+asyncpg://postgres@127.0.0.1:{closed_port()}/x"
     )
     try:
         failed = await client.post(url, headers=keyed)
     finally:
-        await container.reservations.db.dispose()
-        container.reservations.db = healthy
+        await container.hold_service.db.dispose()
+        container.hold_service.db = healthy
     assert failed.status_code == 503, failed.text
     assert failed.json()["code"] == "SERVICE_UNAVAILABLE"
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from app.background.broadcaster import LEASE_TTL_SECONDS as BROADCAST_LEASE_SECONDS
 from app.background.runner import SWEEP_LEASE_SECONDS
-from app.realtime.broadcaster import LEASE_TTL_SECONDS as BROADCAST_LEASE_SECONDS
 from app.store import keys
 from tests.rig.traffic import Burst, admin_drop, timed, tokens, until
 from tests.support.factories import auth

@@ -32,7 +32,7 @@ async def signup(
 
 async def admin_token(client: httpx.AsyncClient, container: Container) -> str:
     email = f"admin{next(_counter)}@example.com"
-    await container.auth.ensure_admin(email, PASSWORD)
+    await container.auth_service.ensure_admin(email, PASSWORD)
     response = await client.post("/api/auth/login", json={"email": email, "password": PASSWORD})
     assert response.status_code == 200, response.text
     token: str = response.json()["accessToken"]
@@ -57,7 +57,7 @@ def in_future(seconds: float) -> datetime:
 
 async def assert_invariant(container: Container, drop_id: str | None = None) -> None:
     """available + live holds + purchases == total, and Redis agrees with PostgreSQL."""
-    checks = await Reconciler(container.db, container.drops, container.holds).check()
+    checks = await Reconciler(container.db, container.drop_store, container.hold_store).check()
     for check in checks:
         if drop_id is not None and check.drop_id != drop_id:
             continue

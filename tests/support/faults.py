@@ -40,7 +40,7 @@ async def answered(request: Awaitable[httpx.Response]) -> tuple[httpx.Response, 
 
 async def hold_state(container: Container, reservation_id: str) -> str | None:
     """ACTIVE / PURCHASING while live, the closed state once ended, None if unknown."""
-    ref = keys.parse_reservation_id(reservation_id)
+    ref = keys.parse_hold_id(reservation_id)
     assert ref is not None
     drop_keys = keys.DropKeys(ref.drop_id)
     for field in (drop_keys.holds, drop_keys.closed):

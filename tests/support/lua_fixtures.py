@@ -21,7 +21,7 @@ from app.store.channels import database_of, stock_dirty_channel
 from app.store.client import create_redis
 from app.store.drops import DropStore, RebuildMode, RebuildOutcome
 from app.store.holds import HoldEntry, HoldStore, ReserveOutcome, ReserveResult, parse_entry
-from app.store.keys import DropKeys, ReservationRef, new_id
+from app.store.keys import DropKeys, HoldRef, new_id
 from app.store.pipelined import PipelinedConnection
 from app.store.scripts import ScriptName, Scripts
 from tests.support.stores import StoreUrls
@@ -142,14 +142,14 @@ def make_drop(redis: Redis, drop_store: DropStore) -> MakeDrop:
     return factory
 
 
-def new_ref(drop_id: str, user_id: str | None = None) -> ReservationRef:
+def new_ref(drop_id: str, user_id: str | None = None) -> HoldRef:
     user = user_id or new_id()
-    return ReservationRef(drop_id, user, f"{drop_id}.{user}.{secrets.token_hex(8)}")
+    return HoldRef(drop_id, user, f"{drop_id}.{user}.{secrets.token_hex(8)}")
 
 
 async def reserve_ok(
     hold_store: HoldStore, drop_id: str, user_id: str | None = None, ttl_ms: int = TTL_MS
-) -> tuple[ReservationRef, ReserveResult]:
+) -> tuple[HoldRef, ReserveResult]:
     ref = new_ref(drop_id, user_id)
     result = await hold_store.reserve(ref, ttl_ms)
     assert result.outcome is ReserveOutcome.OK, result
@@ -190,27 +190,27 @@ async def users_hash(redis: Redis, drop_id: str) -> dict[str, str]:
     return cast(dict[str, str], await redis.hgetall(DropKeys(drop_id).users))
 
 
-async def hold_entry(redis: Redis, ref: ReservationRef) -> HoldEntry | None:
-    raw = await redis.hget(DropKeys(ref.drop_id).holds, ref.reservation_id)
+async def hold_entry(redis: Redis, ref: HoldRef) -> HoldEntry | None:
+    raw = await redis.hget(DropKeys(ref.drop_id).holds, ref.hold_id)
     return parse_entry(cast(str, raw)) if raw is not None else None
 
 
-async def closed_entry(redis: Redis, ref: ReservationRef) -> HoldEntry | None:
-    raw = await redis.hget(DropKeys(ref.drop_id).closed, ref.reservation_id)
+async def closed_entry(redis: Redis, ref: HoldRef) -> HoldEntry | None:
+    raw = await redis.hget(DropKeys(ref.drop_id).closed, ref.hold_id)
     return parse_entry(cast(str, raw)) if raw is not None else None
 
 
-async def due_score(redis: Redis, ref: ReservationRef) -> float | None:
-    score: float | None = await redis.zscore(DropKeys(ref.drop_id).due, ref.reservation_id)
+async def due_score(redis: Redis, ref: HoldRef) -> float | None:
+    score: float | None = await redis.zscore(DropKeys(ref.drop_id).due, ref.hold_id)
     return score
 
 
-async def timer_pttl(redis: Redis, ref: ReservationRef) -> int:
+async def timer_pttl(redis: Redis, ref: HoldRef) -> int:
     """PTTL of the hold's timer key: -2 when it does not exist."""
-    return int(await redis.pttl(DropKeys(ref.drop_id).timer(ref.reservation_id)))
+    return int(await redis.pttl(DropKeys(ref.drop_id).timer(ref.hold_id)))
 
 
-async def user_holds(redis: Redis, ref: ReservationRef) -> set[str]:
+async def user_holds(redis: Redis, ref: HoldRef) -> set[str]:
     keys = DropKeys(ref.drop_id)
     return cast(set[str], await redis.smembers(keys.user_holds(ref.user_id)))
 

@@ -144,7 +144,7 @@ async def users(container: Container, count: int) -> list[Session]:
     return list(
         await asyncio.gather(
             *(
-                container.auth.signup(f"rt{stamp}-{i}@example.com", PASSWORD, None)
+                container.auth_service.signup(f"rt{stamp}-{i}@example.com", PASSWORD, None)
                 for i in range(count)
             )
         )

@@ -23,7 +23,7 @@ async def users(container: Container, count: int, prefix: str = "u") -> list[Ses
     sessions = []
     for i in range(count):
         sessions.append(
-            await container.auth.signup(
+            await container.auth_service.signup(
                 f"{prefix}{i}-{time.monotonic_ns()}@example.com", PASSWORD, None
             )
         )
@@ -50,13 +50,13 @@ async def wait_until(
 
 
 async def available(container: Container, drop_id: str) -> int:
-    counters = await container.drops.counters(drop_id)
+    counters = await container.drop_store.counters(drop_id)
     assert counters is not None
     return counters[1]
 
 
 async def live_holds(container: Container, drop_id: str) -> int:
-    counters = await container.drops.counters(drop_id)
+    counters = await container.drop_store.counters(drop_id)
     assert counters is not None
     return counters[3]
 

@@ -111,8 +111,8 @@ async def test_all_layers_at_once_release_each_unit_once(make_app: AppFactory) -
 
     await wait_until(lambda: stock_is(container, drop_id, 50), within=6, what="expiry")
     # Let every layer have another go at the same holds: nothing may come back twice.
-    await other.reservations.holds.release(
-        keys.ReservationRef(drop_id, "0" * 16, f"{drop_id}.{'0' * 16}.{'0' * 16}"),
+    await other.hold_service.hold_store.release(
+        keys.HoldRef(drop_id, "0" * 16, f"{drop_id}.{'0' * 16}.{'0' * 16}"),
         ReleaseReason.EXPIRED,
     )
     await background_of(client).sweeper.sweep([drop_id])
@@ -155,14 +155,14 @@ async def test_purchase_racing_expiry_never_both(make_app: AppFactory) -> None:
     holds = [(await reserve(client, drop["id"], user.access_token)).json() for _ in range(40)]
 
     async def race(trial: int, held: dict[str, str]) -> tuple[bool, bool]:
-        ref = keys.parse_reservation_id(held["id"])
+        ref = keys.parse_hold_id(held["id"])
         assert ref is not None
         # Aim both at the deadline, staggered by a few ms either side.
         aim = deadline_ms(held) - 4 + trial % 9
         await wait_until(lambda: redis_time_reached(container, aim), within=3)
         bought, released = await asyncio.gather(
             purchase(client, held["id"], user.access_token),
-            container.holds.release(ref, ReleaseReason.EXPIRED),
+            container.hold_store.release(ref, ReleaseReason.EXPIRED),
         )
         sold = bought.status_code in (200, 201)
         returned = released.outcome == "RELEASED" or bought.status_code == 410

@@ -50,7 +50,7 @@ async def purchase_rows(container: Container, reservation_id: str) -> int:
 
 
 async def hold_state(container: Container, reservation_id: str) -> str | None:
-    ref = keys.parse_reservation_id(reservation_id)
+    ref = keys.parse_hold_id(reservation_id)
     assert ref is not None
     entry = await container.redis.hget(keys.DropKeys(ref.drop_id).holds, reservation_id)  # type: ignore[misc]
     return None if entry is None else str(entry).split("|", 1)[0]
@@ -62,11 +62,11 @@ async def test_crash_after_claim_is_voided_by_the_sweeper(make_app: AppFactory) 
     drop = await create_drop(client, admin, totalStock=3)
     (user,) = await users(container, 1)
     held = (await reserve(client, drop["id"], user.access_token)).json()
-    container.reservations.fault_hook = crash_at("after_claim")
+    container.hold_service.fault_hook = crash_at("after_claim")
 
     with pytest.raises(Crash):
-        await container.reservations.purchase(user.user.id, held["id"], "buyer")
-    container.reservations.fault_hook = None
+        await container.hold_service.purchase(user.user.id, held["id"], "buyer")
+    container.hold_service.fault_hook = None
     assert await hold_state(container, held["id"]) == "PURCHASING"
 
     # Past the claim deadline the sweeper asks PostgreSQL: no purchase, so the claim is voided.
@@ -87,11 +87,11 @@ async def test_crash_after_record_is_committed_by_the_sweeper(make_app: AppFacto
     drop = await create_drop(client, admin, totalStock=3)
     (user,) = await users(container, 1)
     held = (await reserve(client, drop["id"], user.access_token)).json()
-    container.reservations.fault_hook = crash_at("after_record")
+    container.hold_service.fault_hook = crash_at("after_record")
 
     with pytest.raises(Crash):
-        await container.reservations.purchase(user.user.id, held["id"], "buyer")
-    container.reservations.fault_hook = None
+        await container.hold_service.purchase(user.user.id, held["id"], "buyer")
+    container.hold_service.fault_hook = None
     assert await purchase_rows(container, held["id"]) == 1
     assert await hold_state(container, held["id"]) == "PURCHASING"
 
@@ -112,15 +112,15 @@ async def test_postgres_down_during_purchase_gives_503_and_keeps_the_hold(
     drop = await create_drop(client, admin, totalStock=2)
     (user,) = await users(container, 1)
     held = (await reserve(client, drop["id"], user.access_token)).json()
-    healthy = container.reservations.db
-    container.reservations.db = Database(
+    healthy = container.hold_service.db
+    container.hold_service.db = Database(
         f"postgresql+asyncpg://postgres@127.0.0.1:{_closed_port()}/x"
     )
     try:
         failed = await purchase(client, held["id"], user.access_token)
     finally:
-        await container.reservations.db.dispose()
-        container.reservations.db = healthy
+        await container.hold_service.db.dispose()
+        container.hold_service.db = healthy
 
     assert failed.status_code == 503
     assert failed.json()["code"] == "SERVICE_UNAVAILABLE"

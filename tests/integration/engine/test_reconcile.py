@@ -61,7 +61,7 @@ async def test_redis_restored_from_an_older_snapshot(
     (user,) = await users(container, 1)
     held = (await reserve(client, drop["id"], user.access_token)).json()
     drop_keys = keys.DropKeys(drop["id"])
-    ref = keys.parse_reservation_id(held["id"])
+    ref = keys.parse_hold_id(held["id"])
     assert ref is not None
     snapshot_keys = [
         *drop_keys.all_static(),

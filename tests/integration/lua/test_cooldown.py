@@ -11,7 +11,7 @@ import pytest
 from redis.asyncio import Redis
 
 from app.store.holds import HoldStore, ReleaseOutcome, ReleaseReason, ReserveOutcome
-from app.store.keys import DropKeys, ReservationRef, new_id
+from app.store.keys import DropKeys, HoldRef, new_id
 from app.store.scripts import Scripts
 from tests.support.lua_fixtures import (
     TTL_MS,
@@ -48,7 +48,7 @@ async def _assert_cooling(
     return result.retry_after_ms
 
 
-async def _cooldown_pttl(redis: Redis, ref: ReservationRef) -> int:
+async def _cooldown_pttl(redis: Redis, ref: HoldRef) -> int:
     return int(await redis.pttl(DropKeys(ref.drop_id).cooldown(ref.user_id)))
 
 

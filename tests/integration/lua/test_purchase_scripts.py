@@ -9,7 +9,7 @@ import orjson
 from redis.asyncio import Redis
 
 from app.store.holds import AbortOutcome, ClaimOutcome, HoldStore, ReleaseOutcome, ReleaseReason
-from app.store.keys import DropKeys, ReservationRef, new_id
+from app.store.keys import DropKeys, HoldRef, new_id
 from app.store.scripts import ScriptName
 from tests.support.lua_fixtures import (
     TTL_MS,
@@ -60,7 +60,7 @@ async def test_claim_moves_an_active_hold_to_purchasing(
     assert before + CLAIM_MS <= score <= after + CLAIM_MS
     assert await drop_hash(redis, drop.id) == mirrored_fields(drop, avail=2, purchasing=1)
     assert await users_hash(redis, drop.id) == {ref.user_id: "1"}
-    assert await user_holds(redis, ref) == {ref.reservation_id}
+    assert await user_holds(redis, ref) == {ref.hold_id}
 
 
 async def test_second_claim_is_in_progress_and_changes_nothing(
@@ -82,7 +82,7 @@ async def test_claim_past_the_deadline_is_due_even_with_a_timer_left(
     ref, held = await reserve_ok(hold_store, drop.id, ttl_ms=50)
     await wait_for_redis_time(redis, held.expires_at_ms)
     # Redis expires keys lazily: the timer may outlive the deadline.
-    await redis.set(DropKeys(drop.id).timer(ref.reservation_id), "1", px=TTL_MS)
+    await redis.set(DropKeys(drop.id).timer(ref.hold_id), "1", px=TTL_MS)
     before = await snapshot(redis, drop.id)
     result = await hold_store.claim(ref, "claim-1", CLAIM_MS)
     assert (result.outcome, result.expires_at_ms) == (ClaimOutcome.DUE, 0)
@@ -120,7 +120,7 @@ async def test_claim_of_another_users_or_unknown_hold_is_not_found(
     before = await snapshot(redis, drop.id)
     stranger = new_id()
     for ref in (live, ended):
-        as_stranger = ReservationRef(ref.drop_id, stranger, ref.reservation_id)
+        as_stranger = HoldRef(ref.drop_id, stranger, ref.hold_id)
         assert (await hold_store.claim(as_stranger, "c", CLAIM_MS)).outcome is (
             ClaimOutcome.NOT_FOUND
         )
@@ -156,7 +156,7 @@ async def test_commit_counts_the_sale_and_ends_the_hold(
         held.created_at_ms,
     )
     assert before <= int(closed.extra) <= after
-    assert await redis.zscore(keys.closed_at, ref.reservation_id) == int(closed.extra)
+    assert await redis.zscore(keys.closed_at, ref.hold_id) == int(closed.extra)
     assert await redis.lrange(keys.buyers, 0, -1) == [BUYER]
 
 
@@ -280,11 +280,11 @@ async def test_abort_with_an_empty_claim_id_aborts_any_claim(
     assert (await drop_hash(redis, drop.id))["purchasing"] == "0"
 
 
-async def _abort_reply(hold_store: HoldStore, ref: ReservationRef, claim_id: str) -> list[Any]:
+async def _abort_reply(hold_store: HoldStore, ref: HoldRef, claim_id: str) -> list[Any]:
     """The raw reply of purchase_abort.lua (the typed wrapper drops remainingMs)."""
     keys = DropKeys(ref.drop_id)
     return await hold_store.scripts.run(
         ScriptName.PURCHASE_ABORT,
-        [keys.drop, keys.holds, keys.due, keys.timer(ref.reservation_id)],
-        [ref.reservation_id, claim_id],
+        [keys.drop, keys.holds, keys.due, keys.timer(ref.hold_id)],
+        [ref.hold_id, claim_id],
     )

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from redis.asyncio import Redis
 
 from app.store.holds import ClaimOutcome, HoldStore, ReleaseOutcome, ReleaseReason
-from app.store.keys import DropKeys, ReservationRef, new_id
+from app.store.keys import DropKeys, HoldRef, new_id
 from app.store.scripts import ScriptName, Scripts
 from tests.support.lua_fixtures import (
     MakeDrop,
@@ -32,14 +32,14 @@ from tests.support.lua_fixtures import (
 
 
 async def _assert_ended(
-    redis: Redis, ref: ReservationRef, state: str, expires: int, created: int, closed_ms: int
+    redis: Redis, ref: HoldRef, state: str, expires: int, created: int, closed_ms: int
 ) -> None:
     """The hold left every live structure and was recorded as `state` at `closed_ms`."""
     keys = DropKeys(ref.drop_id)
     assert await hold_entry(redis, ref) is None
     assert await due_score(redis, ref) is None
     assert await timer_pttl(redis, ref) == -2
-    assert ref.reservation_id not in await user_holds(redis, ref)
+    assert ref.hold_id not in await user_holds(redis, ref)
     closed = await closed_entry(redis, ref)
     assert closed is not None
     assert (closed.state, closed.user_id, closed.expires_at_ms, closed.created_at_ms) == (
@@ -49,7 +49,7 @@ async def _assert_ended(
         created,
     )
     assert int(closed.extra) == closed_ms
-    assert await redis.zscore(keys.closed_at, ref.reservation_id) == closed_ms
+    assert await redis.zscore(keys.closed_at, ref.hold_id) == closed_ms
 
 
 async def test_expired_releases_once_the_deadline_passed(
@@ -110,7 +110,7 @@ async def test_cancel_by_the_owner_at_any_time(
     assert result.lag_ms < 0  # before its deadline: lag = now - expiresAt
     assert (await drop_hash(redis, drop.id))["avail"] == "4"
     assert await users_hash(redis, drop.id) == {user: "1"}  # decremented, not deleted
-    assert await user_holds(redis, ref) == {kept.reservation_id}
+    assert await user_holds(redis, ref) == {kept.hold_id}
     closed_ms = held.expires_at_ms + result.lag_ms
     assert closed_ms <= now
     await _assert_ended(redis, ref, "CANCELLED", held.expires_at_ms, held.created_at_ms, closed_ms)
@@ -239,9 +239,7 @@ async def test_release_with_the_dirty_flag_set_does_not_publish(
     assert (await drop_hash(redis, drop.id))["dirty"] == "1"
 
 
-async def _raw_reply(
-    hold_store: HoldStore, ref: ReservationRef, reason: ReleaseReason
-) -> list[object]:
+async def _raw_reply(hold_store: HoldStore, ref: HoldRef, reason: ReleaseReason) -> list[object]:
     """The raw reply of release.lua, for the fields the typed result drops."""
     keys, args = hold_store.release_args(ref, reason)
     return await hold_store.scripts.run(ScriptName.RELEASE, keys, args)

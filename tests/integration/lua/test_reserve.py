@@ -61,7 +61,7 @@ async def test_ok_takes_one_unit_and_writes_the_hold(
     )
     assert await due_score(redis, ref) == result.expires_at_ms
     assert TTL_MS - 5_000 <= await timer_pttl(redis, ref) <= TTL_MS
-    assert await user_holds(redis, ref) == {ref.reservation_id}
+    assert await user_holds(redis, ref) == {ref.hold_id}
     assert published == [drop.id]
 
 
@@ -259,5 +259,5 @@ async def _assert_refused(
     assert result.outcome is expected
     assert (result.expires_at_ms, result.created_at_ms, result.available) == (0, 0, 0)
     assert await snapshot(redis, drop_id) == before
-    assert not await redis.exists(DropKeys(drop_id).timer(ref.reservation_id))
+    assert not await redis.exists(DropKeys(drop_id).timer(ref.hold_id))
     assert published == []

@@ -18,7 +18,7 @@ from app.db.session import Database
 from app.store import drops as drops_module
 from app.store.drops import DropStore
 from app.store.holds import HoldStore, ReleaseOutcome, ReleaseReason
-from app.store.keys import DropKeys, ReservationRef, new_id
+from app.store.keys import DropKeys, HoldRef, new_id
 from tests.support.lua_fixtures import (
     MakeDrop,
     drop_hash,
@@ -47,16 +47,16 @@ def sweeper(hold_store: HoldStore, db: Database) -> Sweeper:
     return Sweeper(hold_store, db)
 
 
-async def hold_released(redis: Redis, ref: ReservationRef) -> bool:
+async def hold_released(redis: Redis, ref: HoldRef) -> bool:
     return await hold_entry(redis, ref) is None
 
 
-async def wait_until_due(redis: Redis, *refs: ReservationRef) -> None:
+async def wait_until_due(redis: Redis, *refs: HoldRef) -> None:
     entries = [await hold_entry(redis, ref) for ref in refs]
     await wait_for_redis_time(redis, max(e.expires_at_ms for e in entries if e) + 1)
 
 
-async def hold_already_due(redis: Redis, hold_store: HoldStore, drop_id: str) -> ReservationRef:
+async def hold_already_due(redis: Redis, hold_store: HoldStore, drop_id: str) -> HoldRef:
     """A hold of 20 ms, waited out: due before any horizon would allow."""
     ref, _ = await reserve_ok(hold_store, drop_id, ttl_ms=20)
     await wait_until_due(redis, ref)
@@ -199,17 +199,17 @@ async def test_prune_forgets_only_ended_holds_past_their_retention(
     old, recent = ended[:5] + ended[5:6], ended[6:]
     past_retention = await redis_now_ms(redis) - CLOSED_RETENTION_MS - 1
     for ref in old:
-        await redis.zadd(DropKeys(ref.drop_id).closed_at, {ref.reservation_id: past_retention})
+        await redis.zadd(DropKeys(ref.drop_id).closed_at, {ref.hold_id: past_retention})
 
     pruned = await sweeper.prune([first.id, second.id, third.id])
 
     assert pruned == 6
     for ref in old:
         keys = DropKeys(ref.drop_id)
-        assert await redis.hexists(keys.closed, ref.reservation_id) is False  # type: ignore[misc]
-        assert await redis.zscore(keys.closed_at, ref.reservation_id) is None
+        assert await redis.hexists(keys.closed, ref.hold_id) is False  # type: ignore[misc]
+        assert await redis.zscore(keys.closed_at, ref.hold_id) is None
     (kept,) = recent
-    assert await redis.hexists(DropKeys(kept.drop_id).closed, kept.reservation_id) is True  # type: ignore[misc]
+    assert await redis.hexists(DropKeys(kept.drop_id).closed, kept.hold_id) is True  # type: ignore[misc]
 
 
 async def test_counters_of_many_drops_match_each_drop(

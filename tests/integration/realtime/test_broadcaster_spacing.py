@@ -8,7 +8,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from app.realtime.broadcaster import Broadcaster
+from app.background.broadcaster import Broadcaster
 from app.store.keys import DropKeys
 from app.store.scripts import Scripts
 
