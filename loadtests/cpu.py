@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import math
 import os
+import shutil
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -162,6 +164,29 @@ def cpu_by_name(pid: int) -> dict[str, float]:
             name = member.name()
             totals[name] = totals.get(name, 0.0) + times.user + times.system
     return totals
+
+
+def py_spy() -> str | None:
+    """The py-spy command (on PATH or beside this Python), None when it is not installed."""
+    found = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    return found if Path(found).exists() else None
+
+
+async def py_spy_record(
+    spy: str, pid: int, seconds: float, output: Path, rate: int, *, quiet: bool = False
+) -> asyncio.subprocess.Process:
+    """`py-spy record` of `pid` for `seconds` (whole) into `output` as collapsed stacks
+    (speedscope, flamegraph.pl); `quiet`: non-blocking sampling, and nothing printed."""
+    argv = [spy, "record", "--pid", str(pid), "--duration", str(math.ceil(seconds))]
+    argv += ["--rate", str(rate), "--format", "raw", "--output", str(output)]
+    silent = asyncio.subprocess.DEVNULL if quiet else None
+    return await asyncio.create_subprocess_exec(
+        *argv,
+        *(["--nonblocking"] if quiet else []),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=silent,
+        stdin=asyncio.subprocess.DEVNULL,
+    )
 
 
 def machine() -> dict[str, Any]:

@@ -80,7 +80,7 @@ from redis.asyncio import Redis
 
 from app.embedded.common import free_port
 from loadtests import plots
-from loadtests.cpu import cpu_by_name, machine
+from loadtests.cpu import cpu_by_name, machine, py_spy, py_spy_record
 from loadtests.expiry_holds import (
     HttpReserver,
     ReservePhase,
@@ -105,6 +105,7 @@ from loadtests.expiry_watch import (
 )
 from loadtests.fixtures import User, create_users
 from loadtests.fixtures import create_drop as create_drop_via_api
+from loadtests.invariant import drop_checks
 from loadtests.servers import (
     ServerProcess,
     embedded_store_urls,
@@ -145,29 +146,12 @@ async def start_profile(
     server: ServerProcess, base: Path, seconds: float
 ) -> tuple[asyncio.subprocess.Process, Path] | None:
     """`py-spy record` of the API process for `seconds` (sampling, non-blocking)."""
-    spy = Path(sys.executable).with_name("py-spy")
-    if not spy.exists():
+    spy = py_spy()
+    if spy is None:
         print("warning: no py-spy in the venv (pip install py-spy); no profile", flush=True)
         return None
-    output = base.with_suffix(".pyspy.folded")  # collapsed stacks: speedscope, flamegraph.pl
-    process = await asyncio.create_subprocess_exec(
-        str(spy),
-        "record",
-        "--nonblocking",
-        "--rate",
-        "200",
-        "--format",
-        "raw",
-        "--duration",
-        str(math.ceil(seconds)),
-        "--pid",
-        str(server.process.pid),
-        "--output",
-        str(output),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+    output = base.with_suffix(".pyspy.folded")
+    process = await py_spy_record(spy, server.process.pid, seconds, output, 200, quiet=True)
     return process, output
 
 
@@ -373,10 +357,7 @@ async def watch_expiry(run: Run, drop_id: str, answered_ok: int) -> Watched:
 
 async def invariant(run: Run, drop_id: str) -> dict[str, Any]:
     """available + live holds + purchases == total, as `sneakerdrop check` sees it."""
-    from app.background.reconciler import Reconciler
-
-    container = run.container
-    checks = await Reconciler(container.db, container.drop_store, container.hold_store).check()
+    checks = await drop_checks(run.stores.database_url, run.stores.redis_url)
     check = next(c for c in checks if c.drop_id == drop_id)
     balanced = check.available + check.live_holds + check.sold_pg == check.total_pg
     return {

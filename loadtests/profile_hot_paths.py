@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
-import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
@@ -29,6 +27,7 @@ from pathlib import Path
 import aiohttp
 
 from app.embedded.common import free_port
+from loadtests.cpu import py_spy, py_spy_record
 from loadtests.fixtures import create_drop, create_users
 from loadtests.loadgen import Plan, build_request, drive
 from loadtests.servers import (
@@ -39,13 +38,6 @@ from loadtests.servers import (
 
 REPORTS = Path(__file__).resolve().parent / "reports"
 PER_USER_LIMIT = 1000
-
-
-def py_spy() -> str:
-    found = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-    if not Path(found).exists():
-        raise SystemExit("py-spy is not installed: pip install py-spy")
-    return found
 
 
 def top_functions(collapsed: str, count: int = 25) -> tuple[list[tuple[str, int]], ...]:
@@ -119,24 +111,10 @@ async def profile_in(args: argparse.Namespace, stores: Stores, workdir: Path) ->
         )
         load = asyncio.create_task(drive(plan))
         await asyncio.sleep(1.0)  # connections open and the server warm before sampling
-        spy = [
-            py_spy(),
-            "record",
-            "--pid",
-            str(server.process.pid),
-            "--duration",
-            str(args.seconds),  # whole seconds
-            "--rate",
-            "250",
-        ]
-        collapsed = await asyncio.create_subprocess_exec(
-            *spy,
-            "--format",
-            "raw",
-            "-o",
-            str(raw),
-            stdout=subprocess.DEVNULL,
-        )
+        spy = py_spy()
+        if spy is None:
+            raise SystemExit("py-spy is not installed: pip install py-spy")
+        collapsed = await py_spy_record(spy, server.process.pid, args.seconds, raw, 250)
         await collapsed.wait()
         recorded = await load
         seconds = (recorded.ended_ns - recorded.began_ns) / 1e9

@@ -85,10 +85,7 @@ WATCH_SECONDS = 0.1
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description="Purchase storm: product vs a one-transaction reference, same run.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = servers.bench_parser("Purchase storm: product vs a one-transaction reference, same run.")
     p.add_argument("--holders", type=int, default=1000, help="holders who buy in the burst")
     p.add_argument("--concurrency", type=int, default=64, help="connections of the burst")
     p.add_argument("--workers", type=int, default=2, help="uvicorn workers of each server")
@@ -99,9 +96,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--db-pool-size", type=int, default=10, help="the product's DB_POOL_SIZE")
     p.add_argument("--hold-ttl", type=int, default=600, help="RESERVATION_TTL_SECONDS, s")
     p.add_argument("--pause", type=float, default=1.0, help="s between phases")
-    p.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
-    p.add_argument("--redis-url", default=os.environ.get("REDIS_URL"))
-    p.add_argument("--flush-redis", action="store_true", help="empty a non-empty Redis db first")
+    servers.store_options(p)
     p.add_argument("--out-dir", type=Path, default=REPORTS)
     p.add_argument("--no-json", action="store_true", help="write no report file")
     args = p.parse_args(argv)
@@ -360,13 +355,9 @@ async def measure(bench: Bench) -> None:
 
 async def run(args: argparse.Namespace, workdir: Path) -> tuple[Bench, list[str]]:
     maintenance_url, redis_url = args.database_url, args.redis_url
-    if await servers.redis_keys(redis_url):
-        if not args.flush_redis:
-            raise SystemExit(f"{redis_url} is not empty: pass --flush-redis to empty it")
-        await servers.flush_redis(redis_url)
-    scratch = await servers.create_scratch_database(maintenance_url)
-    access, refresh = secrets.token_urlsafe(48), secrets.token_urlsafe(48)
-    stores = servers.Stores(scratch, redis_url, access, refresh, args.hold_ttl)
+    await servers.require_empty(redis_url, args.flush_redis)
+    stores = await servers.fresh_stores(maintenance_url, redis_url, args.hold_ttl)
+    scratch = stores.database_url
     started: list[servers.ServerProcess] = []
     generators = Generators(0)  # in this process: a phase's CPU window is the phase's own
     try:
@@ -380,7 +371,11 @@ async def run(args: argparse.Namespace, workdir: Path) -> tuple[Bench, list[str]
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as http:
             await asyncio.gather(*(proc.wait_ready(http) for proc in started))
             (admin,) = await create_users(
-                scratch, access, 1, prefix=f"purchase-admin-{secrets.token_hex(3)}", role="admin"
+                scratch,
+                stores.access_secret,
+                1,
+                prefix=f"purchase-admin-{secrets.token_hex(3)}",
+                role="admin",
             )
             pg = await asyncpg.connect(asyncpg_dsn(scratch))
             await reference_purchase.create_tables(pg)  # beside the product's, migrated now

@@ -31,7 +31,7 @@ import asyncpg
 import redis.asyncio as redis_asyncio
 from redis.asyncio import Redis
 
-from app.embedded import running_store_urls
+from app.embedded import EmbeddedStores, running_store_urls
 from app.store.client import create_redis
 from loadtests.fixtures import asyncpg_dsn
 
@@ -280,16 +280,50 @@ async def flush_redis(redis_url: str) -> None:
         await client.aclose()
 
 
-def redis_bench_parser(description: str) -> argparse.ArgumentParser:
-    """Options of a benchmark on one Redis database: `--redis-url`, `--flush-redis`."""
-    parser = argparse.ArgumentParser(
+def bench_parser(description: str) -> argparse.ArgumentParser:
+    """A benchmark's options, each shown with its default in --help."""
+    return argparse.ArgumentParser(
         description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
+
+
+def store_options(parser: argparse.ArgumentParser, database: bool = True) -> None:
+    """`--database-url` and `--redis-url` (default: the environment's) and `--flush-redis`."""
+    if database:
+        parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL"))
     parser.add_argument(
         "--flush-redis", action="store_true", help="empty a non-empty Redis db first"
     )
-    return parser
+
+
+async def given_or_embedded(
+    database_url: str | None, redis_url: str | None, workdir: Path
+) -> tuple[str, str, EmbeddedStores | None]:
+    """The PostgreSQL server and Redis database given, or embedded ones under `workdir`
+    when neither is (the caller stops them: `embedded.stop`)."""
+    embedded = None
+    if not database_url and not redis_url:
+        embedded = EmbeddedStores(workdir / "stores")
+        database_url, redis_url = await asyncio.to_thread(embedded.start, True, True)
+    if not database_url or not redis_url:
+        raise SystemExit("give both --database-url and --redis-url, or neither (embedded)")
+    return database_url, redis_url, embedded
+
+
+async def require_empty(redis_url: str, flush: bool) -> None:
+    """A run starts on an empty Redis database; `flush` empties a non-empty one."""
+    if await redis_keys(redis_url):
+        if not flush:
+            raise SystemExit(f"{redis_url} is not empty: pass --flush-redis to empty it")
+        await flush_redis(redis_url)
+
+
+async def fresh_stores(maintenance_url: str, redis_url: str, hold_ttl_seconds: int) -> Stores:
+    """A scratch database for the run on that server, and fresh JWT secrets."""
+    scratch = await create_scratch_database(maintenance_url)
+    access, refresh = secrets.token_urlsafe(48), secrets.token_urlsafe(48)
+    return Stores(scratch, redis_url, access, refresh, hold_ttl_seconds)
 
 
 @contextlib.asynccontextmanager
@@ -325,8 +359,8 @@ async def scratch_stores(prefix: str) -> AsyncIterator[tuple[Stores, Path]]:
         raise SystemExit("set DATABASE_URL and REDIS_URL (a scratch database is made there)")
     if await redis_keys(redis_url):
         raise SystemExit(f"{redis_url} is not empty")
-    scratch = await create_scratch_database(database_url)
-    stores = Stores(scratch, redis_url, secrets.token_urlsafe(48), secrets.token_urlsafe(48), 3600)
+    stores = await fresh_stores(database_url, redis_url, 3600)
+    scratch = stores.database_url
     workdir = Path(tempfile.mkdtemp(prefix=prefix))
     try:
         yield stores, workdir

@@ -33,13 +33,14 @@ from app.store.drops import DropStore, RebuildMode
 from app.store.holds import HoldStore
 from app.store.keys import HoldRef, new_id
 from app.store.scripts import ScriptName, Scripts
-from loadtests.servers import empty_redis, redis_bench_parser
+from loadtests.servers import bench_parser, empty_redis, store_options
 
 UNLIMITED = 10**12  # units and per-user limit that a run never exhausts
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = redis_bench_parser("Reserve scripts per second on one Redis server.")
+    p = bench_parser("Reserve scripts per second on one Redis server.")
+    store_options(p, database=False)
     p.add_argument("--requests", type=int, default=300_000, help="calls per path")
     p.add_argument("--clients", type=int, default=50, help="redis-benchmark connections")
     p.add_argument("--pipeline", type=int, default=1, help="calls in flight per connection")

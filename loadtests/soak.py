@@ -41,7 +41,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import random
 import secrets
 import shutil
@@ -87,9 +86,8 @@ def _ints(text: str) -> list[int]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description="Mixed soak: reserve, cancel, purchase and expiry across several drops.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    p = servers.bench_parser(
+        "Mixed soak: reserve, cancel, purchase and expiry across several drops."
     )
     p.add_argument("--seconds", type=float, default=300.0, help="of traffic")
     p.add_argument("--workers", type=int, default=2, help="uvicorn workers of the server")
@@ -115,9 +113,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--progress-every", type=float, default=60.0, help="s between progress lines")
     p.add_argument("--settle", type=float, default=15.0, help="s beyond the hold time to wait")
     p.add_argument("--seed", type=int, help="of the shoppers' choices; random when unset")
-    p.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
-    p.add_argument("--redis-url", default=os.environ.get("REDIS_URL"))
-    p.add_argument("--flush-redis", action="store_true", help="empty a non-empty Redis db first")
+    servers.store_options(p)
     p.add_argument("--keep", action="store_true", help="keep the scratch database and Redis data")
     p.add_argument(
         "--strict", action="store_true", help="unexpected answers and server-logged errors fail too"
@@ -158,22 +154,12 @@ class Run:
 
 
 async def run(args: argparse.Namespace, workdir: Path) -> tuple[Run, t.Verdict]:
-    maintenance_url, redis_url = args.database_url, args.redis_url
-    embedded = None
-    if not maintenance_url and not redis_url:
-        from app.embedded import EmbeddedStores
-
-        embedded = EmbeddedStores(workdir / "stores")
-        maintenance_url, redis_url = await asyncio.to_thread(embedded.start, True, True)
-    if not maintenance_url or not redis_url:
-        raise SystemExit("give both --database-url and --redis-url, or neither (embedded)")
-    if await servers.redis_keys(redis_url):
-        if not args.flush_redis:
-            raise SystemExit(f"{redis_url} is not empty: pass --flush-redis to empty it")
-        await servers.flush_redis(redis_url)
-    scratch = await servers.create_scratch_database(maintenance_url)
-    access, refresh = secrets.token_urlsafe(48), secrets.token_urlsafe(48)
-    stores = servers.Stores(scratch, redis_url, access, refresh, args.hold_ttl)
+    maintenance_url, redis_url, embedded = await servers.given_or_embedded(
+        args.database_url, args.redis_url, workdir
+    )
+    await servers.require_empty(redis_url, args.flush_redis)
+    stores = await servers.fresh_stores(maintenance_url, redis_url, args.hold_ttl)
+    scratch = stores.database_url
     overrides = {"RECONCILE_INTERVAL_SECONDS": str(args.reconcile_every)}
     result = Run()
     product = None

@@ -88,10 +88,7 @@ def _fractions(text: str) -> list[float]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description="Drop-storm benchmark: product vs reference, same Redis, same run.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = servers.bench_parser("Drop-storm benchmark: product vs reference, same Redis, same run.")
     p.add_argument("--scenarios", default="drops,reserve,big", help="any of: " + ",".join(ORDER))
     p.add_argument("--workers", type=int, default=1, help="uvicorn workers of each server")
     p.add_argument("--concurrency", type=int, default=64, help="connections of a max-rate phase")
@@ -132,11 +129,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--wait-quiet", type=float, default=0.0, help="s to wait for an idle machine per phase"
     )
-    p.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
-    p.add_argument("--redis-url", default=os.environ.get("REDIS_URL"))
+    servers.store_options(p)
     p.add_argument("--target", help="a running product's URL (nothing is started or reset)")
     p.add_argument("--no-reference", action="store_true", help="do not run the reference")
-    p.add_argument("--flush-redis", action="store_true", help="empty a non-empty Redis db first")
     p.add_argument("--keep", action="store_true", help="keep the scratch database and Redis data")
     p.add_argument("--strict", action="store_true", help="exit 2 when a target fails")
     p.add_argument("--out-dir", type=Path, default=REPORTS)
@@ -160,28 +155,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 async def run(args: argparse.Namespace, workdir: Path) -> int:
-    maintenance_url, redis_url = args.database_url, args.redis_url
-    embedded = None
-    if not args.target and not maintenance_url and not redis_url:
-        from app.embedded import EmbeddedStores
-
-        embedded = EmbeddedStores(workdir / "stores")
-        maintenance_url, redis_url = await asyncio.to_thread(embedded.start, True, True)
-    if not maintenance_url or not redis_url:
-        raise SystemExit("give both --database-url and --redis-url, or neither (embedded)")
+    maintenance_url, redis_url, embedded = await servers.given_or_embedded(
+        args.database_url, args.redis_url, workdir
+    )
     scratch = None
     if args.target:
-        database_url = maintenance_url
         access = os.environ["JWT_ACCESS_SECRET"]
         refresh = os.environ.get("JWT_REFRESH_SECRET", access[::-1])
+        stores = servers.Stores(maintenance_url, redis_url, access, refresh, args.hold_ttl)
     else:
-        if await servers.redis_keys(redis_url):
-            if not args.flush_redis:
-                raise SystemExit(f"{redis_url} is not empty: pass --flush-redis to empty it")
-            await servers.flush_redis(redis_url)
-        database_url = scratch = await servers.create_scratch_database(maintenance_url)
-        access, refresh = secrets.token_urlsafe(48), secrets.token_urlsafe(48)
-    stores = servers.Stores(database_url, redis_url, access, refresh, args.hold_ttl)
+        await servers.require_empty(redis_url, args.flush_redis)
+        stores = await servers.fresh_stores(maintenance_url, redis_url, args.hold_ttl)
+        scratch = stores.database_url
     started: list[servers.ServerProcess] = []
     generators = Generators(args.gen_procs)
     problems: list[str] = []
@@ -203,13 +188,19 @@ async def run(args: argparse.Namespace, workdir: Path) -> int:
                 await proc.wait_ready(http)
             await generators.start()
             stamp = secrets.token_hex(4)
-            users = await create_users(database_url, access, args.users, prefix=f"storm-{stamp}")
+            users = await create_users(
+                stores.database_url, stores.access_secret, args.users, prefix=f"storm-{stamp}"
+            )
             (admin,) = await create_users(
-                database_url, access, 1, prefix=f"storm-admin-{stamp}", role="admin"
+                stores.database_url,
+                stores.access_secret,
+                1,
+                prefix=f"storm-admin-{stamp}",
+                role="admin",
             )
             print(
                 f"product {product.url}, reference {reference.url if reference else '-'}, "
-                f"{len(users)} users, database {database_url.rsplit('/', 1)[-1]}",
+                f"{len(users)} users, database {stores.database_url.rsplit('/', 1)[-1]}",
                 flush=True,
             )
             bench = Bench(
@@ -225,12 +216,12 @@ async def run(args: argparse.Namespace, workdir: Path) -> int:
                 time.perf_counter_ns(),
             )
             bench.meter = CpuMeter(
-                {proc.name: proc.process.pid for proc in started}, [database_url, redis_url]
+                {proc.name: proc.process.pid for proc in started}, [stores.database_url, redis_url]
             )
             for name in args.chosen:
                 await SCENARIOS[name](bench)
             checked, problems = await invariant_problems(
-                database_url, redis_url, bench.drops, bench.granted
+                stores.database_url, redis_url, bench.drops, bench.granted
             )
             print(f"invariant: {checked} drops checked, {len(problems)} problems", flush=True)
     finally:

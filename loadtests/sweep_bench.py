@@ -36,11 +36,12 @@ from app.store.holds import HoldStore, ReserveOutcome
 from app.store.keys import HoldRef, new_id
 from app.store.pipelined import PipelinedConnection
 from app.store.scripts import Scripts
-from loadtests.servers import empty_redis, redis_bench_parser
+from loadtests.servers import bench_parser, empty_redis, store_options
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = redis_bench_parser("Cost of the sweeper's passes over many drops.")
+    p = bench_parser("Cost of the sweeper's passes over many drops.")
+    store_options(p, database=False)
     p.add_argument("--drops", type=int, default=1230, help="mirrored drops")
     p.add_argument("--holds", type=int, default=10, help="live holds per drop")
     p.add_argument("--hold-ttl", type=int, default=600, help="s, so that nothing falls due")

@@ -128,11 +128,72 @@ async def respond(send: Send, status: int, body: bytes, media: bytes) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-class Reference:
-    """The ASGI callable; one per worker process, its Redis client made in the lifespan."""
+PROBLEM_MEDIA = b"application/problem+json"
+
+
+class BareApp:
+    """What the references share: the ASGI lifespan, one `POST {prefix}{id}{suffix}`
+    route, the health checks and the caller's access token."""
+
+    prefix = ""
+    suffix = ""
 
     def __init__(self) -> None:
         self.secret = ""
+
+    async def startup(self) -> None:
+        raise NotImplementedError
+
+    async def shutdown(self) -> None:
+        raise NotImplementedError
+
+    async def handle(self, resource_id: str, scope: Scope, send: Send, /) -> None:
+        """Answer `POST {prefix}{resource_id}{suffix}`."""
+        raise NotImplementedError
+
+    def problem(self, code: str) -> tuple[int, bytes]:
+        return problem(code)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.lifespan(receive, send)
+            return
+        path: str = scope["path"]
+        prefix, suffix = self.prefix, self.suffix
+        if path.startswith(prefix) and path.endswith(suffix) and scope["method"] == "POST":
+            await self.handle(path[len(prefix) : -len(suffix)], scope, send)
+        elif path in ("/healthz", "/readyz"):
+            await respond(send, 200, b'{"status":"ok"}', b"application/json")
+        else:
+            await respond(send, *self.problem("NOT_FOUND"), PROBLEM_MEDIA)
+
+    async def caller(self, scope: Scope, send: Send) -> tuple[str, str] | None:
+        """The caller's (user id, session id); None once 401 UNAUTHORIZED is answered."""
+        header = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
+        caller = access_user(header, self.secret)
+        if caller is None:
+            await respond(send, *self.problem("UNAUTHORIZED"), PROBLEM_MEDIA)
+        return caller
+
+    async def lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await self.startup()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+class Reference(BareApp):
+    """The ASGI callable; one per worker process, its Redis client made in the lifespan."""
+
+    prefix, suffix = PREFIX, SUFFIX
+
+    def __init__(self) -> None:
+        super().__init__()
         self.ttl_ms = 0
         self.cooldown_ms = 0
         self.channel = ""
@@ -148,27 +209,16 @@ class Reference:
         self.redis = create_redis(os.environ["REDIS_URL"])
         self.sha = await self.redis.script_load(read_source(ScriptName.RESERVE))
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await self.lifespan(receive, send)
-            return
-        path: str = scope["path"]
-        if path.startswith(PREFIX) and path.endswith(SUFFIX) and scope["method"] == "POST":
-            await self.reserve(path[len(PREFIX) : -len(SUFFIX)], scope, send)
-        elif path in ("/healthz", "/readyz"):
-            await respond(send, 200, b'{"status":"ok"}', b"application/json")
-        else:
-            await respond(send, *problem("NOT_FOUND"), b"application/problem+json")
+    async def shutdown(self) -> None:
+        await self.redis.aclose()
 
     async def reserve(self, drop_id: str, scope: Scope, send: Send) -> None:
-        header = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
-        caller = access_user(header, self.secret)
+        caller = await self.caller(scope, send)
         if caller is None:
-            await respond(send, *problem("UNAUTHORIZED"), b"application/problem+json")
             return
         user_id, session_id = caller
         if not DROP_ID_RE.match(drop_id):
-            await respond(send, *problem("DROP_NOT_FOUND"), b"application/problem+json")
+            await respond(send, *problem("DROP_NOT_FOUND"), PROBLEM_MEDIA)
             return
         reservation_id = new_hold_id(drop_id, user_id)
         keys, args = reserve_call(
@@ -182,7 +232,7 @@ class Reference:
         )
         reply = await self.redis.evalsha(self.sha, len(keys), *keys, *args)
         if reply[0] != "OK":
-            await respond(send, *problem(reply[0]), b"application/problem+json")
+            await respond(send, *problem(reply[0]), PROBLEM_MEDIA)
             return
         body = {
             "id": reservation_id,
@@ -193,16 +243,7 @@ class Reference:
         }
         await respond(send, 201, orjson.dumps(body), b"application/json")
 
-    async def lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await self.startup()
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await self.redis.aclose()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+    handle = reserve  # the route's handler, called by BareApp.__call__
 
 
 app = Reference()

@@ -36,11 +36,9 @@ from app.domain import iso
 from loadtests.fixtures import asyncpg_dsn
 from loadtests.reference.app import (
     PROBLEM_TYPE_BASE,
-    Message,
-    Receive,
+    BareApp,
     Scope,
     Send,
-    access_user,
     respond,
 )
 
@@ -138,11 +136,14 @@ def purchase_body(row: asyncpg.Record) -> bytes:
     )
 
 
-class PurchaseReference:
+class PurchaseReference(BareApp):
     """The ASGI callable; one per worker process, its pool made in the lifespan."""
 
+    prefix, suffix = PREFIX, SUFFIX
+    problem = staticmethod(problem)
+
     def __init__(self) -> None:
-        self.secret = ""
+        super().__init__()
         self.pool: asyncpg.Pool | None = None
 
     async def startup(self) -> None:
@@ -153,23 +154,13 @@ class PurchaseReference:
             asyncpg_dsn(os.environ["DATABASE_URL"]), min_size=1, max_size=size
         )
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await self.lifespan(receive, send)
-            return
-        path: str = scope["path"]
-        if path.startswith(PREFIX) and path.endswith(SUFFIX) and scope["method"] == "POST":
-            await self.purchase(path[len(PREFIX) : -len(SUFFIX)], scope, send)
-        elif path in ("/healthz", "/readyz"):
-            await respond(send, 200, b'{"status":"ok"}', b"application/json")
-        else:
-            await respond(send, *problem("NOT_FOUND"), PROBLEM)
+    async def shutdown(self) -> None:
+        if self.pool is not None:
+            await self.pool.close()
 
     async def purchase(self, reservation_id: str, scope: Scope, send: Send) -> None:
-        header = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
-        caller = access_user(header, self.secret)
+        caller = await self.caller(scope, send)
         if caller is None:
-            await respond(send, *problem("UNAUTHORIZED"), PROBLEM)
             return
         user_id = caller[0]
         assert self.pool is not None
@@ -185,6 +176,8 @@ class PurchaseReference:
         media = b"application/json" if status < 300 else PROBLEM
         await respond(send, status, body, media)
 
+    handle = purchase  # the route's handler, called by BareApp.__call__
+
     @staticmethod
     async def refusal(
         connection: asyncpg.Connection, reservation_id: str, user_id: str
@@ -198,18 +191,6 @@ class PurchaseReference:
         if state[0] == "ACTIVE" and state[1]:
             return problem("RESERVATION_EXPIRED")
         return problem("RESERVATION_CANCELLED")
-
-    async def lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message: Message = await receive()
-            if message["type"] == "lifespan.startup":
-                await self.startup()
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                if self.pool is not None:
-                    await self.pool.close()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
 
 
 app = PurchaseReference()
