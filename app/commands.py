@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from app.background.reconciler import Reconciler
 from app.config import Settings
 from app.container import Container, build_container
-from app.services.drops import NewDrop
+from app.domain import DropFields
 
 
 async def _with_container(settings: Settings) -> Container:
@@ -28,7 +28,7 @@ async def demo(settings: Settings) -> None:
     container = await _with_container(settings)
     try:
         view = await container.drop_service.create(
-            NewDrop(
+            DropFields(
                 name="Air Demo 1 Retro High 'Chicago'",
                 brand="Demo",
                 image_url=None,

@@ -6,9 +6,10 @@ counters live in Redis. `drop_status` derives the status clients see from both.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
 import orjson
 
@@ -40,8 +41,15 @@ def iso(moment: datetime) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class DropDefinition:
-    id: str
+class DropFields:
+    """A drop's own fields, as an admin sets them at creation.
+
+    The one list to add a field to: the PostgreSQL row is written and read through it
+    (app/db/drops.py, app/services/drops.py), the Redis mirror stores it, and the create
+    route fills it from the request body by name. What clients see is declared on the
+    wire side (app/api/schemas.py, app/api/render.py), with the counters beside it.
+    """
+
     name: str
     brand: str | None
     image_url: str | None
@@ -51,10 +59,23 @@ class DropDefinition:
     per_user_limit: int
     starts_at: datetime
     ends_at: datetime | None
+
+
+def drop_fields_of(source: object) -> dict[str, Any]:
+    """The `DropFields` values read by name off `source` (a row, a definition, a body)."""
+    return {field.name: getattr(source, field.name) for field in fields(DropFields)}
+
+
+@dataclass(frozen=True, slots=True)
+class DropDefinition(DropFields):
+    """A drop as it is mirrored into Redis: its fields, its id, whether it was cancelled."""
+
+    id: str
     cancelled: bool
 
     def to_json(self) -> str:
-        data = asdict(self)
+        # id first and cancelled last: the stored JSON keeps the order it always had.
+        data = {"id": self.id, **drop_fields_of(self), "cancelled": self.cancelled}
         data["starts_at"] = to_ms(self.starts_at)
         data["ends_at"] = to_ms(self.ends_at) if self.ends_at else None
         return orjson.dumps(data).decode()

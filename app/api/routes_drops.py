@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, status
@@ -20,8 +21,8 @@ from app.api.responses import (
     errors,
 )
 from app.api.schemas import DropCreateBody, DropOut, DropPatchBody, RestockBody
-from app.domain import DropStatus
-from app.services.drops import DropPatch, NewDrop
+from app.domain import DropFields, DropStatus
+from app.services.drops import DropPatch
 
 router = APIRouter(prefix="/api/drops", tags=["drops"])
 
@@ -57,16 +58,12 @@ async def get_drop(drop_id: str, container: ContainerDep) -> Response:
 async def create_drop(
     body: DropCreateBody, request: Request, admin: CurrentAdmin, container: ContainerDep
 ) -> Response:
-    new = NewDrop(
-        name=body.name,
-        brand=body.brand,
-        image_url=str(body.image_url) if body.image_url else None,
-        price_cents=body.price_cents,
-        currency=body.currency,
-        total_stock=body.total_stock,
-        per_user_limit=body.per_user_limit,
-        starts_at=body.starts_at,
-        ends_at=body.ends_at,
+    new = DropFields(
+        **{
+            **body.model_dump(),
+            "image_url": str(body.image_url) if body.image_url else None,
+            "starts_at": body.starts_at or datetime.now(UTC),  # a drop without one opens now
+        }
     )
 
     async def run() -> Response:

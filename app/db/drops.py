@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import Drop, Purchase
-from app.domain import DropDefinition
+from app.domain import DropDefinition, drop_fields_of
 
 
 async def lock_for_rebuild(session: AsyncSession, drop_id: str) -> None:
@@ -29,19 +29,7 @@ def _drop_lock_key(drop_id: str) -> Any:
 
 
 def to_definition(row: Drop) -> DropDefinition:
-    return DropDefinition(
-        id=row.id,
-        name=row.name,
-        brand=row.brand,
-        image_url=row.image_url,
-        price_cents=row.price_cents,
-        currency=row.currency,
-        total_stock=row.total_stock,
-        per_user_limit=row.per_user_limit,
-        starts_at=row.starts_at,
-        ends_at=row.ends_at,
-        cancelled=row.state == "cancelled",
-    )
+    return DropDefinition(id=row.id, cancelled=row.state == "cancelled", **drop_fields_of(row))
 
 
 async def get(session: AsyncSession, drop_id: str, *, lock: bool = False) -> Drop | None:

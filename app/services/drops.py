@@ -7,13 +7,23 @@ process after a flush, say) is rebuilt from PostgreSQL on first sight.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from app.db import drops as drop_rows
 from app.db.models import Drop
 from app.db.session import Database
-from app.domain import STOREFRONT_STATUSES, DropCounters, DropDefinition, DropStatus, drop_status
+from app.domain import (
+    STOREFRONT_STATUSES,
+    DropCounters,
+    DropDefinition,
+    DropFields,
+    DropStatus,
+    drop_fields_of,
+    drop_status,
+)
 from app.errors import DropNotFound, InvalidState, ValidationFailed
 from app.services.recent_misses import RecentMisses
 from app.services.settlement import commit_the_sold
@@ -27,19 +37,6 @@ class DropView:
     definition: DropDefinition
     counters: DropCounters
     status: DropStatus
-
-
-@dataclass(frozen=True, slots=True)
-class NewDrop:
-    name: str
-    brand: str | None
-    image_url: str | None
-    price_cents: int
-    currency: str
-    total_stock: int
-    per_user_limit: int
-    starts_at: datetime | None
-    ends_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,23 +126,10 @@ class DropService:
 
     # --- admin -------------------------------------------------------------
 
-    async def create(self, new: NewDrop) -> DropView:
-        starts_at = new.starts_at or datetime.now(UTC)
-        if new.ends_at is not None and new.ends_at <= starts_at:
+    async def create(self, new: DropFields) -> DropView:
+        if new.ends_at is not None and new.ends_at <= new.starts_at:
             raise ValidationFailed("endsAt must be after startsAt")
-        row = Drop(
-            id=keys.new_id(),
-            name=new.name,
-            brand=new.brand,
-            image_url=new.image_url,
-            price_cents=new.price_cents,
-            currency=new.currency,
-            total_stock=new.total_stock,
-            per_user_limit=new.per_user_limit,
-            starts_at=starts_at,
-            ends_at=new.ends_at,
-            state="active",
-        )
+        row = Drop(id=keys.new_id(), state="active", **drop_fields_of(new))
         async with self.db.begin() as session:
             session.add(row)
         self.unknown_ids.discard(row.id)
@@ -154,14 +138,7 @@ class DropService:
         return await self.get(row.id)
 
     async def update(self, drop_id: str, patch: DropPatch) -> DropView:
-        if not keys.DROP_ID_RE.match(drop_id):
-            raise DropNotFound()
-        now = datetime.now(UTC)
-        async with self.db.begin() as session:
-            row = await drop_rows.get(session, drop_id, lock=True)
-            if row is None:
-                raise DropNotFound()
-            self._require_open(row, now)
+        async with self._changing(drop_id) as (row, now):
             starts_at = patch.starts_at or row.starts_at
             ends_at = patch.ends_at if patch.ends_at is not None else row.ends_at
             if ends_at is not None and ends_at <= starts_at:
@@ -179,14 +156,7 @@ class DropService:
         return view
 
     async def restock(self, drop_id: str, quantity: int) -> DropView:
-        if not keys.DROP_ID_RE.match(drop_id):
-            raise DropNotFound()
-        now = datetime.now(UTC)
-        async with self.db.begin() as session:
-            row = await drop_rows.get(session, drop_id, lock=True)
-            if row is None:
-                raise DropNotFound()
-            self._require_open(row, now)
+        async with self._changing(drop_id) as (row, now):
             row.total_stock += quantity
             row.updated_at = now
         # PostgreSQL's total now includes the units; Redis follows (or is rebuilt with them).
@@ -207,6 +177,23 @@ class DropService:
         unsold = [r for r in refs if r.hold_id not in sold]
         results = await self.hold_store.release_many(unsold, ReleaseReason.CANCELLED)
         return sum(result.outcome is ReleaseOutcome.RELEASED for result in results)
+
+    @asynccontextmanager
+    async def _changing(self, drop_id: str) -> AsyncIterator[tuple[Drop, datetime]]:
+        """The drop's row, locked, and the time of the change; leaving commits it.
+
+        404 for an unknown drop (a malformed id without asking PostgreSQL), 409 for a
+        cancelled or ended one.
+        """
+        if not keys.DROP_ID_RE.match(drop_id):
+            raise DropNotFound()
+        now = datetime.now(UTC)
+        async with self.db.begin() as session:
+            row = await drop_rows.get(session, drop_id, lock=True)
+            if row is None:
+                raise DropNotFound()
+            self._require_open(row, now)
+            yield row, now
 
     @staticmethod
     def _require_open(row: Drop, now: datetime) -> None:
