@@ -20,7 +20,6 @@ from app.api import routes_auth, routes_drops, routes_holds, routes_ops
 from app.api.hot_paths import HotPaths, cors_options
 from app.api.middleware import RequestContextMiddleware, request_id_of
 from app.api.problems import install_problem_handlers, problem_body
-from app.background.expiry import enable_expiry_events
 from app.background.runner import BackgroundTasks
 from app.config import Settings, get_settings
 from app.container import Container, build_container
@@ -33,6 +32,7 @@ from app.runtime.gc_tuning import freeze_startup_objects
 from app.runtime.session_ids import new_worker_id
 from app.runtime.stalls import GcPauseRecorder
 from app.store.client import RedisBudget, check_eviction_policy
+from app.store.expiry_events import enable_expiry_events
 
 log = logging.getLogger(__name__)
 

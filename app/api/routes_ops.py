@@ -18,6 +18,7 @@ from app.api.deps import ContainerDep, parse_bearer
 from app.api.problems import problem_response
 from app.api.responses import UNAUTHORIZED, UNAVAILABLE, errors
 from app.errors import NotFound, Unauthorized
+from app.store.client import answers
 
 router = APIRouter(tags=["operations"])
 STATIC = Path(__file__).resolve().parent.parent / "static"
@@ -40,10 +41,7 @@ async def healthz() -> Response:
 @router.get("/readyz", responses=errors(UNAVAILABLE))
 async def readyz(container: ContainerDep) -> Response:
     postgres = await container.db.ping()
-    try:
-        redis = bool(await container.redis.ping())
-    except Exception:
-        redis = False
+    redis = await answers(container.redis)
     if postgres and redis:
         return render.JSONBody({"status": "ok", "postgres": True, "redis": True})
     down = " and ".join(name for name, up in (("PostgreSQL", postgres), ("Redis", redis)) if not up)

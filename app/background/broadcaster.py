@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import cast
 
 import socketio
 from redis.asyncio import Redis
@@ -25,9 +24,9 @@ from app import metrics
 from app.background.stopping import pause
 from app.events import STOCK_EVENT, stock_update
 from app.store import keys
-from app.store.channels import database_of, stock_dirty_channel
 from app.store.leases import broadcaster_lease
-from app.store.scripts import ScriptName, Scripts
+from app.store.scripts import Scripts
+from app.store.stock import StockFeed
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +43,9 @@ class Broadcaster:
         stopping: asyncio.Event | None = None,
     ) -> None:
         self.stopping = stopping or asyncio.Event()
-        self.redis = redis
-        self.scripts = scripts
         self.sio = sio
         self.interval = interval_ms / 1000
-        self.channel = stock_dirty_channel(database_of(redis))
+        self.feed = StockFeed(redis, scripts)
         self.lease = broadcaster_lease(redis, LEASE_TTL_SECONDS)
         self._last_sent: dict[str, float] = {}
         self._pending: dict[str, asyncio.Task[None]] = {}
@@ -95,11 +92,10 @@ class Broadcaster:
     async def _lead(self) -> None:
         renew_every = LEASE_TTL_SECONDS / 3
         listen_for = 0.5  # how long one wait for a message lasts (bounds the reaction to a stop)
-        async with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
-            await pubsub.subscribe(self.channel)
+        async with self.feed.changes() as pubsub:
             self.leading.set()
             # Changes made while no one led left their flags set without a listener.
-            for drop_id in await self._dirty_drops():
+            for drop_id in await self.feed.dirty_drops():
                 self.schedule(drop_id)
             renewed = time.monotonic()
             while not self.stopping.is_set():
@@ -111,16 +107,6 @@ class Broadcaster:
                         self.leading.clear()
                         return
                     renewed = time.monotonic()
-
-    async def _dirty_drops(self) -> list[str]:
-        ids = cast(list[str], await self.redis.zrange(keys.DROP_INDEX, 0, -1))
-        if not ids:
-            return []
-        pipe = self.redis.pipeline(transaction=False)
-        for drop_id in ids:
-            pipe.hget(keys.DropKeys(drop_id).drop, "dirty")
-        flags = await pipe.execute()
-        return [drop_id for drop_id, flag in zip(ids, flags, strict=True) if flag]
 
     def schedule(self, drop_id: str) -> None:
         if self._stopped or not keys.DROP_ID_RE.match(drop_id):
@@ -137,8 +123,7 @@ class Broadcaster:
             if delay > 0:
                 await asyncio.sleep(delay)  # the rate limit itself
             self._again.discard(drop_id)  # what changed until now, the read below includes
-            take = self.scripts.script(ScriptName.STOCK_TAKE)
-            available = int(await take(keys=[keys.DropKeys(drop_id).drop]))
+            available = await self.feed.take(drop_id)
             if available >= 0:
                 await self.sio.emit(STOCK_EVENT, stock_update(drop_id, available))
                 metrics.STOCK_PUSHES.inc()

@@ -19,33 +19,18 @@ import logging
 from collections.abc import Callable
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 
 from app import metrics
 from app.background.stopping import pause
 from app.store import keys
 from app.store.client import redis_now_ms, reloaded_hold, server_started_ms
+from app.store.expiry_events import enable_expiry_events, expired_keys
 from app.store.holds import HoldStore, ReleaseOutcome, ReleaseReason
 
 log = logging.getLogger(__name__)
 
 RELOAD_SLACK_MS = 30_000
-
-
-async def enable_expiry_events(redis: Redis) -> bool:
-    """Add 'E' and 'x' to notify-keyspace-events, keeping flags already set. False if refused."""
-    try:
-        config = await redis.config_get("notify-keyspace-events")
-        current = str(config.get("notify-keyspace-events") or "")
-        flags = set(current)
-        if {"E", "x"} <= flags or ("E" in flags and "A" in flags):
-            return True
-        await redis.config_set("notify-keyspace-events", "".join(sorted(flags | {"E", "x"})))
-        return True
-    except ResponseError:
-        # Managed Redis often forbids CONFIG: the operator must set it; the sweeper still works.
-        log.warning("cannot set notify-keyspace-events; relying on the sweeper")
-        return False
 
 
 class ExpiryListener:
@@ -74,9 +59,7 @@ class ExpiryListener:
         while not self.stopping.is_set():
             try:
                 await enable_expiry_events(node)
-                db = node.connection_pool.connection_kwargs.get("db", 0)
-                async with node.pubsub(ignore_subscribe_messages=True) as pubsub:
-                    await pubsub.subscribe(f"__keyevent@{db}__:expired")
+                async with expired_keys(node) as pubsub:
                     if not first:
                         metrics.REDIS_RECONNECTS.labels(task="expiry").inc()
                         log.info("expiry listener resubscribed")

@@ -19,6 +19,7 @@ from socketio.exceptions import ConnectionRefusedError as Refused
 from starlette.requests import Request
 
 from app.api.deps import client_ip
+from app.events import STOCK_EVENT, stock_update
 from app.realtime.limits import SocketLimits, SubscribeRefusal
 from app.realtime.redis_manager import RedisManager
 from app.runtime.engineio_sids import WorkerSocketServer
@@ -29,7 +30,6 @@ from app.store.client import RedisBudget
 
 log = logging.getLogger(__name__)
 
-STOCK_EVENT = "stock_update"
 
 StockSnapshot = Callable[[], Awaitable[list[tuple[str, int]]]]
 DropStock = Callable[[str], Awaitable[int | None]]
@@ -93,10 +93,6 @@ def client_address(environ: dict[str, Any], trusted_proxies: list[str]) -> str:
     return client_ip(Request(handshake), trusted_proxies)
 
 
-def _stock(drop_id: str, available: int) -> dict[str, Any]:
-    return {"dropId": drop_id, "availableStock": available}
-
-
 def register_handlers(
     sio: socketio.AsyncServer,
     snapshot: StockSnapshot,
@@ -121,7 +117,7 @@ def register_handlers(
             try:
                 for drop_id, available in await snapshot():
                     await sio.emit(
-                        STOCK_EVENT, _stock(drop_id, available), to=sid, ignore_queue=True
+                        STOCK_EVENT, stock_update(drop_id, available), to=sid, ignore_queue=True
                     )
             except Exception:
                 log.exception("could not send the connect snapshot")
@@ -158,7 +154,7 @@ def register_handlers(
         if available is None:
             return {"ok": False, "code": "DROP_NOT_FOUND"}
         await sio.enter_room(sid, room)
-        await sio.emit(STOCK_EVENT, _stock(drop_id, available), to=sid, ignore_queue=True)
+        await sio.emit(STOCK_EVENT, stock_update(drop_id, available), to=sid, ignore_queue=True)
         return {"ok": True}
 
     @sio.event  # type: ignore[untyped-decorator]

@@ -173,3 +173,11 @@ def _run_id(info: dict[str, Any]) -> str:
 def _least_uptime(info: dict[str, Any]) -> int:
     """`uptime_in_seconds` of a server, or the least of a cluster's per-node answers."""
     return min((int(node["uptime_in_seconds"]) for node in _node_infos(info)), default=0)
+
+
+async def answers(redis: Redis) -> bool:
+    """Whether Redis answers a PING now (readiness): any failure is a no."""
+    try:
+        return bool(await redis.ping())
+    except Exception:
+        return False
