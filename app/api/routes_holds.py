@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request, status
 from starlette.responses import Response
 
@@ -49,7 +51,8 @@ PURCHASE_ERRORS = errors(
     ),
 )
 async def reserve(drop_id: str, request: Request, container: ContainerDep) -> Response:
-    """Served here only with an `Idempotency-Key` (see app/api/reserve.py)."""
+    # Served here only with an Idempotency-Key (see app/api/reserve.py). No docstring:
+    # it would become the route's description in the OpenAPI schema.
 
     async def keep(caller: AccessClaims, body: bytes, run: Run) -> Response:
         return await idempotent(request, container.idempotency_store, caller.user_id, body, run)
@@ -57,7 +60,20 @@ async def reserve(drop_id: str, request: Request, container: ContainerDep) -> Re
     return await reserve_flow(container, request, drop_id, keep)
 
 
-async def _purchase(
+# Both purchase routes share one endpoint; the original route keeps its own name, so
+# each keeps its operationId. (No docstring: it would become both routes' description.)
+PURCHASE: dict[str, Any] = {
+    "status_code": status.HTTP_201_CREATED,
+    "response_model": PurchaseOut,
+    "responses": {
+        200: {"model": PurchaseOut, "description": "Already purchased"},
+        **PURCHASE_ERRORS,
+    },
+}
+
+
+@router.post("/api/reservations/{reservation_id}/purchase", **PURCHASE)
+async def purchase(
     reservation_id: str, request: Request, caller: CurrentUser, container: ContainerDep
 ) -> Response:
     body = await empty_body(request)
@@ -73,29 +89,14 @@ async def _purchase(
     return await idempotent(request, container.idempotency_store, caller.user_id, body, run)
 
 
-@router.post(
-    "/api/reservations/{reservation_id}/purchase",
-    status_code=status.HTTP_201_CREATED,
-    response_model=PurchaseOut,
-    responses={200: {"model": PurchaseOut, "description": "Already purchased"}, **PURCHASE_ERRORS},
-)
-async def purchase(
-    reservation_id: str, request: Request, caller: CurrentUser, container: ContainerDep
-) -> Response:
-    return await _purchase(reservation_id, request, caller, container)
-
-
-@router.post(
+router.add_api_route(
     "/api/drops/{reservation_id}/purchase",
-    status_code=status.HTTP_201_CREATED,
-    response_model=PurchaseOut,
-    responses={200: {"model": PurchaseOut, "description": "Already purchased"}, **PURCHASE_ERRORS},
+    purchase,
+    methods=["POST"],
+    name="purchase_legacy",
     summary="Purchase (the original route; the id is a reservation id)",
+    **PURCHASE,
 )
-async def purchase_legacy(
-    reservation_id: str, request: Request, caller: CurrentUser, container: ContainerDep
-) -> Response:
-    return await _purchase(reservation_id, request, caller, container)
 
 
 @router.delete(

@@ -167,9 +167,9 @@ class Sweeper:
         except ServiceUnavailable:
             log.warning("reloaded holds not released: PostgreSQL is not answering")
             return [r for r in refs if r.hold_id not in reloaded], False
-        for reservation_id in sold:
+        for hold_id in sold:
             metrics.RECONCILER_REPAIRS.labels(kind="committed").inc()
-            log.warning("reloaded hold was sold: committed", extra={"reservation": reservation_id})
+            log.warning("reloaded hold was sold: committed", extra={"reservation": hold_id})
         return [r for r in refs if r.hold_id not in sold], bool(sold)
 
     async def settle_claim(self, ref: keys.HoldRef) -> bool:

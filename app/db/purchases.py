@@ -22,14 +22,12 @@ from app.errors import Unauthorized
 FOREIGN_KEY_VIOLATION = "23503"
 
 
-async def _lock_reservation(session: AsyncSession, reservation_id: str) -> None:
-    await session.execute(
-        select(func.pg_advisory_xact_lock(func.hashtextextended(reservation_id, 0)))
-    )
+async def _lock_hold(session: AsyncSession, hold_id: str) -> None:
+    await session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(hold_id, 0))))
 
 
-async def by_reservation(session: AsyncSession, reservation_id: str) -> Purchase | None:
-    stmt = select(Purchase).where(Purchase.reservation_id == reservation_id)
+async def by_hold(session: AsyncSession, hold_id: str) -> Purchase | None:
+    stmt = select(Purchase).where(Purchase.reservation_id == hold_id)
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
@@ -37,7 +35,7 @@ async def record(
     session: AsyncSession,
     *,
     purchase_id: str,
-    reservation_id: str,
+    hold_id: str,
     drop_id: str,
     user_id: str,
     price_cents: int,
@@ -51,17 +49,17 @@ async def record(
     issued): the insert wrote nothing, so the caller may undo its claim.
     """
     await lock_for_sale(session, drop_id)
-    await _lock_reservation(session, reservation_id)
-    existing = await by_reservation(session, reservation_id)
+    await _lock_hold(session, hold_id)
+    existing = await by_hold(session, hold_id)
     if existing is not None:
         return existing, False
-    if await session.get(VoidedClaim, reservation_id) is not None:
+    if await session.get(VoidedClaim, hold_id) is not None:
         return None, False
     stmt = (
         insert(Purchase)
         .values(
             id=purchase_id,
-            reservation_id=reservation_id,
+            reservation_id=hold_id,
             drop_id=drop_id,
             user_id=user_id,
             price_cents=price_cents,
@@ -86,13 +84,13 @@ def _violates(exc: IntegrityError, constraint: str) -> bool:
     return FOREIGN_KEY_VIOLATION in sqlstates and constraint in names
 
 
-async def void_or_find(session: AsyncSession, reservation_id: str) -> Purchase | None:
+async def void_or_find(session: AsyncSession, hold_id: str) -> Purchase | None:
     """The sweeper's decision on a stale claim: the purchase if it exists, else fence it out."""
-    await _lock_reservation(session, reservation_id)
-    existing = await by_reservation(session, reservation_id)
+    await _lock_hold(session, hold_id)
+    existing = await by_hold(session, hold_id)
     if existing is None:
         await session.execute(
-            insert(VoidedClaim).values(reservation_id=reservation_id).on_conflict_do_nothing()
+            insert(VoidedClaim).values(reservation_id=hold_id).on_conflict_do_nothing()
         )
     return existing
 
@@ -112,11 +110,11 @@ async def buyer_name(session: AsyncSession, user_id: str) -> str:
     return name or "someone"
 
 
-async def purchased_among(session: AsyncSession, reservation_ids: list[str]) -> dict[str, datetime]:
+async def purchased_among(session: AsyncSession, hold_ids: list[str]) -> dict[str, datetime]:
     """Which of these reservations have a purchase (reservation id -> purchasedAt)."""
-    if not reservation_ids:
+    if not hold_ids:
         return {}
     stmt = select(Purchase.reservation_id, Purchase.purchased_at).where(
-        Purchase.reservation_id.in_(reservation_ids)
+        Purchase.reservation_id.in_(hold_ids)
     )
     return {rid: at for rid, at in (await session.execute(stmt)).all()}

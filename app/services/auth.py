@@ -53,13 +53,7 @@ class AuthService:
         password_hash = await self.hasher.hash(password)
         name = display_name or email.split("@", 1)[0][:64]
         async with self.db.begin() as session:
-            user = await user_rows.insert_user(
-                session,
-                user_id=keys.new_id(),
-                email=email.lower(),
-                password_hash=password_hash,
-                display_name=name,
-            )
+            user = await _insert_user(session, email, password_hash, name)
             if user is None:
                 raise EmailTaken(f"{email} is already registered")
             return await self._open_session(session, user)
@@ -164,14 +158,7 @@ class AuthService:
         """Create the admin account, or make an existing account admin with this password."""
         password_hash = await self.hasher.hash(password)
         async with self.db.begin() as session:
-            user = await user_rows.insert_user(
-                session,
-                user_id=keys.new_id(),
-                email=email.lower(),
-                password_hash=password_hash,
-                display_name="admin",
-                role="admin",
-            )
+            user = await _insert_user(session, email, password_hash, "admin", role="admin")
             if user is None:
                 existing = await user_rows.by_email(session, email)
                 assert existing is not None
@@ -179,3 +166,17 @@ class AuthService:
                 existing.role = "admin"
                 user = existing
             return user
+
+
+async def _insert_user(
+    session: AsyncSession, email: str, password_hash: str, name: str, role: str = "customer"
+) -> User | None:
+    """A new account under a new id (emails kept lower-case); None when the email is taken."""
+    return await user_rows.insert_user(
+        session,
+        user_id=keys.new_id(),
+        email=email.lower(),
+        password_hash=password_hash,
+        display_name=name,
+        role=role,
+    )

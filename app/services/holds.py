@@ -134,8 +134,8 @@ class HoldService:
             created_at=from_ms(result.created_at_ms),
         )
 
-    async def cancel(self, user_id: str, reservation_id: str) -> None:
-        ref = self._ref_of(user_id, reservation_id)
+    async def cancel(self, user_id: str, hold_id: str) -> None:
+        ref = self._ref_of(user_id, hold_id)
         if await self._reloaded(ref) and await self._settle_sold(ref, None):
             raise HoldPurchased()
         result = await self.hold_store.release(ref, ReleaseReason.CANCELLED, owner=user_id)
@@ -152,10 +152,8 @@ class HoldService:
             raise HoldPurchased()
         raise HoldNotFound()
 
-    async def purchase(
-        self, user_id: str, reservation_id: str, display_name: str
-    ) -> PurchaseResult:
-        ref = self._ref_of(user_id, reservation_id)
+    async def purchase(self, user_id: str, hold_id: str, display_name: str) -> PurchaseResult:
+        ref = self._ref_of(user_id, hold_id)
         claim_id = secrets.token_hex(8)
         claim = await self.hold_store.claim(ref, claim_id, self.claim_timeout_ms)
         match claim.outcome:
@@ -186,7 +184,7 @@ class HoldService:
                 purchase, created = await purchase_rows.record(
                     session,
                     purchase_id=secrets.token_hex(16),
-                    reservation_id=ref.hold_id,
+                    hold_id=ref.hold_id,
                     drop_id=ref.drop_id,
                     user_id=user_id,
                     price_cents=definition.price_cents,
@@ -216,14 +214,14 @@ class HoldService:
     async def holds_of(self, user_id: str, drop_ids: list[str]) -> list[Hold]:
         now_ms = int(datetime.now(UTC).timestamp() * 1000)
         found: list[Hold] = []
-        for reservation_id, raw in await self.hold_store.live_holds_of(drop_ids, user_id):
+        for hold_id, raw in await self.hold_store.live_holds_of(drop_ids, user_id):
             entry = parse_entry(raw)
             if entry.state == "ACTIVE" and entry.expires_at_ms <= now_ms:
                 continue  # past its deadline: expired, even before the sweeper runs
             found.append(
                 Hold(
-                    id=reservation_id,
-                    drop_id=reservation_id.split(".", 1)[0],
+                    id=hold_id,
+                    drop_id=hold_id.split(".", 1)[0],
                     status="ACTIVE",
                     expires_at=from_ms(entry.expires_at_ms),
                     created_at=from_ms(entry.created_at_ms),
@@ -239,8 +237,8 @@ class HoldService:
     # --- helpers -----------------------------------------------------------
 
     @staticmethod
-    def _ref_of(user_id: str, reservation_id: str) -> keys.HoldRef:
-        ref = keys.parse_hold_id(reservation_id)
+    def _ref_of(user_id: str, hold_id: str) -> keys.HoldRef:
+        ref = keys.parse_hold_id(hold_id)
         # Another user's id answers exactly like a random one.
         if ref is None or ref.user_id != user_id:
             raise HoldNotFound()
@@ -248,7 +246,7 @@ class HoldService:
 
     async def _purchased(self, ref: keys.HoldRef) -> Purchase | None:
         async with self.db.begin() as session:
-            found = await purchase_rows.by_reservation(session, ref.hold_id)
+            found = await purchase_rows.by_hold(session, ref.hold_id)
         return found if found is not None and found.user_id == ref.user_id else None
 
     async def _reloaded(self, ref: keys.HoldRef) -> bool:
@@ -261,7 +259,7 @@ class HoldService:
     async def _settle_sold(self, ref: keys.HoldRef, display_name: str | None) -> Purchase | None:
         """If PostgreSQL recorded this hold's purchase, commit it in Redis and return it."""
         async with self.db.begin() as session:
-            found = await purchase_rows.by_reservation(session, ref.hold_id)
+            found = await purchase_rows.by_hold(session, ref.hold_id)
             if found is None or found.user_id != ref.user_id:
                 return None
             if display_name is None:

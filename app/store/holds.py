@@ -87,8 +87,8 @@ class ClaimResult:
     expires_at_ms: int = 0
 
 
-def _hold_keys(keys: DropKeys, ref: HoldRef) -> list[str]:
-    """The nine keys release.lua takes."""
+def _live_keys(keys: DropKeys, ref: HoldRef) -> list[str]:
+    """The first six keys of reserve.lua and release.lua: the drop and the hold's live state."""
     return [
         keys.drop,
         keys.users,
@@ -96,10 +96,12 @@ def _hold_keys(keys: DropKeys, ref: HoldRef) -> list[str]:
         keys.due,
         keys.timer(ref.hold_id),
         keys.user_holds(ref.user_id),
-        keys.closed,
-        keys.closed_at,
-        keys.cooldown(ref.user_id),
     ]
+
+
+def _hold_keys(keys: DropKeys, ref: HoldRef) -> list[str]:
+    """The nine keys release.lua takes."""
+    return [*_live_keys(keys, ref), keys.closed, keys.closed_at, keys.cooldown(ref.user_id)]
 
 
 class HoldStore(HoldReads):
@@ -118,16 +120,7 @@ class HoldStore(HoldReads):
         """KEYS and ARGV of reserve.lua (see its header)."""
         keys = DropKeys(ref.drop_id)
         revoked = [] if revoked_key is None else [revoked_key]
-        return [
-            keys.drop,
-            keys.users,
-            keys.holds,
-            keys.due,
-            keys.timer(ref.hold_id),
-            keys.user_holds(ref.user_id),
-            keys.cooldown(ref.user_id),
-            *revoked,
-        ], [
+        return [*_live_keys(keys, ref), keys.cooldown(ref.user_id), *revoked], [
             ref.user_id,
             ref.hold_id,
             ttl_ms,
