@@ -18,6 +18,7 @@ from app.store.client import RedisBudget, create_redis
 from app.store.drops import DropStore
 from app.store.holds import HoldStore
 from app.store.idempotency import IdempotencyStore
+from app.store.limits import LimitStore
 from app.store.pipelined import PipelinedConnection
 from app.store.scripts import Scripts
 from app.store.sessions import SessionStore
@@ -97,6 +98,6 @@ async def build_container(settings: Settings) -> Container:
         hold_service=HoldService(
             settings, db, hold_store, drop_store, drop_service.ensure_mirrored
         ),
-        rate_limiter=RateLimiter(settings, scripts),
+        rate_limiter=RateLimiter(settings, LimitStore(scripts)),
         pipelined=pipelined,
     )

@@ -105,14 +105,13 @@ class HoldService:
             raise DropNotFound()
         ref = keys.parse_hold_id(keys.new_hold_id(drop_id, user_id))
         assert ref is not None
-        revoked = None if unchecked_session is None else keys.revoked_session(unchecked_session)
-        result = await self.hold_store.reserve(ref, self.ttl_ms, revoked)
+        result = await self.hold_store.reserve(ref, self.ttl_ms, unchecked_session)
         if result.outcome is ReserveOutcome.DROP_NOT_FOUND:
             # Redis does not know the drop: rebuild it from PostgreSQL once, then retry.
             if not await self.ensure_mirrored(drop_id):
                 metrics.RESERVE_OUTCOMES.labels(code="DROP_NOT_FOUND").inc()
                 raise DropNotFound()
-            result = await self.hold_store.reserve(ref, self.ttl_ms, revoked)
+            result = await self.hold_store.reserve(ref, self.ttl_ms, unchecked_session)
         if result.outcome is ReserveOutcome.REVOKED:
             raise Unauthorized(SIGNED_OUT)
         metrics.RESERVE_OUTCOMES.labels(code=result.outcome.value).inc()

@@ -31,8 +31,7 @@ from redis.exceptions import RedisError
 
 from app.config import RateLimit, Settings
 from app.errors import InvalidCredentials, RateLimited
-from app.store import keys
-from app.store.scripts import ScriptName, Scripts
+from app.store.limits import LimitStore
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +43,9 @@ DAY_MS = 86_400_000
 
 
 class RateLimiter:
-    def __init__(self, settings: Settings, scripts: Scripts) -> None:
+    def __init__(self, settings: Settings, store: LimitStore) -> None:
         self.settings = settings
-        self.scripts = scripts
+        self.store = store
 
     async def hit(self, name: str, subject: str) -> None:
         """Count one call of `name` for `subject`; RateLimited when over the limit."""
@@ -75,10 +74,11 @@ class RateLimiter:
         if not pair.enabled and not account.enabled:
             yield
             return
-        limit_keys = keys.login_limits(email, address, _window(pair, now), _window(account, now))
+        limit_keys = self.store.login_keys(
+            email, address, _window(pair, now), _window(account, now)
+        )
         known_since_ms = int((now - KNOWN_ADDRESS_DAYS * 86_400) * 1000)
-        reply = await self.scripts.run(
-            ScriptName.LOGIN_CHECK,
+        reply = await self.store.login_check(
             limit_keys,
             [
                 pair.limit,
@@ -105,17 +105,15 @@ class RateLimiter:
 
     async def _count(self, name: str, limit: RateLimit, subject: str, now: float) -> list[Any]:
         """One call counted in `subject`'s fixed window: {'ALLOWED', left} or {'LIMITED', ms}."""
-        return await self.scripts.run(
-            ScriptName.RATE_LIMIT,
-            [keys.rate_bucket(name, subject, _window(limit, now))],
-            [limit.limit, limit.period_seconds * 1000],
+        window = _window(limit, now)
+        return await self.store.count(
+            name, subject, window, limit.limit, limit.period_seconds * 1000
         )
 
     async def _refund(self, limit_keys: list[str], address: str) -> None:
         """Best effort: a refund Redis did not take leaves one failure too many counted."""
         try:
-            await self.scripts.run(
-                ScriptName.LOGIN_REFUND,
+            await self.store.login_refund(
                 limit_keys,
                 [address, int(time.time() * 1000), KNOWN_ADDRESS_DAYS * DAY_MS, KNOWN_ADDRESSES],
             )

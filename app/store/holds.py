@@ -18,7 +18,7 @@ from app.domain import iso
 from app.store.channels import database_of, stock_dirty_channel
 from app.store.entries import HoldEntry, parse_entry
 from app.store.hold_reads import HoldReads
-from app.store.keys import DropKeys, HoldRef
+from app.store.keys import DropKeys, HoldRef, revoked_session
 from app.store.scripts import ScriptName, Scripts
 
 __all__ = ["HoldEntry", "HoldStore", "parse_entry"]
@@ -115,11 +115,11 @@ class HoldStore(HoldReads):
         self.stock_channel = stock_dirty_channel(database_of(redis))
 
     def reserve_args(
-        self, ref: HoldRef, ttl_ms: int, revoked_key: str | None = None
+        self, ref: HoldRef, ttl_ms: int, unchecked_session: str | None = None
     ) -> tuple[list[str], list[str | int]]:
         """KEYS and ARGV of reserve.lua (see its header)."""
         keys = DropKeys(ref.drop_id)
-        revoked = [] if revoked_key is None else [revoked_key]
+        revoked = [] if unchecked_session is None else [revoked_session(unchecked_session)]
         return [*_live_keys(keys, ref), keys.cooldown(ref.user_id), *revoked], [
             ref.user_id,
             ref.hold_id,
@@ -130,10 +130,10 @@ class HoldStore(HoldReads):
         ]
 
     async def reserve(
-        self, ref: HoldRef, ttl_ms: int, revoked_key: str | None = None
+        self, ref: HoldRef, ttl_ms: int, unchecked_session: str | None = None
     ) -> ReserveResult:
-        """With `revoked_key`, a signed-out session is refused (REVOKED) in the same call."""
-        keys, args = self.reserve_args(ref, ttl_ms, revoked_key)
+        """With `unchecked_session`, a signed-out session is refused (REVOKED) in the same call."""
+        keys, args = self.reserve_args(ref, ttl_ms, unchecked_session)
         reply = await self.scripts.run(ScriptName.RESERVE, keys, args)
         outcome = ReserveOutcome(reply[0])
         if outcome is ReserveOutcome.COOLDOWN:

@@ -96,12 +96,12 @@ async def test_a_signed_out_session_is_refused_before_anything_else(
     await redis.set(marker, "1")
     ref = new_ref(drop.id)
     before = await snapshot(redis, drop.id)
-    result = await hold_store.reserve(ref, TTL_MS, marker)
+    result = await hold_store.reserve(ref, TTL_MS, "5e5510a")
     assert result.outcome is ReserveOutcome.REVOKED
     assert await snapshot(redis, drop.id) == before
-    other = await hold_store.reserve(new_ref(drop.id), TTL_MS, revoked_session("a11ve"))
+    other = await hold_store.reserve(new_ref(drop.id), TTL_MS, "a11ve")
     assert other.outcome is ReserveOutcome.OK  # only the signed-out session is refused
-    unknown = await hold_store.reserve(new_ref(new_id()), TTL_MS, marker)
+    unknown = await hold_store.reserve(new_ref(new_id()), TTL_MS, "5e5510a")
     assert unknown.outcome is ReserveOutcome.REVOKED  # even for a drop Redis lacks
 
 
