@@ -130,9 +130,11 @@ class Broadcaster:
             # Spaced from the end of this send: each client's copy was queued before it, so
             # however long a read or a send takes, no client gets two within the interval.
             self._last_sent[drop_id] = time.monotonic()
-        except (RedisError, OSError):
+        except (RedisError, OSError) as exc:
             metrics.BACKGROUND_ERRORS.labels(task="broadcaster").inc()
-            log.warning("stock push failed", extra={"drop": drop_id})
+            log.warning(
+                "stock push failed: %s: %s", type(exc).__name__, exc, extra={"drop": drop_id}
+            )
         finally:
             self._pending.pop(drop_id, None)
             if drop_id in self._again:

@@ -164,8 +164,8 @@ class Sweeper:
             return refs, False
         try:
             sold = await commit_the_sold(self.db, self.hold_store, list(reloaded.values()))
-        except ServiceUnavailable:
-            log.warning("reloaded holds not released: PostgreSQL is not answering")
+        except ServiceUnavailable as exc:
+            log.warning("reloaded holds not released: PostgreSQL is not answering (%s)", exc)
             return [r for r in refs if r.hold_id not in reloaded], False
         for hold_id in sold:
             metrics.RECONCILER_REPAIRS.labels(kind="committed").inc()

@@ -28,9 +28,9 @@ async def enable_expiry_events(redis: Redis) -> bool:
             return True
         await redis.config_set("notify-keyspace-events", "".join(sorted(flags | {"E", "x"})))
         return True
-    except ResponseError:
+    except ResponseError as exc:
         # Managed Redis often forbids CONFIG: the operator must set it; the sweeper still works.
-        log.warning("cannot set notify-keyspace-events; relying on the sweeper")
+        log.warning("cannot set notify-keyspace-events (%s); relying on the sweeper", exc)
         return False
 
 

@@ -43,9 +43,11 @@ class Lease:
                 self.held = bool(await self._lock.acquire(blocking=False, token=holder_token()))
                 if self.held:
                     log.info("lease acquired", extra={"lease": self.name})
-        except (LockError, RedisError):
+        except (LockError, RedisError) as exc:
             if self.held:
-                log.warning("lease lost", extra={"lease": self.name})
+                log.warning(
+                    "lease lost: %s: %s", type(exc).__name__, exc, extra={"lease": self.name}
+                )
             self.held = False
         return self.held
 
