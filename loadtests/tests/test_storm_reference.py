@@ -15,7 +15,7 @@ from app.errors import SoldOut
 from app.services.tokens import TokenService
 from app.store.channels import stock_dirty_channel
 from app.store.holds import HoldStore
-from app.store.keys import HoldRef, revoked_session
+from app.store.keys import HoldRef
 from app.store.scripts import ScriptName
 from loadtests.reference.app import access_user, problem, reserve_call
 
@@ -37,7 +37,7 @@ async def test_reserve_call_is_what_the_hold_store_passes() -> None:
     scripts = RecordingScripts()
     ref = HoldRef("0123456789abcdef", "fedcba9876543210", "0123456789abcdef.fe.01")
     store = HoldStore(None, scripts)  # type: ignore[arg-type]
-    await store.reserve(ref, 60_000, revoked_session("5e55"))  # as the product's reserve route
+    await store.reserve(ref, 60_000, "5e55")  # as the product's reserve route
     await store.reserve(ref, 60_000)  # as its Idempotency-Key route, checked apart
     channel = stock_dirty_channel(0)  # the stand-in client has no pool: database 0
     checked = reserve_call(ref.drop_id, ref.user_id, ref.hold_id, 60_000, channel, "5e55")
