@@ -4,7 +4,7 @@ Broadcasts go through a Redis pub/sub manager, so an event emitted by any proces
 reaches the clients of every process and host. What is meant for one client of this
 process (its connect snapshot, a `subscribe`'s reply) is sent directly
 (`ignore_queue`): it never costs a publish. Clients are limited by
-app/realtime/limits.py; the manager (app/realtime/redis_manager.py) keeps to its share
+app/realtime/limits.py; the manager (app/store/socketio_manager.py) keeps to its share
 of RedisBudget and, on a cluster, moves to another node when its node dies.
 """
 
@@ -21,12 +21,12 @@ from starlette.requests import Request
 from app.api.deps import client_ip
 from app.events import STOCK_EVENT, stock_update
 from app.realtime.limits import SocketLimits, SubscribeRefusal
-from app.realtime.redis_manager import RedisManager
 from app.runtime.engineio_sids import WorkerSocketServer
 from app.runtime.socketio_fanout import check_fan_out
 from app.store import keys
 from app.store.channels import database_of_url, socketio_channel
 from app.store.client import RedisBudget
+from app.store.socketio_manager import RedisManager
 
 log = logging.getLogger(__name__)
 

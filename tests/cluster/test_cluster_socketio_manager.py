@@ -1,6 +1,6 @@
 """The Socket.IO manager's move to another cluster node keeps within its connection budget.
 
-RedisManager (app/realtime/redis_manager.py) learns the cluster's nodes when it
+RedisManager (app/store/socketio_manager.py) learns the cluster's nodes when it
 subscribes and, when its node fails, closes its two clients before opening new ones
 on another node. Here the move is asked for directly (no node is killed: the kill is
 tests/cluster/test_cluster_realtime_failover.py), and the connections each node
@@ -15,8 +15,8 @@ import json
 import pytest
 from redis.asyncio import Redis
 
-from app.realtime.redis_manager import RedisManager
 from app.store.client import RedisBudget
+from app.store.socketio_manager import RedisManager
 from tests.support.cluster import ClusterNode, LocalCluster
 from tests.support.realtime_server import wait_until
 
