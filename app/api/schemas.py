@@ -131,12 +131,14 @@ DropStatusName = Literal["scheduled", "live", "sold_out", "ended", "cancelled"]
 
 
 class DropOut(WireModel):
+    """The wire's `Drop`: the admin's fields (app/domain.py DropFields) with the counters."""
+
     id: str
     name: str
     brand: str | None
     image_url: str | None
-    price_cents: int
     currency: str
+    price_cents: int
     total_stock: int
     available_stock: int
     per_user_limit: int
