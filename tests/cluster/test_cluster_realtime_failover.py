@@ -18,6 +18,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from app.background.broadcaster import LEASE_TTL_SECONDS as BROADCAST_LEASE_SECONDS
 from app.embedded.common import free_port
 from app.store.channels import database_of_url, socketio_channel
 from tests.cluster.test_cluster_realtime import ready
@@ -37,7 +38,11 @@ pytestmark = [pytest.mark.cluster, pytest.mark.timeout(120)]
 
 ADMIN_EMAIL = "cluster-rt-failover-admin@example.com"
 RESUBSCRIBED_WITHIN = 2.5  # s from the SIGKILL until every worker listens again
-PUSH_WITHIN = 5.0  # s from a reserve to the other process's client
+# s from a reserve to the other process's client. The first push after the failover
+# also waits for the broadcaster: when its lease or its stock-dirty subscription was on
+# the killed node, it leads again only once the lease is free (BROADCASTER lease 5 s)
+# and the promoted replica answers; it then pushes every drop still marked dirty.
+PUSH_WITHIN = BROADCAST_LEASE_SECONDS + 7.0
 
 
 async def subscribers(nodes: list[ClusterNode], channel: str) -> int:
