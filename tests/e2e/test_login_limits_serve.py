@@ -20,7 +20,6 @@ import pytest
 
 from app.embedded.common import free_port
 from app.services.passwords import HASH_THREAD_NICE
-from tests.conftest import make_settings
 from tests.support.factories import PASSWORD
 from tests.support.realtime_server import (
     log_text,
@@ -28,6 +27,7 @@ from tests.support.realtime_server import (
     stop_serve_processes,
     wait_ready,
 )
+from tests.support.serve import serve_env
 from tests.support.stores import StoreUrls
 
 pytestmark = pytest.mark.timeout(90)
@@ -37,21 +37,10 @@ STRANGER, OWNER_HOME, OWNER_AWAY = "198.51.100.66", "203.0.113.10", "203.0.113.1
 
 
 def _env(stores: StoreUrls, data_dir: Path) -> dict[str, str]:
-    settings = make_settings(stores)
     return {
-        "DATABASE_URL": stores.database_url,
-        "REDIS_URL": stores.redis_url,
-        "JWT_ACCESS_SECRET": settings.jwt_access_secret or "",
-        "JWT_REFRESH_SECRET": settings.jwt_refresh_secret or "",
-        "BCRYPT_ROUNDS": "4",
+        **serve_env(stores, data_dir, ADMIN_EMAIL),
         "RATE_LIMITS": "on",
         "TRUSTED_PROXIES": "127.0.0.1",
-        "ADMIN_EMAIL": ADMIN_EMAIL,
-        "ADMIN_PASSWORD": PASSWORD,
-        "DATA_DIR": str(data_dir),
-        "RECONCILE_INTERVAL_SECONDS": "3600",
-        "LOG_LEVEL": "WARNING",
-        "ENV": "test",
     }
 
 

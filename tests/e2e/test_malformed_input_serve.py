@@ -14,7 +14,6 @@ import httpx
 import pytest
 
 from app.embedded.common import free_port
-from tests.conftest import make_settings
 from tests.support.factories import PASSWORD, auth, create_drop, signup
 from tests.support.realtime_server import (
     log_text,
@@ -22,6 +21,7 @@ from tests.support.realtime_server import (
     stop_serve_processes,
     wait_ready,
 )
+from tests.support.serve import serve_env
 from tests.support.stores import StoreUrls
 
 pytestmark = pytest.mark.timeout(90)
@@ -30,20 +30,8 @@ ADMIN_EMAIL = "bad-input-admin@example.com"
 
 
 def _env(stores: StoreUrls, data_dir: Path) -> dict[str, str]:
-    settings = make_settings(stores)
     return {
-        "DATABASE_URL": stores.database_url,
-        "REDIS_URL": stores.redis_url,
-        "JWT_ACCESS_SECRET": settings.jwt_access_secret or "",
-        "JWT_REFRESH_SECRET": settings.jwt_refresh_secret or "",
-        "BCRYPT_ROUNDS": "4",
-        "RATE_LIMITS": "off",
-        "ADMIN_EMAIL": ADMIN_EMAIL,
-        "ADMIN_PASSWORD": PASSWORD,
-        "DATA_DIR": str(data_dir),
-        "RECONCILE_INTERVAL_SECONDS": "3600",
-        "LOG_LEVEL": "WARNING",
-        "ENV": "test",
+        **serve_env(stores, data_dir, ADMIN_EMAIL),
     }
 
 

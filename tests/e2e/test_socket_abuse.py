@@ -45,6 +45,7 @@ from tests.support.realtime_server import (
     stop_serve_processes,
     wait_ready,
 )
+from tests.support.serve import serve_env
 from tests.support.stores import StoreUrls
 
 pytestmark = pytest.mark.timeout(90)
@@ -181,21 +182,9 @@ async def running(*loops: Any) -> AsyncIterator[None]:
 
 
 def _env(stores: StoreUrls, data_dir: Path) -> dict[str, str]:
-    settings = make_settings(stores)
     return {
-        "DATABASE_URL": stores.database_url,
-        "REDIS_URL": stores.redis_url,
-        "JWT_ACCESS_SECRET": settings.jwt_access_secret or "",
-        "JWT_REFRESH_SECRET": settings.jwt_refresh_secret or "",
-        "BCRYPT_ROUNDS": "4",
-        "RATE_LIMITS": "off",
-        "ADMIN_EMAIL": ADMIN_EMAIL,
-        "ADMIN_PASSWORD": PASSWORD,
-        "DATA_DIR": str(data_dir),
+        **serve_env(stores, data_dir, ADMIN_EMAIL),
         "STOCK_BROADCAST_INTERVAL_MS": "50",
-        "RECONCILE_INTERVAL_SECONDS": "3600",
-        "LOG_LEVEL": "WARNING",
-        "ENV": "test",
         "REDIS_MAX_CONNECTIONS": str(REDIS_MAX_CONNECTIONS),
         # The rounds' clients come through a trusted proxy, each from its own address.
         "TRUSTED_PROXIES": "127.0.0.1",
