@@ -67,6 +67,7 @@ async def test_the_cooldown_comes_from_the_settings(make_app: AppFactory) -> Non
     held = await reserve(client, drop_id, user.access_token)
     await _cancel(client, held.json()["id"], user.access_token)
     _assert_cooldown(await reserve(client, drop_id, user.access_token), 2)
+    await assert_invariant(container, drop_id)
 
 
 async def test_cooldown_zero_lets_the_holder_reserve_again_at_once(make_app: AppFactory) -> None:
@@ -76,6 +77,7 @@ async def test_cooldown_zero_lets_the_holder_reserve_again_at_once(make_app: App
     held = await reserve(client, drop_id, user.access_token)
     await _cancel(client, held.json()["id"], user.access_token)
     assert (await reserve(client, drop_id, user.access_token)).status_code == 201
+    await assert_invariant(container, drop_id)
 
 
 async def test_an_expired_hold_cools_down_its_holder(make_app: AppFactory) -> None:

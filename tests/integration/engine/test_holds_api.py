@@ -56,6 +56,7 @@ async def test_reserve_refusals(client: httpx.AsyncClient, container: Container)
         f"/api/drops/{later['id']}/reserve", json={}, headers=auth(token)
     )
     assert empty_object.json()["code"] == "DROP_NOT_LIVE"
+    await assert_invariant(container)
 
 
 async def test_sold_out_says_so(client: httpx.AsyncClient, container: Container) -> None:
@@ -66,6 +67,7 @@ async def test_sold_out_says_so(client: httpx.AsyncClient, container: Container)
     assert late.status_code == 409
     assert late.headers["content-type"] == "application/problem+json"
     assert late.json()["code"] == "SOLD_OUT"
+    await assert_invariant(container, drop_id)
 
 
 async def test_cancel_returns_the_unit_once(
@@ -142,6 +144,7 @@ async def test_my_reservations_and_purchases(
     assert purchases == [bought]
     assert set(bought) == {"id", "reservationId", "dropId", "priceCents", "currency", "purchasedAt"}
     assert (await client.get("/api/me/purchases")).status_code == 401
+    await assert_invariant(container)
 
 
 async def test_idempotent_reserve_replays_and_holds_once(
@@ -174,6 +177,7 @@ async def test_idempotency_key_reused_with_another_body(
     assert (await client.post(f"/api/drops/{drop_id}/reserve", headers=headers)).status_code == 201
     reused = await client.post(f"/api/drops/{drop_id}/reserve", json={}, headers=headers)
     assert (reused.status_code, reused.json()["code"]) == (422, "IDEMPOTENCY_KEY_REUSED")
+    await assert_invariant(container, drop_id)
 
 
 async def test_idempotent_refusal_is_replayed_too(
@@ -192,6 +196,7 @@ async def test_idempotent_refusal_is_replayed_too(
     replay = await client.post(f"/api/drops/{drop_id}/reserve", headers=headers)
     assert (replay.status_code, replay.text) == (409, refused.text)
     assert replay.headers["idempotent-replayed"] == "true"
+    await assert_invariant(container, drop_id)
 
 
 async def test_reserve_rate_limit(make_app: AppFactory) -> None:

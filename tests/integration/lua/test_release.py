@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 from app.store.holds import ClaimOutcome, HoldStore, ReleaseOutcome, ReleaseReason
 from app.store.keys import DropKeys, HoldRef, new_id
 from app.store.scripts import ScriptName, Scripts
+from tests.support.factories import assert_holds_in_step
 from tests.support.lua_fixtures import (
     MakeDrop,
     StockChannel,
@@ -177,6 +178,7 @@ async def test_overlapping_releases_return_the_unit_once(
     assert outcomes == {ReleaseOutcome.RELEASED: 1, ReleaseOutcome.ALREADY: 39}
     assert (await drop_hash(redis, drop.id))["avail"] == "2"
     assert await users_hash(redis, drop.id) == {}
+    await assert_holds_in_step(redis, drop.id)
 
 
 async def test_release_after_a_purchase_is_already_purchased(

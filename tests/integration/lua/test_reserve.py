@@ -12,6 +12,7 @@ from app.store.drops import DropStore, RebuildMode, RebuildOutcome
 from app.store.holds import HoldStore, ReleaseReason, ReserveOutcome
 from app.store.keys import DropKeys, new_id, revoked_session
 from app.store.scripts import Scripts
+from tests.support.factories import assert_holds_in_step
 from tests.support.lua_fixtures import (
     TTL_MS,
     MakeDrop,
@@ -241,6 +242,7 @@ async def test_concurrent_reserves_never_oversell(
     assert await redis.hlen(DropKeys(drop.id).holds) == 25
     assert await redis.zcard(DropKeys(drop.id).due) == 25
     assert len(await users_hash(redis, drop.id)) == 25
+    await assert_holds_in_step(redis, drop.id)
 
 
 async def _assert_refused(

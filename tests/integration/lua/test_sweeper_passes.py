@@ -19,6 +19,7 @@ from app.store import drops as drops_module
 from app.store.drops import DropStore
 from app.store.holds import HoldStore, ReleaseOutcome, ReleaseReason
 from app.store.keys import DropKeys, HoldRef, new_id
+from tests.support.factories import assert_holds_in_step
 from tests.support.lua_fixtures import (
     MakeDrop,
     drop_hash,
@@ -87,6 +88,8 @@ async def test_a_sweep_releases_due_holds_in_every_chunk_and_nothing_else(
     assert await hold_entry(redis, long) is not None
     assert await due_score(redis, long) is not None
     assert (await drop_hash(redis, drops[5].id))["avail"] == "4"
+    for drop in drops:
+        await assert_holds_in_step(redis, drop.id)
 
 
 async def test_a_sweep_with_nothing_due_changes_nothing(
