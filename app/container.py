@@ -95,9 +95,7 @@ async def build_container(settings: Settings) -> Container:
             PasswordHasher(settings.bcrypt_rounds, settings.password_hash_threads),
         ),
         drop_service=drop_service,
-        hold_service=HoldService(
-            settings, db, hold_store, drop_store, drop_service.ensure_mirrored
-        ),
+        hold_service=HoldService(settings, db, hold_store, drop_service.ensure_mirrored),
         rate_limiter=RateLimiter(settings, LimitStore(scripts)),
         pipelined=pipelined,
     )

@@ -10,19 +10,28 @@
 -- KEYS[3] due         zset: live holds by deadline
 -- KEYS[4] timer       the hold's TTL key
 -- KEYS[5] closed      hash: ended holds
+-- KEYS[6] revoked     optional: the caller's signed-out marker, as in reserve.lua (one
+--                     server only; on a cluster the caller checks it apart)
 -- ARGV[1] reservation id
 -- ARGV[2] user id of the caller
 -- ARGV[3] claim id (new, unique: only this claim's owner may abort it)
 -- ARGV[4] claim timeout, in milliseconds
 -- Returns {'CLAIMED', expiresAtMs}   this call claimed it
---      or {'IN_PROGRESS', expiresAtMs} already PURCHASING (a concurrent or retried purchase)
+--      or {'IN_PROGRESS', expiresAtMs, claimId} already PURCHASING: a concurrent purchase,
+--                          or a retry after its first attempt died. The caller continues
+--                          that attempt (same claim id): PostgreSQL records it at most once
 --      or {'DUE'}           ACTIVE but past its deadline: the caller releases it and answers 410
 --      or {'EXPIRED'}, {'CANCELLED'}, {'PURCHASED'}   the hold had ended
 --      or {'NOT_FOUND'}     unknown id, or another user's hold
+--      or {'REVOKED'}       the caller's session was signed out
 local reservation_id = ARGV[1]
 local user_id = ARGV[2]
 local claim_id = ARGV[3]
 local claim_timeout_ms = tonumber(ARGV[4])
+
+if KEYS[6] and redis.call('EXISTS', KEYS[6]) == 1 then
+  return {'REVOKED'}
+end
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -38,12 +47,13 @@ if not entry then
   end
   return {'NOT_FOUND'}
 end
-local state, user, expires, created = string.match(entry, '^(%u+)|([^|]*)|(%d+)|(%d+)|')
+local state, user, expires, created, claim =
+  string.match(entry, '^(%u+)|([^|]*)|(%d+)|(%d+)|(.*)$')
 if user ~= user_id then
   return {'NOT_FOUND'}
 end
 if state == 'PURCHASING' then
-  return {'IN_PROGRESS', tonumber(expires)}
+  return {'IN_PROGRESS', tonumber(expires), claim}
 end
 if now >= tonumber(expires) then
   return {'DUE'}

@@ -17,7 +17,7 @@ from app.db.migrate import run_migrations
 from app.main import create_app
 from tests.support.stores import StoreUrls, test_stores
 
-TABLES = "purchases, voided_claims, refresh_tokens, refresh_families, drops, users"
+TABLES = "purchases, purchase_claims, refresh_tokens, refresh_families, drops, users"
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from app.db.session import is_unavailable
+from app.db.unavailable import is_unavailable
 from app.errors import AppError, Cooldown, RateLimited
 
 log = logging.getLogger(__name__)

@@ -4,8 +4,8 @@ Catches what keyspace events missed (a listener that was down, a key Redis had
 not expired yet). ACTIVE holds go through release.lua, which does nothing to a
 hold that another layer released first. PURCHASING holds past their claim
 deadline (a purchaser crashed between claim and commit) are settled by asking
-PostgreSQL: commit when the purchase exists, otherwise fence the claim out and
-abort it. ACTIVE holds that Redis reloaded from disk (created before the server
+PostgreSQL: commit when the purchase exists, otherwise void that attempt there and
+put the hold back to ACTIVE until its own deadline. ACTIVE holds that Redis reloaded from disk (created before the server
 last started) may have been bought after that copy was written: PostgreSQL is
 asked about those first, and the sold ones are committed, never released. `prune`,
 run by the reconciler, forgets ended-hold tombstones past their retention.
@@ -30,11 +30,13 @@ import logging
 
 from app import metrics
 from app.db import purchases as purchase_rows
+from app.db import sales
 from app.db.session import Database
 from app.errors import ServiceUnavailable
 from app.services.settlement import commit_the_sold
 from app.store import keys
 from app.store.client import ServerStart, reloaded_hold
+from app.store.entries import parse_entry
 from app.store.holds import (
     AbortOutcome,
     HoldStore,
@@ -173,23 +175,32 @@ class Sweeper:
         return [r for r in refs if r.hold_id not in sold], bool(sold)
 
     async def settle_claim(self, ref: keys.HoldRef) -> bool:
-        """Settle a purchase claim past its deadline with PostgreSQL's answer."""
-        async with self.db.begin() as session:
-            purchase = await purchase_rows.void_or_find(session, ref.hold_id)
-            name = await purchase_rows.buyer_name(session, ref.user_id) if purchase else ""
+        """Settle a purchase attempt past its claim deadline with PostgreSQL's answer.
+
+        The purchase exists: committed. It does not: the attempt is voided in PostgreSQL
+        (its late insert will do nothing) and the hold is ACTIVE again with its own
+        deadline, so the buyer can still buy it; past that deadline its unit returns.
+        """
+        raw = await self.hold_store.entry(ref)
+        if raw is None or not raw.startswith("PURCHASING|"):
+            return False  # settled meanwhile
+        claim_id = parse_entry(raw).extra
+        async with self.db.sales.transaction() as conn:
+            purchase = await sales.void_or_find(conn, claim_id, ref.hold_id)
         if purchase is not None:
+            async with self.db.begin() as session:
+                name = await purchase_rows.buyer_name(session, ref.user_id)
             await self.hold_store.commit(ref, name, purchase.purchased_at)
             metrics.CLAIMS_RESOLVED.labels(outcome="committed").inc()
             log.info("stale claim committed", extra={"reservation": ref.hold_id})
             return True
-        # PostgreSQL now refuses this reservation's purchase for good, so the hold ends
-        # here rather than going back to ACTIVE: its unit returns to stock once.
-        outcome = await self.hold_store.abort(ref, "")
-        result = await self.hold_store.release(ref, ReleaseReason.VOIDED)
+        outcome = await self.hold_store.abort(ref, claim_id)
         metrics.CLAIMS_RESOLVED.labels(outcome="voided").inc()
         log.info("stale claim voided", extra={"reservation": ref.hold_id})
-        if result.outcome is ReleaseOutcome.RELEASED:
-            metrics.HOLDS_EXPIRED.labels(layer="sweeper").inc()
+        if outcome is AbortOutcome.RESTORED_DUE:
+            result = await self.hold_store.release(ref, ReleaseReason.VOIDED)
+            if result.outcome is ReleaseOutcome.RELEASED:
+                metrics.HOLDS_EXPIRED.labels(layer="sweeper").inc()
         return outcome is not AbortOutcome.NOOP
 
     async def _prune_drop(self, drop_id: str, cutoff_ms: int) -> int:

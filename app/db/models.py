@@ -129,14 +129,17 @@ class Purchase(Base):
     purchased_at: Mapped[datetime] = mapped_column(_now(), server_default=func.now())
 
 
-class VoidedClaim(Base):
-    """A purchase claim the sweeper gave up on after its deadline.
+class PurchaseClaim(Base):
+    """One purchase attempt (a claim id), recorded by its purchaser or voided by the sweeper.
 
-    Its row fences out a late insert of the same reservation's purchase (see
-    `app.db.purchases`), so a hold is never both released and sold.
+    Both insert the same key, so exactly one wins: a voided attempt never sells, and a
+    recorded one is never voided (see `app.db.sales`).
     """
 
-    __tablename__ = "voided_claims"
+    __tablename__ = "purchase_claims"
+    __table_args__ = (CheckConstraint("outcome IN ('recorded', 'voided')", name="outcome"),)
 
-    reservation_id: Mapped[str] = mapped_column(String(80), primary_key=True)
-    voided_at: Mapped[datetime] = mapped_column(_now(), server_default=func.now())
+    claim_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    reservation_id: Mapped[str] = mapped_column(String(80))
+    outcome: Mapped[str] = mapped_column(String(8))
+    created_at: Mapped[datetime] = mapped_column(_now(), server_default=func.now())

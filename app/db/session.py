@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -14,35 +13,9 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from app.db.sales import SalePool
+from app.db.unavailable import is_unavailable
 from app.errors import ServiceUnavailable
-
-# Errors that mean "PostgreSQL is not answering", as opposed to a bug or a
-# constraint violation. They become 503, never 500.
-UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
-    OperationalError,
-    InterfaceError,
-    OSError,
-    TimeoutError,
-)
-
-
-# SQLSTATE classes of errors that mean "PostgreSQL cannot serve right now", whatever
-# exception class the driver maps them to: connection exception (08), insufficient
-# resources (53, e.g. too many connections), operator intervention (57: shutting down,
-# starting up, "cannot connect now", a statement cancelled by its timeout). asyncpg's
-# "the database system is shutting down" (57P03) reaches us as a bare DBAPIError.
-UNAVAILABLE_SQLSTATE_CLASSES = ("08", "53", "57")
-
-
-def is_unavailable(exc: BaseException) -> bool:
-    if isinstance(exc, UNAVAILABLE_ERRORS):
-        return True
-    if not isinstance(exc, DBAPIError):
-        return False
-    if exc.connection_invalidated:
-        return True
-    sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
-    return isinstance(sqlstate, str) and sqlstate[:2] in UNAVAILABLE_SQLSTATE_CLASSES
 
 
 class Database:
@@ -72,6 +45,8 @@ class Database:
             },
         )
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        # Sales run on their own pool of the same size (see app/db/sales.py).
+        self.sales = SalePool(url, size=pool_size, statement_timeout_ms=statement_timeout_ms)
 
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncSession]:
@@ -96,4 +71,5 @@ class Database:
             return False
 
     async def dispose(self) -> None:
+        await self.sales.close()
         await self.engine.dispose()

@@ -2,11 +2,14 @@
 
 Purchase is crash-safe across the two stores (see docs/ARCHITECTURE.md):
   1. claim in Redis (ACTIVE -> PURCHASING, timer stopped, claim deadline in `due`);
-  2. one PostgreSQL transaction records the purchase, unique per reservation;
+  2. one PostgreSQL statement records the attempt and the purchase (app/db/sales.py);
   3. commit in Redis (hold leaves the live set, sale counted).
 A PostgreSQL failure known to have written nothing aborts the claim (the hold
 is ACTIVE again with its remaining time). A failure with an unknown outcome
-leaves the claim for the sweeper, which asks PostgreSQL after the deadline.
+leaves the claim: a retry continues the same attempt (PostgreSQL records it at most
+once), and an attempt nobody finishes is settled by the sweeper after the claim
+timeout: committed if PostgreSQL has the purchase, else voided there and the hold is
+ACTIVE again until its own deadline.
 
 Redis restarted from an older copy (a snapshot, or an append-only file missing its
 last second) can show a hold as ACTIVE, or ended, that PostgreSQL knows was bought:
@@ -24,9 +27,10 @@ from datetime import UTC, datetime
 from app import metrics
 from app.config import Settings
 from app.db import purchases as purchase_rows
+from app.db import sales
 from app.db.models import Purchase
 from app.db.session import Database
-from app.domain import DropDefinition, from_ms
+from app.domain import from_ms
 from app.errors import (
     SIGNED_OUT,
     Cooldown,
@@ -43,7 +47,6 @@ from app.errors import (
 )
 from app.store import keys
 from app.store.client import reloaded_hold
-from app.store.drops import DropStore
 from app.store.holds import (
     AbortOutcome,
     ClaimOutcome,
@@ -70,6 +73,8 @@ class PurchaseResult:
     created: bool
 
 
+ATTEMPTS = 2  # a purchase whose attempt was voided (it ran past the claim timeout) tries again
+
 _REFUSALS = {
     ReserveOutcome.DROP_NOT_LIVE: DropNotLive,
     ReserveOutcome.LIMIT_REACHED: LimitReached,
@@ -83,13 +88,11 @@ class HoldService:
         settings: Settings,
         db: Database,
         hold_store: HoldStore,
-        drop_store: DropStore,
         ensure_mirrored: Callable[[str], Awaitable[bool]],
     ) -> None:
         self.settings = settings
         self.db = db
         self.hold_store = hold_store
-        self.drop_store = drop_store
         self.ensure_mirrored = ensure_mirrored
         self.ttl_ms = settings.reservation_ttl_seconds * 1000
         self.claim_timeout_ms = settings.purchase_claim_timeout_seconds * 1000
@@ -151,11 +154,33 @@ class HoldService:
             raise HoldPurchased()
         raise HoldNotFound()
 
-    async def purchase(self, user_id: str, hold_id: str, display_name: str) -> PurchaseResult:
+    async def purchase(
+        self,
+        user_id: str,
+        hold_id: str,
+        display_name: str,
+        unchecked_session: str | None = None,
+    ) -> PurchaseResult:
+        """Buy the held unit. `unchecked_session`: the caller's session, not yet checked for
+        a sign-out; the claim script checks it in the same round trip."""
         ref = self._ref_of(user_id, hold_id)
-        claim_id = secrets.token_hex(8)
-        claim = await self.hold_store.claim(ref, claim_id, self.claim_timeout_ms)
+        for _ in range(ATTEMPTS):
+            result = await self._purchase_once(ref, display_name, unchecked_session)
+            if result is not None:
+                return result
+        # Voided twice: PostgreSQL was slower than the claim timeout each time.
+        raise ServiceUnavailable("The purchase took too long to record; try again")
+
+    async def _purchase_once(
+        self, ref: keys.HoldRef, display_name: str, unchecked_session: str | None
+    ) -> PurchaseResult | None:
+        """One attempt. None when the sweeper voided it (the hold is ACTIVE again)."""
+        claim = await self.hold_store.claim(
+            ref, secrets.token_hex(8), self.claim_timeout_ms, unchecked_session
+        )
         match claim.outcome:
+            case ClaimOutcome.REVOKED:
+                raise Unauthorized(SIGNED_OUT)
             case ClaimOutcome.CLAIMED | ClaimOutcome.IN_PROGRESS:
                 pass
             case ClaimOutcome.PURCHASED | ClaimOutcome.NOT_FOUND:
@@ -174,22 +199,22 @@ class HoldService:
                 if claim.outcome is ClaimOutcome.CANCELLED:
                     raise HoldCancelled()
                 raise HoldExpired()
+        # IN_PROGRESS: another request runs this claim, or ran it and died. This one runs
+        # it too: PostgreSQL records a claim once, and both answer the same purchase.
         owns_claim = claim.outcome is ClaimOutcome.CLAIMED
         await self._fault("after_claim")
-        definition = await self._definition(ref.drop_id)
         committing = False
         try:
-            async with self.db.begin() as session:
-                purchase, created = await purchase_rows.record(
-                    session,
+            async with self.db.sales.transaction() as conn:
+                sale = await sales.record(
+                    conn,
                     purchase_id=secrets.token_hex(16),
+                    claim_id=claim.claim_id,
                     hold_id=ref.hold_id,
                     drop_id=ref.drop_id,
-                    user_id=user_id,
-                    price_cents=definition.price_cents,
-                    currency=definition.currency,
+                    user_id=ref.user_id,
                 )
-                if created and not await self.hold_store.is_claimed(ref):
+                if sale.created and not await self.hold_store.is_claimed(ref, claim.claim_id):
                     # Redis lost the claim (emptied or rolled back): a rebuild may have
                     # counted this unit as available again, so this sale must not happen.
                     raise ServiceUnavailable("The reservation store was reset; try again")
@@ -197,18 +222,17 @@ class HoldService:
         except (ServiceUnavailable, Unauthorized):
             # Unauthorized: the buyer's account is gone (the insert's foreign key refused it).
             # Known to have written nothing: undo our claim now. Unknown (the commit itself
-            # failed): leave the claim; a retry or the sweeper settles it with PostgreSQL.
+            # failed): leave the claim; a retry continues it, or the sweeper settles it.
             if owns_claim and not committing:
-                await self._abort(ref, claim_id)
+                await self._abort(ref, claim.claim_id)
             raise
-        if purchase is None:
-            # The sweeper voided this claim after its deadline: the hold is gone.
-            raise HoldExpired("The reservation expired while the purchase was pending")
+        if sale.purchase is None:
+            return None
         await self._fault("after_record")
-        await self.hold_store.commit(ref, display_name, purchase.purchased_at)
-        if created:
+        await self.hold_store.commit(ref, display_name, sale.purchase.purchased_at)
+        if sale.created:
             metrics.PURCHASES.inc()
-        return PurchaseResult(purchase, created)
+        return PurchaseResult(sale.purchase, sale.created)
 
     async def holds_of(self, user_id: str, drop_ids: list[str]) -> list[Hold]:
         now_ms = int(datetime.now(UTC).timestamp() * 1000)
@@ -265,15 +289,6 @@ class HoldService:
                 display_name = await purchase_rows.buyer_name(session, ref.user_id)
         await self.hold_store.commit(ref, display_name, found.purchased_at)
         return found
-
-    async def _definition(self, drop_id: str) -> DropDefinition:
-        found = await self.drop_store.read([drop_id])
-        if drop_id not in found:
-            await self.ensure_mirrored(drop_id)
-            found = await self.drop_store.read([drop_id])
-        if drop_id not in found:
-            raise ServiceUnavailable("The drop is being rebuilt; try again")
-        return found[drop_id].definition
 
     async def _expire(self, ref: keys.HoldRef) -> None:
         result = await self.hold_store.release(ref, ReleaseReason.EXPIRED)

@@ -44,10 +44,13 @@ class HoldReads:
         """The ids of every live hold of a drop (ACTIVE or PURCHASING)."""
         return cast(list[str], await self.redis.hkeys(DropKeys(drop_id).holds))
 
-    async def is_claimed(self, ref: HoldRef) -> bool:
-        """Whether the hold is still PURCHASING in Redis (it is lost if Redis was emptied)."""
+    async def is_claimed(self, ref: HoldRef, claim_id: str) -> bool:
+        """Whether the hold is still PURCHASING by this claim in Redis (a claim is lost if
+        Redis was emptied or restored from an older copy)."""
         entry = await self.entry(ref)
-        return entry is not None and entry.startswith("PURCHASING|")
+        return (
+            entry is not None and entry.startswith("PURCHASING|") and entry.endswith("|" + claim_id)
+        )
 
     async def live_holds_of(self, drop_ids: list[str], user_id: str) -> list[tuple[str, str]]:
         """(hold id, raw hold entry) of one user's live holds, in two round trips."""

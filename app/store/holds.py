@@ -50,6 +50,7 @@ class ClaimOutcome(StrEnum):
     CANCELLED = "CANCELLED"
     PURCHASED = "PURCHASED"
     NOT_FOUND = "NOT_FOUND"
+    REVOKED = "REVOKED"
 
 
 class AbortOutcome(StrEnum):
@@ -61,7 +62,7 @@ class AbortOutcome(StrEnum):
 class ReleaseReason(StrEnum):
     EXPIRED = "EXPIRED"  # only once the deadline has passed
     CANCELLED = "CANCELLED"
-    VOIDED = "VOIDED"  # a stale purchase claim fenced out by the sweeper
+    VOIDED = "VOIDED"  # past its deadline after its stale purchase attempt was voided
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +86,7 @@ class ReleaseResult:
 class ClaimResult:
     outcome: ClaimOutcome
     expires_at_ms: int = 0
+    claim_id: str = ""  # CLAIMED: the caller's; IN_PROGRESS: the running attempt's
 
 
 def _live_keys(keys: DropKeys, ref: HoldRef) -> list[str]:
@@ -172,16 +174,20 @@ class HoldStore(HoldReads):
             await script(keys=hold_keys, args=args, client=pipe)
         return [parse_release(reply) for reply in await pipe.execute()]
 
-    async def claim(self, ref: HoldRef, claim_id: str, timeout_ms: int) -> ClaimResult:
+    async def claim(
+        self, ref: HoldRef, claim_id: str, timeout_ms: int, unchecked_session: str | None = None
+    ) -> ClaimResult:
+        """With `unchecked_session`, a signed-out session is refused (REVOKED) in the same call."""
         keys = DropKeys(ref.drop_id)
+        revoked = [] if unchecked_session is None else [revoked_session(unchecked_session)]
         reply = await self.scripts.run(
             ScriptName.PURCHASE_CLAIM,
-            [keys.drop, keys.holds, keys.due, keys.timer(ref.hold_id), keys.closed],
+            [keys.drop, keys.holds, keys.due, keys.timer(ref.hold_id), keys.closed, *revoked],
             [ref.hold_id, ref.user_id, claim_id, timeout_ms],
         )
         outcome = ClaimOutcome(reply[0])
         expires = int(reply[1]) if len(reply) > 1 else 0
-        return ClaimResult(outcome, expires)
+        return ClaimResult(outcome, expires, str(reply[2]) if len(reply) > 2 else claim_id)
 
     async def commit(
         self, ref: HoldRef, buyer_name: str, purchased_at: datetime

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from app.container import Container
-from app.db.models import Purchase, VoidedClaim
+from app.db.models import Purchase, PurchaseClaim
 from app.db.session import Database
 from app.store import keys
 from tests.integration.engine.helpers import (
@@ -56,7 +56,9 @@ async def hold_state(container: Container, reservation_id: str) -> str | None:
     return None if entry is None else str(entry).split("|", 1)[0]
 
 
-async def test_crash_after_claim_is_voided_by_the_sweeper(make_app: AppFactory) -> None:
+async def test_crash_after_claim_is_voided_and_the_hold_stays_purchasable(
+    make_app: AppFactory,
+) -> None:
     client, container = await make_app(**FAST_SWEEP)
     admin = await admin_token(client, container)
     drop = await create_drop(client, admin, totalStock=3)
@@ -69,15 +71,48 @@ async def test_crash_after_claim_is_voided_by_the_sweeper(make_app: AppFactory) 
     container.hold_service.fault_hook = None
     assert await hold_state(container, held["id"]) == "PURCHASING"
 
-    # Past the claim deadline the sweeper asks PostgreSQL: no purchase, so the claim is voided.
-    await wait_until(lambda: _gone(container, held["id"]), within=6, what="claim settled")
+    # Past the claim deadline the sweeper asks PostgreSQL: no purchase, so that attempt is
+    # voided there, and the hold is ACTIVE again with its own deadline, its unit still held.
+    await wait_until(
+        lambda: _state_is(container, held["id"], "ACTIVE"), within=6, what="claim settled"
+    )
     assert await purchase_rows(container, held["id"]) == 0
-    assert await available(container, drop["id"]) == 3
+    assert await available(container, drop["id"]) == 2
     async with container.db.begin() as session:
-        assert await session.get(VoidedClaim, held["id"]) is not None
+        voided = await session.scalar(
+            select(func.count())
+            .select_from(PurchaseClaim)
+            .where(PurchaseClaim.reservation_id == held["id"], PurchaseClaim.outcome == "voided")
+        )
+    assert voided == 1
     retry = await purchase(client, held["id"], user.access_token)
-    assert retry.status_code == 410
-    assert retry.json()["code"] == "RESERVATION_EXPIRED"
+    assert retry.status_code == 201, retry.text
+    assert await purchase_rows(container, held["id"]) == 1
+    await assert_invariant(container, drop["id"])
+
+
+@pytest.mark.parametrize(("point", "status"), [("after_claim", 201), ("after_record", 200)])
+async def test_retry_after_a_crash_continues_the_attempt_at_once(
+    make_app: AppFactory, point: str, status: int
+) -> None:
+    client, container = await make_app()  # the claim timeout is 30 s: no sweeper involved
+    admin = await admin_token(client, container)
+    drop = await create_drop(client, admin, totalStock=3)
+    (user,) = await users(container, 1)
+    held = (await reserve(client, drop["id"], user.access_token)).json()
+    container.hold_service.fault_hook = crash_at(point)
+    with pytest.raises(Crash):
+        await container.hold_service.purchase(user.user.id, held["id"], "buyer")
+    container.hold_service.fault_hook = None
+    assert await hold_state(container, held["id"]) == "PURCHASING"
+    written = await _row_id(container, held["id"])
+    assert (written is None) == (point == "after_claim")
+
+    retry = await purchase(client, held["id"], user.access_token)
+    assert retry.status_code == status, retry.text
+    assert written is None or retry.json()["id"] == written
+    assert await purchase_rows(container, held["id"]) == 1
+    assert await hold_state(container, held["id"]) is None  # committed in Redis
     await assert_invariant(container, drop["id"])
 
 
@@ -181,6 +216,17 @@ async def test_redis_emptied_mid_burst_is_rebuilt_without_overselling(make_app: 
 
 async def _gone(container: Container, reservation_id: str) -> bool:
     return await hold_state(container, reservation_id) is None
+
+
+async def _state_is(container: Container, reservation_id: str, state: str) -> bool:
+    return await hold_state(container, reservation_id) == state
+
+
+async def _row_id(container: Container, reservation_id: str) -> str | None:
+    async with container.db.begin() as session:
+        return await session.scalar(
+            select(Purchase.id).where(Purchase.reservation_id == reservation_id)
+        )
 
 
 def _closed_port() -> int:
