@@ -3,7 +3,8 @@
 Scope is (user, method, path, key). The first final response is kept 24 h and
 replayed byte for byte; the same key with another body is 422
 IDEMPOTENCY_KEY_REUSED; a repeat that arrives while the first is running waits
-for it. A response that asks for a retry is not final: a 5xx, and any answer
+for it (the first one holds a lease it renews while it runs, so a repeat of a request
+whose process died runs within seconds). A response that asks for a retry is not final: a 5xx, and any answer
 with `Retry-After` (429 RATE_LIMITED, 409 COOLDOWN). It is not kept, so a retry
 after a store fault or after `Retry-After` runs again (a kept 429 or COOLDOWN
 would refuse that key for 24 h).
@@ -12,17 +13,19 @@ would refuse that key for 24 h).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import re
 import time
 from collections.abc import Awaitable, Callable
 
 from fastapi import Request
+from redis.exceptions import RedisError
 from starlette.responses import Response
 
 from app.api.problems import app_error_response
 from app.errors import AppError, IdempotencyKeyReused, ServiceUnavailable, ValidationFailed
-from app.store.idempotency import IdempotencyStore
+from app.store.idempotency import RENEW_SECONDS, IdempotencyStore
 
 KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
 WAIT_SECONDS = 30.0
@@ -65,6 +68,14 @@ async def idempotent(
         await asyncio.sleep(POLL_SECONDS)  # waiting on another request, polled
 
 
+async def _renew(store: IdempotencyStore, record_key: str) -> None:
+    """Keep the running request's lease alive; a failed renewal only shortens the lease."""
+    while True:
+        await asyncio.sleep(RENEW_SECONDS)
+        with contextlib.suppress(RedisError, OSError):
+            await store.renew(record_key)
+
+
 def is_final(response: Response) -> bool:
     """Whether a response settles the request (kept) or asks for a retry (not kept)."""
     status = response.status_code
@@ -74,6 +85,7 @@ def is_final(response: Response) -> bool:
 async def _run_first(
     store: IdempotencyStore, record_key: str, fingerprint: str, handler: Handler
 ) -> Response:
+    renewing = asyncio.create_task(_renew(store, record_key))
     try:
         try:
             response = await handler()
@@ -84,6 +96,8 @@ async def _run_first(
     except BaseException:
         await store.forget(record_key)
         raise
+    finally:
+        renewing.cancel()
     if not is_final(response):
         await store.forget(record_key)
         return response

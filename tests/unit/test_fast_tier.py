@@ -18,7 +18,7 @@ from starlette.responses import Response
 from app.api.idempotency import idempotent
 from app.errors import IdempotencyKeyReused, RateLimited, ValidationFailed
 from app.store import keys
-from app.store.idempotency import PENDING_MS, IdempotencyStore
+from app.store.idempotency import LEASE_MS, IdempotencyStore
 from app.store.sessions import SessionStore
 from app.store.workers import WorkerRegistry
 
@@ -125,7 +125,7 @@ async def test_a_pending_claim_expires_so_a_dead_first_attempt_lets_go(fake: Red
     key = store.key("u", "digest")
     assert await store.claim(key, "fp")
     assert not await store.claim(key, "fp")
-    assert 0 < await fake.pttl(key) <= PENDING_MS
+    assert 0 < await fake.pttl(key) <= LEASE_MS
     assert await store.read(key) == {"state": "pending", "fp": "fp"}
 
 
