@@ -11,8 +11,8 @@ the ratio of their throughputs is what the product's extra steps cost.
 - Stores: a scratch database on the PostgreSQL server of `--database-url` (dropped at
   the end) holds both servers' tables; the Redis database of `--redis-url` must be
   empty and is flushed at the end. Both servers run `--workers` uvicorn workers
-  (uvloop, httptools); the reference's pool is as large as the product's can grow
-  (DB_POOL_SIZE plus as many overflow connections); holds last `--hold-ttl` s.
+  (uvloop, httptools); the reference's pool is as large as the product's sale pool
+  (DB_POOL_SIZE per worker, app/db/sales.py); holds last `--hold-ttl` s.
 - Each phase buys from a fresh batch: `n` users (one INSERT, minted tokens), a drop of
   `n` units made through the API, one live product hold each (the product's own
   `reserve.lua`, pipelined with the app's KEYS and ARGV) and one `ref_holds` row each.
@@ -364,11 +364,15 @@ async def run(args: argparse.Namespace, workdir: Path) -> tuple[Bench, list[str]
         overrides = {"DB_POOL_SIZE": str(args.db_pool_size)}
         product = await servers.start_product(stores, free_port(), args.workers, workdir, overrides)
         started.append(product)
-        # The product's pool grows to DB_POOL_SIZE plus as many overflow connections.
-        pool = 2 * args.db_pool_size
-        reference = await start_reference(stores, args.workers, pool, workdir)
+        # The product's purchases run on a pool of DB_POOL_SIZE per worker (app/db/sales.py).
+        reference = await start_reference(stores, args.workers, args.db_pool_size, workdir)
         started.append(reference)
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as http:
+        # A new connection per set-up call: a kept-alive one may be closed by the server's
+        # idle timeout between phases just as it is reused.
+        async with aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=120),
+            connector=aiohttp.TCPConnector(force_close=True),
+        ) as http:
             await asyncio.gather(*(proc.wait_ready(http) for proc in started))
             (admin,) = await create_users(
                 scratch,

@@ -1,7 +1,8 @@
-"""The two routes a drop storm hammers, served without the framework's layers.
+"""The routes a drop storm hammers, served without the framework's layers.
 
 `POST /api/drops/{dropId}/reserve` and `GET /api/drops` carry nearly all of a drop's
-traffic, and for them FastAPI's routing, dependency solving and exception layers cost
+traffic, and its winners then buy at once (`POST /api/reservations/{id}/purchase`, and
+the original `POST /api/drops/{id}/purchase`). For them FastAPI's routing, dependency solving and exception layers cost
 more than the work (docs/BENCHMARKS.md has the profile). Here they do the same work
 through the same services, in the same order (caller, body, rate limits, reserve),
 and answer with the same bodies and problems, inside the same request middleware
@@ -9,7 +10,7 @@ and answer with the same bodies and problems, inside the same request middleware
 
 Anything else, and any variant these do not handle (an `Idempotency-Key`, a query
 string on the list), goes to FastAPI unchanged; the OpenAPI schema still describes
-both routes, from their FastAPI declarations.
+these routes, from their FastAPI declarations.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from starlette.types import Receive, Scope, Send
 from app.api import render
 from app.api.middleware import RequestContextMiddleware
 from app.api.problems import error_response
+from app.api.purchase import LEGACY_PURCHASE_ROUTE, PURCHASE_ROUTE, purchase
 from app.api.reserve import RESERVE_ROUTE, reserve
 from app.config import Settings
 from app.container import Container
@@ -41,6 +43,7 @@ from app.runtime.busy_poll import BusyPoller
 # Matched with fullmatch: `$` would also match before a trailing newline. The id itself
 # is checked by the service (any malformed id is 404 DROP_NOT_FOUND, as on FastAPI's route).
 _RESERVE_PATH = re.compile(r"/api/drops/([^/]+)/reserve")
+_PURCHASE_PATH = re.compile(r"/api/(reservations|drops)/([^/]+)/purchase")
 
 
 def cors_options(settings: Settings) -> dict[str, Any]:
@@ -114,6 +117,13 @@ class HotPaths:
         return _declared(self.api, "POST", RESERVE_ROUTE)
 
     @functools.cached_property
+    def purchase_routes(self) -> dict[str, APIRoute]:
+        return {
+            "reservations": _declared(self.api, "POST", PURCHASE_ROUTE),
+            "drops": _declared(self.api, "POST", LEGACY_PURCHASE_ROUTE),
+        }
+
+    @functools.cached_property
     def list_route(self) -> APIRoute:
         return _declared(self.api, "GET", "/api/drops")
 
@@ -130,15 +140,19 @@ class HotPaths:
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         container: Container = self.api.state.container
         try:
-            if scope["route"] is self.reserve_route:
+            route = scope["route"]
+            if route is self.reserve_route:
                 drop_id: str = scope["path_params"]["drop_id"]
                 response = await reserve(container, Request(scope, receive), drop_id)
-            else:
+            elif route is self.list_route:
                 version = await container.drop_store.listing_version()
                 body = await self.storefront.get(lambda: _render_storefront(container), version)
                 response = Response(body, media_type="application/json")
+            else:
+                reservation_id: str = scope["path_params"]["reservation_id"]
+                response = await purchase(container, Request(scope, receive), reservation_id)
         except ClientDisconnect:
-            return  # nobody to answer; nothing was reserved
+            return  # nobody to answer; the body is read before anything is done
         except HTTPException:
             raise  # the request middleware's own (a body over the size limit: 413)
         except Exception as exc:
@@ -149,16 +163,24 @@ class HotPaths:
         method, path = scope["method"], scope["path"]
         if method == "POST" and path.endswith("/reserve"):
             match = _RESERVE_PATH.fullmatch(path)
-            if match is None:
+            if match is None or _keyed(scope):
                 return None
-            for name, _ in scope["headers"]:
-                if name == b"idempotency-key":
-                    return None  # FastAPI's route keeps and replays responses
             scope["path_params"] = {"drop_id": match.group(1)}
             return self.reserve_route
+        if method == "POST" and path.endswith("/purchase"):
+            match = _PURCHASE_PATH.fullmatch(path)
+            if match is None or _keyed(scope):
+                return None
+            scope["path_params"] = {"reservation_id": match.group(2)}
+            return self.purchase_routes[match.group(1)]
         if method == "GET" and path == "/api/drops" and not scope["query_string"]:
             return self.list_route
         return None
+
+
+def _keyed(scope: Scope) -> bool:
+    """Whether the request has an Idempotency-Key: FastAPI's route keeps and replays it."""
+    return any(name == b"idempotency-key" for name, _ in scope["headers"])
 
 
 def _declared(api: FastAPI, method: str, path: str) -> APIRoute:

@@ -29,11 +29,12 @@ Run = Callable[[], Awaitable[Response]]
 Keeper = Callable[[AccessClaims, bytes, Run], Awaitable[Response]]
 
 
-async def _caller(container: Container, request: Request, checked: bool) -> AccessClaims:
+async def caller_of(container: Container, request: Request, checked: bool) -> AccessClaims:
+    """The bearer's claims; `checked` also asks Redis whether the session was signed out."""
     token = bearer_token(request)
     if checked or container.settings.redis_cluster:
         return await container.auth_service.authenticate(token)
-    # Unchecked: the reserve script checks the sign-out marker, one round trip for both.
+    # Unchecked: the script (reserve, purchase claim) checks the sign-out marker in its call.
     return container.auth_service.verify(token)
 
 
@@ -46,7 +47,7 @@ async def reserve(
     server); with one, the caller is checked first, since a kept answer may be
     replayed without reaching the script.
     """
-    caller = await _caller(container, request, checked=keeper is not None)
+    caller = await caller_of(container, request, checked=keeper is not None)
     unchecked_session = (
         None if keeper is not None or container.settings.redis_cluster else caller.session_id
     )

@@ -8,9 +8,10 @@ from fastapi import APIRouter, Request, status
 from starlette.responses import Response
 
 from app.api import render
-from app.api.bodies import empty_body
 from app.api.deps import ContainerDep, CurrentUser
 from app.api.idempotency import idempotent
+from app.api.purchase import LEGACY_PURCHASE_ROUTE, PURCHASE_ROUTE
+from app.api.purchase import purchase as purchase_flow
 from app.api.reserve import RESERVE_ROUTE, Run
 from app.api.reserve import reserve as reserve_flow
 from app.api.responses import (
@@ -72,25 +73,18 @@ PURCHASE: dict[str, Any] = {
 }
 
 
-@router.post("/api/reservations/{reservation_id}/purchase", **PURCHASE)
-async def purchase(
-    reservation_id: str, request: Request, caller: CurrentUser, container: ContainerDep
-) -> Response:
-    body = await empty_body(request)
+@router.post(PURCHASE_ROUTE, **PURCHASE)
+async def purchase(reservation_id: str, request: Request, container: ContainerDep) -> Response:
+    # Served here only with an Idempotency-Key (see app/api/purchase.py).
 
-    async def run() -> Response:
-        result = await container.hold_service.purchase(
-            caller.user_id, reservation_id, caller.display_name
-        )
-        return render.JSONBody(
-            render.purchase(result.purchase), status_code=201 if result.created else 200
-        )
+    async def keep(caller: AccessClaims, body: bytes, run: Run) -> Response:
+        return await idempotent(request, container.idempotency_store, caller.user_id, body, run)
 
-    return await idempotent(request, container.idempotency_store, caller.user_id, body, run)
+    return await purchase_flow(container, request, reservation_id, keep)
 
 
 router.add_api_route(
-    "/api/drops/{reservation_id}/purchase",
+    LEGACY_PURCHASE_ROUTE,
     purchase,
     methods=["POST"],
     name="purchase_legacy",
