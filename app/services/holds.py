@@ -96,7 +96,8 @@ class HoldService:
         self.ensure_mirrored = ensure_mirrored
         self.ttl_ms = settings.reservation_ttl_seconds * 1000
         self.claim_timeout_ms = settings.purchase_claim_timeout_seconds * 1000
-        # Test hook: awaited between the steps of a purchase to simulate a crash there.
+        # Test hook: awaited at each failpoint of a purchase (after_claim, before_commit,
+        # after_record) to simulate a crash there.
         self.fault_hook: Callable[[str], Awaitable[None]] | None = None
 
     async def reserve(
@@ -214,6 +215,7 @@ class HoldService:
                     drop_id=ref.drop_id,
                     user_id=ref.user_id,
                 )
+                await self._fault("before_commit")
                 if sale.created and not await self.hold_store.is_claimed(ref, claim.claim_id):
                     # Redis lost the claim (emptied or rolled back): a rebuild may have
                     # counted this unit as available again, so this sale must not happen.
