@@ -9,7 +9,8 @@ from __future__ import annotations
 import ipaddress
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.container import Container
 from app.errors import Forbidden, Unauthorized
@@ -36,7 +37,17 @@ def parse_bearer(header: str) -> str:
     return token.strip()
 
 
-async def current_user(request: Request, container: ContainerDep) -> AccessClaims:
+# The bearer scheme, for the OpenAPI schema only: it puts `bearerAuth` in
+# components.securitySchemes and in the `security` of every operation that depends on it,
+# so a client (or a schema-driven test) knows which operations need a token. It never
+# answers itself (auto_error=False); parse_bearer decides, with the contract's 401.
+BEARER = HTTPBearer(scheme_name="bearerAuth", bearerFormat="JWT", auto_error=False)
+BearerDeclared = Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
+
+
+async def current_user(
+    request: Request, container: ContainerDep, _declared: BearerDeclared
+) -> AccessClaims:
     return await container.auth_service.authenticate(bearer_token(request))
 
 

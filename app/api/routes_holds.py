@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request, status
+from fastapi import APIRouter, Request, Security, status
 from starlette.responses import Response
 
 from app.api import render
-from app.api.deps import ContainerDep, CurrentUser
+from app.api.deps import BEARER, ContainerDep, CurrentUser
 from app.api.idempotency import idempotent
 from app.api.purchase import LEGACY_PURCHASE_ROUTE, PURCHASE_ROUTE
 from app.api.purchase import purchase as purchase_flow
@@ -41,6 +41,7 @@ PURCHASE_ERRORS = errors(
     RESERVE_ROUTE,
     status_code=status.HTTP_201_CREATED,
     response_model=ReservationOut,
+    dependencies=[Security(BEARER)],  # the flow reads the token itself (app/api/reserve.py)
     responses=errors(
         *COMMON,
         (404, "DROP_NOT_FOUND"),
@@ -65,6 +66,7 @@ async def reserve(drop_id: str, request: Request, container: ContainerDep) -> Re
 # each keeps its operationId. (No docstring: it would become both routes' description.)
 PURCHASE: dict[str, Any] = {
     "status_code": status.HTTP_201_CREATED,
+    "dependencies": [Security(BEARER)],  # the flow reads the token itself (app/api/purchase.py)
     "response_model": PurchaseOut,
     "responses": {
         200: {"model": PurchaseOut, "description": "Already purchased"},
