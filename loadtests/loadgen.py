@@ -89,6 +89,8 @@ def build_request(
         lines.append(f"Authorization: Bearer {token}")
     if method != "GET" or body:
         lines.append(f"Content-Length: {len(body)}")
+    if body:
+        lines.append("Content-Type: application/json")  # every body the API reads is JSON
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
