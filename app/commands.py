@@ -76,4 +76,6 @@ async def check(settings: Settings) -> int:
         print(
             f"{c.drop_id:<18} {c.total_pg:>8} {c.available:>8} {c.live_holds:>7} {c.sold_pg:>7}  {state}"
         )
+        for problem in c.size_problems:
+            print(f"{'':<18} size {problem}")
     return 1 if failing else 0

@@ -68,14 +68,18 @@ def drop_fields_of(source: object) -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class DropDefinition(DropFields):
-    """A drop as it is mirrored into Redis: its fields, its id, whether it was cancelled."""
+    """A drop as it is mirrored into Redis: its fields, its id, whether it was cancelled,
+    and its size labels in the admin's order (none for a drop without sizes)."""
 
     id: str
     cancelled: bool
+    sizes: tuple[str, ...] = ()
 
     def to_json(self) -> str:
         # id first and cancelled last: the stored JSON keeps the order it always had.
         data = {"id": self.id, **drop_fields_of(self), "cancelled": self.cancelled}
+        if self.sizes:
+            data["sizes"] = list(self.sizes)
         data["starts_at"] = to_ms(self.starts_at)
         data["ends_at"] = to_ms(self.ends_at) if self.ends_at else None
         return orjson.dumps(data).decode()
@@ -85,18 +89,38 @@ class DropDefinition(DropFields):
         data = orjson.loads(raw)
         data["starts_at"] = from_ms(data["starts_at"])
         data["ends_at"] = from_ms(data["ends_at"]) if data["ends_at"] is not None else None
+        data["sizes"] = tuple(data.get("sizes", ()))
         return cls(**data)
 
 
 @dataclass(frozen=True, slots=True)
+class SizeStock:
+    """One size's stock: its label, total and available units."""
+
+    size: str
+    total: int
+    available: int
+
+
+@dataclass(frozen=True, slots=True)
+class SizeFact:
+    """One size as PostgreSQL records it: label, total stock, units sold."""
+
+    size: str
+    total: int
+    sold: int
+
+
+@dataclass(frozen=True, slots=True)
 class DropCounters:
-    """What Redis counts for one drop."""
+    """What Redis counts for one drop (and for each of its sizes, in the admin's order)."""
 
     total: int
     available: int
     sold: int
     live_holds: int
     recent_buyers: list[dict[str, str]]
+    sizes: tuple[SizeStock, ...] = ()
 
 
 def drop_status(definition: DropDefinition, counters: DropCounters, now: datetime) -> DropStatus:

@@ -49,6 +49,14 @@ class ValidationFailed(AppError):
     status, code, title = 422, "VALIDATION_ERROR", "Invalid request"
 
 
+class SizeRequired(AppError):
+    status, code, title = 422, "SIZE_REQUIRED", "This drop sells sizes: choose one"
+
+
+class UnknownSize(AppError):
+    status, code, title = 422, "UNKNOWN_SIZE", "Unknown size"
+
+
 class IdempotencyKeyReused(AppError):
     status, code, title = 422, "IDEMPOTENCY_KEY_REUSED", "Idempotency key reused with another body"
 
@@ -102,6 +110,10 @@ class DropNotLive(Conflict):
 
 class SoldOut(Conflict):
     code, title = "SOLD_OUT", "Sold out"
+
+
+class SizeSoldOut(Conflict):
+    code, title = "SIZE_SOLD_OUT", "The sizes asked for are sold out"
 
 
 class LimitReached(Conflict):

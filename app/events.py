@@ -6,11 +6,30 @@ The broadcaster (app/background) and the socket handlers (app/realtime) both pus
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 STOCK_EVENT = "stock_update"
 
 
-def stock_update(drop_id: str, available: int) -> dict[str, Any]:
-    """`{dropId, availableStock}`: what a subscriber of a drop is told."""
-    return {"dropId": drop_id, "availableStock": available}
+@dataclass(frozen=True, slots=True)
+class StockLevel:
+    """A drop's available stock (and its sizes', on a sized drop) at one moment."""
+
+    drop_id: str
+    available: int
+    sizes: dict[str, int] | None = None
+
+    def event(self) -> dict[str, Any]:
+        return stock_update(self.drop_id, self.available, self.sizes)
+
+
+def stock_update(
+    drop_id: str, available: int, sizes: dict[str, int] | None = None
+) -> dict[str, Any]:
+    """`{dropId, availableStock}`, plus `sizes` {label: availableStock} for a sized drop:
+    what a subscriber of a drop is told."""
+    event: dict[str, Any] = {"dropId": drop_id, "availableStock": available}
+    if sizes is not None:
+        event["sizes"] = sizes
+    return event

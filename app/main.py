@@ -23,6 +23,7 @@ from app.api.problems import install_problem_handlers, problem_body
 from app.background.runner import BackgroundTasks
 from app.config import Settings, get_settings
 from app.container import Container, build_container
+from app.events import StockLevel
 from app.logs import configure_logging
 from app.realtime.limits import SocketLimits
 from app.realtime.session_routing import SessionRouting, routing_enabled
@@ -38,17 +39,28 @@ log = logging.getLogger(__name__)
 
 
 def _storefront_snapshot(container: Container) -> Any:
-    async def snapshot() -> list[tuple[str, int]]:
+    async def snapshot() -> list[StockLevel]:
         views = await container.drop_service.list(None)
-        return [(v.definition.id, max(v.counters.available, 0)) for v in views]
+        return [
+            StockLevel(
+                v.definition.id,
+                max(v.counters.available, 0),
+                {s.size: max(s.available, 0) for s in v.counters.sizes} or None,
+            )
+            for v in views
+        ]
 
     return snapshot
 
 
 def _drop_stock(container: Container) -> Any:
-    async def stock(drop_id: str) -> int | None:
-        counters = await container.drop_store.counters(drop_id)
-        return None if counters is None else max(counters[1], 0)
+    async def stock(drop_id: str) -> StockLevel | None:
+        found = await container.drop_store.counts(drop_id)
+        if found is None:
+            return None
+        counters, sizes = found
+        levels = {s.size: max(s.available, 0) for s in sizes} or None
+        return StockLevel(drop_id, max(counters[1], 0), levels)
 
     return stock
 

@@ -5,11 +5,14 @@
 -- purchase is in flight and no sale was counted since the caller read `expectedSold`:
 -- otherwise PostgreSQL's count may already be stale and the caller retries next round.
 --
--- available = total - sold - live holds; each user's count = purchases + live holds.
+-- available = total - sold - live holds, for the drop and for each of its sizes; each
+-- user's count = purchases + live holds.
 --
--- KEYS[1] drop   hash
--- KEYS[2] users  hash: user id -> live holds + purchases
--- KEYS[3] holds  hash: live holds (kept: a hold that survived is still a hold)
+-- KEYS[1] drop        hash
+-- KEYS[2] users       hash: user id -> live holds + purchases
+-- KEYS[3] holds       hash: live holds (kept: a hold that survived is still a hold)
+-- KEYS[4] sizes       hash: per-size counters (rebuilt; see reserve.lua)
+-- KEYS[5] hold_sizes  hash: reservation id -> size index (entries of ended holds dropped)
 -- ARGV[1] mode: 'init' or 'repair'
 -- ARGV[2] definition JSON
 -- ARGV[3] total stock
@@ -21,7 +24,8 @@
 -- ARGV[9] expectedSold: Redis's sold counter as the caller last read it ('' in init mode)
 -- ARGV[10] stock-dirty channel
 -- ARGV[11] drop id
--- ARGV[12..] pairs: user id, purchases of that user in this drop
+-- ARGV[12] sizes JSON: [[label, total, sold], ...] in the admin's order ('[]': no sizes)
+-- ARGV[13..] pairs: user id, purchases of that user in this drop
 -- Returns {'BUILT', available} | {'EXISTS'} (init, already there) | {'BUSY'} (repair, retry)
 --      or {'OVERSOLD', available} (counters built, but sold + live exceed total: a drift
 --         that must be reported; available is clamped at 0)
@@ -54,7 +58,7 @@ if mode == 'repair' and exists then
   end
 end
 
-for i = 12, #ARGV, 2 do
+for i = 13, #ARGV, 2 do
   per_user[ARGV[i]] = (per_user[ARGV[i]] or 0) + tonumber(ARGV[i + 1])
 end
 
@@ -64,6 +68,30 @@ if oversold then
   avail = 0
 end
 
+local sizes = cjson.decode(ARGV[12])
+local live_by_size = {}
+local held = redis.call('HGETALL', KEYS[5])
+for i = 1, #held, 2 do
+  if redis.call('HEXISTS', KEYS[3], held[i]) == 1 then
+    live_by_size[held[i + 1]] = (live_by_size[held[i + 1]] or 0) + 1
+  else
+    redis.call('HDEL', KEYS[5], held[i])
+  end
+end
+redis.call('DEL', KEYS[4])
+if #sizes > 0 then
+  redis.call('HSET', KEYS[4], 'n', #sizes)
+  for i, size in ipairs(sizes) do
+    local size_avail = size[2] - size[3] - (live_by_size[tostring(i)] or 0)
+    if size_avail < 0 then
+      oversold = true
+      size_avail = 0
+    end
+    redis.call('HSET', KEYS[4], 'i:' .. size[1], i, 'l:' .. i, size[1], 't:' .. i, size[2],
+      'a:' .. i, size_avail, 's:' .. i, size[3])
+  end
+end
+
 redis.call('DEL', KEYS[2])
 for user, count in pairs(per_user) do
   redis.call('HSET', KEYS[2], user, count)
@@ -71,6 +99,9 @@ end
 redis.call('HSET', KEYS[1], 'def', ARGV[2], 'total', total, 'avail', avail, 'sold', sold,
   'purchasing', purchasing, 'limit', ARGV[4], 'starts', ARGV[5], 'ends', ARGV[6],
   'cancelled', ARGV[7])
+if #sizes > 0 then
+  redis.call('HSET', KEYS[1], 'sized', '1')
+end
 -- Clients may hold a stale value: push the rebuilt one.
 redis.call('HSET', KEYS[1], 'dirty', '1')
 redis.call('PUBLISH', ARGV[10], ARGV[11])

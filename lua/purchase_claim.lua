@@ -10,14 +10,16 @@
 -- KEYS[3] due         zset: live holds by deadline
 -- KEYS[4] timer       the hold's TTL key
 -- KEYS[5] closed      hash: ended holds
--- KEYS[6] revoked     optional: the caller's signed-out marker, as in reserve.lua (one
+-- KEYS[6] sizes       hash: a sized drop's per-size counters (l:<i> label)
+-- KEYS[7] hold_sizes  hash: reservation id -> size index
+-- KEYS[8] revoked     optional: the caller's signed-out marker, as in reserve.lua (one
 --                     server only; on a cluster the caller checks it apart)
 -- ARGV[1] reservation id
 -- ARGV[2] user id of the caller
 -- ARGV[3] claim id (new, unique: only this claim's owner may abort it)
 -- ARGV[4] claim timeout, in milliseconds
--- Returns {'CLAIMED', expiresAtMs}   this call claimed it
---      or {'IN_PROGRESS', expiresAtMs, claimId} already PURCHASING: a concurrent purchase,
+-- Returns {'CLAIMED', expiresAtMs, claimId, sizeLabel or ''}   this call claimed it
+--      or {'IN_PROGRESS', expiresAtMs, claimId, sizeLabel or ''} already PURCHASING: a concurrent purchase,
 --                          or a retry after its first attempt died. The caller continues
 --                          that attempt (same claim id): PostgreSQL records it at most once
 --      or {'DUE'}           ACTIVE but past its deadline: the caller releases it and answers 410
@@ -29,7 +31,7 @@ local user_id = ARGV[2]
 local claim_id = ARGV[3]
 local claim_timeout_ms = tonumber(ARGV[4])
 
-if KEYS[6] and redis.call('EXISTS', KEYS[6]) == 1 then
+if KEYS[8] and redis.call('EXISTS', KEYS[8]) == 1 then
   return {'REVOKED'}
 end
 
@@ -52,8 +54,13 @@ local state, user, expires, created, claim =
 if user ~= user_id then
   return {'NOT_FOUND'}
 end
+local size_label = ''
+local size_index = redis.call('HGET', KEYS[7], reservation_id)
+if size_index then
+  size_label = redis.call('HGET', KEYS[6], 'l:' .. size_index) or ''
+end
 if state == 'PURCHASING' then
-  return {'IN_PROGRESS', tonumber(expires), claim}
+  return {'IN_PROGRESS', tonumber(expires), claim, size_label}
 end
 if now >= tonumber(expires) then
   return {'DUE'}
@@ -64,4 +71,4 @@ redis.call('HSET', KEYS[2], reservation_id,
 redis.call('DEL', KEYS[4])
 redis.call('ZADD', KEYS[3], now + claim_timeout_ms, reservation_id)
 redis.call('HINCRBY', KEYS[1], 'purchasing', 1)
-return {'CLAIMED', tonumber(expires)}
+return {'CLAIMED', tonumber(expires), claim_id, size_label}

@@ -13,6 +13,8 @@
 -- KEYS[6] closed      hash: ended holds
 -- KEYS[7] closed_at   zset
 -- KEYS[8] buyers      list: recent buyers, newest first, JSON each
+-- KEYS[9] sizes       hash: a sized drop's per-size counters (s:<i> sold)
+-- KEYS[10] hold_sizes hash: reservation id -> size index
 -- ARGV[1] reservation id
 -- ARGV[2] buyer JSON ({"displayName":..., "purchasedAt":...})
 -- Returns {'COMMITTED'} or {'NOOP', closedState or ''} when it is no longer a live hold
@@ -37,6 +39,11 @@ redis.call('ZREM', KEYS[3], reservation_id)
 redis.call('DEL', KEYS[4])
 redis.call('SREM', KEYS[5], reservation_id)
 redis.call('HINCRBY', KEYS[1], 'sold', 1)
+local size_index = redis.call('HGET', KEYS[10], reservation_id)
+if size_index then
+  redis.call('HINCRBY', KEYS[9], 's:' .. size_index, 1)
+  redis.call('HDEL', KEYS[10], reservation_id)
+end
 if state == 'PURCHASING' then
   redis.call('HINCRBY', KEYS[1], 'purchasing', -1)
 end

@@ -12,6 +12,8 @@
 -- KEYS[7] closed      hash: reservation id -> "STATE|user|expiresMs|createdMs|closedMs"
 -- KEYS[8] closed_at   zset: reservation id -> closedMs (for pruning)
 -- KEYS[9] cooldown    string: the owner's reserve cooldown in this drop (read by reserve.lua)
+-- KEYS[10] sizes      hash: a sized drop's per-size counters (a:<i> available)
+-- KEYS[11] hold_sizes hash: reservation id -> size index
 -- ARGV[1] reservation id
 -- ARGV[2] reason: 'EXPIRED' (only once the deadline has passed), 'CANCELLED', or 'VOIDED'
 --         (the sweeper fenced out a stale purchase claim: ends now, recorded as EXPIRED)
@@ -71,6 +73,11 @@ redis.call('ZREM', KEYS[4], reservation_id)
 redis.call('DEL', KEYS[5])
 redis.call('SREM', KEYS[6], reservation_id)
 local avail = redis.call('HINCRBY', KEYS[1], 'avail', 1)
+local size_index = redis.call('HGET', KEYS[11], reservation_id)
+if size_index then
+  redis.call('HINCRBY', KEYS[10], 'a:' .. size_index, 1)
+  redis.call('HDEL', KEYS[11], reservation_id)
+end
 if redis.call('HINCRBY', KEYS[2], user, -1) <= 0 then
   redis.call('HDEL', KEYS[2], user)
 end

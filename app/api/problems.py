@@ -92,6 +92,18 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, object]]:
     return errors
 
 
+def validation_response(exc: RequestValidationError) -> Response:
+    """422 VALIDATION_ERROR naming the first field at fault, with every error listed."""
+    errors = _validation_errors(exc)
+    first = errors[0] if errors else {"loc": [], "msg": "invalid"}
+    loc = cast(list[str], first["loc"])
+    where = ".".join(p for p in loc if p != "body")
+    detail = f"{where}: {first['msg']}" if where else str(first["msg"])
+    return problem_response(
+        422, "VALIDATION_ERROR", "Invalid request", detail, extra={"errors": errors}
+    )
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def _app_error(request: Request, exc: AppError) -> Response:
@@ -99,14 +111,7 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
-        errors = _validation_errors(exc)
-        first = errors[0] if errors else {"loc": [], "msg": "invalid"}
-        loc = cast(list[str], first["loc"])
-        where = ".".join(p for p in loc if p != "body")
-        detail = f"{where}: {first['msg']}" if where else str(first["msg"])
-        return problem_response(
-            422, "VALIDATION_ERROR", "Invalid request", detail, extra={"errors": errors}
-        )
+        return validation_response(exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
@@ -137,6 +142,8 @@ def error_response(exc: Exception) -> Response:
     """The problem for any exception a handler raised: its own, 503 for a store, else 500."""
     if isinstance(exc, AppError):
         return app_error_response(exc)
+    if isinstance(exc, RequestValidationError):
+        return validation_response(exc)
     if isinstance(exc, RedisError | OSError | SQLAlchemyError):
         if isinstance(exc, RedisError | OSError) or is_unavailable(exc):
             log.warning("store unavailable: %s", type(exc).__name__)

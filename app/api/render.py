@@ -45,6 +45,10 @@ def drop(view: DropView) -> dict[str, Any]:
         "status": view.status.value,
         "activeReservations": c.live_holds,
         "recentBuyers": c.recent_buyers,
+        "sizes": [
+            {"size": s.size, "totalStock": s.total, "availableStock": max(s.available, 0)}
+            for s in c.sizes
+        ],
     }
 
 
@@ -55,6 +59,7 @@ def hold(value: Hold) -> dict[str, Any]:
         "status": value.status,
         "expiresAt": iso(value.expires_at),
         "createdAt": iso(value.created_at),
+        "size": value.size,
     }
 
 
@@ -66,6 +71,7 @@ def purchase(row: Purchase) -> dict[str, Any]:
         "priceCents": row.price_cents,
         "currency": row.currency,
         "purchasedAt": iso(row.purchased_at),
+        "size": row.size,
     }
 
 

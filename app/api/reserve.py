@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from app.api import render
-from app.api.bodies import empty_body
+from app.api.bodies import reserve_body
 from app.api.deps import bearer_token, client_ip
 from app.container import Container
 from app.services.tokens import AccessClaims
@@ -52,12 +52,14 @@ async def reserve(
         None if keeper is not None or container.settings.redis_cluster else caller.session_id
     )
     ip = client_ip(request, container.settings.trusted_proxies)
-    body = await empty_body(request)
+    body, asked = await reserve_body(request)
 
     async def run() -> Response:
         await container.rate_limiter.hit("reserve", caller.user_id)
         await container.rate_limiter.hit("reserve_ip", ip)
-        held = await container.hold_service.reserve(caller.user_id, drop_id, unchecked_session)
+        held = await container.hold_service.reserve(
+            caller.user_id, drop_id, unchecked_session, asked.sizes
+        )
         return render.JSONBody(render.hold(held), status_code=201)
 
     if keeper is None:

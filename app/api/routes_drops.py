@@ -60,14 +60,15 @@ async def create_drop(
 ) -> Response:
     new = DropFields(
         **{
-            **body.model_dump(),
+            **body.model_dump(exclude={"sizes"}),
             "image_url": str(body.image_url) if body.image_url else None,
             "starts_at": body.starts_at or datetime.now(UTC),  # a drop without one opens now
         }
     )
+    sizes = [(s.size, s.total_stock) for s in body.sizes or ()]
 
     async def run() -> Response:
-        view = await container.drop_service.create(new)
+        view = await container.drop_service.create(new, sizes)
         return render.JSONBody(render.drop(view), status_code=201)
 
     return await idempotent(
@@ -95,7 +96,14 @@ async def patch_drop(
 @router.post(
     "/{drop_id}/restock",
     response_model=DropOut,
-    responses=errors(*ADMIN_ERRORS, NOT_FOUND, (409, "INVALID_STATE"), IDEMPOTENCY),
+    responses=errors(
+        *ADMIN_ERRORS,
+        NOT_FOUND,
+        (409, "INVALID_STATE"),
+        (422, "SIZE_REQUIRED"),
+        (422, "UNKNOWN_SIZE"),
+        IDEMPOTENCY,
+    ),
 )
 async def restock_drop(
     drop_id: str,
@@ -105,7 +113,7 @@ async def restock_drop(
     container: ContainerDep,
 ) -> Response:
     async def run() -> Response:
-        view = await container.drop_service.restock(drop_id, body.quantity)
+        view = await container.drop_service.restock(drop_id, body.quantity, body.size)
         return render.JSONBody(render.drop(view))
 
     return await idempotent(

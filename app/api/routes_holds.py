@@ -23,7 +23,7 @@ from app.api.responses import (
     VALIDATION,
     errors,
 )
-from app.api.schemas import PurchaseOut, ReservationOut
+from app.api.schemas import PurchaseOut, ReservationOut, ReserveBody
 from app.services.tokens import AccessClaims
 
 router = APIRouter(tags=["reservations"])
@@ -49,8 +49,20 @@ PURCHASE_ERRORS = errors(
         (409, "SOLD_OUT"),
         (409, "LIMIT_REACHED"),
         (409, "COOLDOWN"),
+        (409, "SIZE_SOLD_OUT"),
+        (422, "SIZE_REQUIRED"),
+        (422, "UNKNOWN_SIZE"),
         RATE_LIMITED,
     ),
+    # The flow reads its own body (app/api/bodies.py reserve_body): declared for the schema.
+    openapi_extra={
+        "requestBody": {
+            "required": False,
+            "content": {
+                "application/json": {"schema": ReserveBody.model_json_schema(by_alias=True)}
+            },
+        }
+    },
 )
 async def reserve(drop_id: str, request: Request, container: ContainerDep) -> Response:
     # Served here only with an Idempotency-Key (see app/api/reserve.py). No docstring:

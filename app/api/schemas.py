@@ -17,6 +17,7 @@ from pydantic import (
     StrictInt,
     StringConstraints,
     field_validator,
+    model_validator,
 )
 from pydantic.alias_generators import to_camel
 
@@ -130,6 +131,30 @@ class RecentBuyer(WireModel):
 DropStatusName = Literal["scheduled", "live", "sold_out", "ended", "cancelled"]
 
 
+MAX_SIZES = 40
+MAX_FALLBACK_SIZES = 5
+
+
+def _size_label(value: str) -> str:
+    if value != value.strip():
+        raise ValueError("must not start or end with whitespace")
+    if not value.isprintable():
+        raise ValueError("must be printable characters only")
+    return value
+
+
+# "US 9.5", "EU 43": 1 to 16 printable characters.
+SizeLabel = Annotated[
+    str, StringConstraints(min_length=1, max_length=16), AfterValidator(_size_label)
+]
+
+
+class SizeStockOut(WireModel):
+    size: str
+    total_stock: int
+    available_stock: int
+
+
 class DropOut(WireModel):
     """The wire's `Drop`: the admin's fields (app/domain.py DropFields) with the counters."""
 
@@ -147,10 +172,16 @@ class DropOut(WireModel):
     status: DropStatusName
     active_reservations: int
     recent_buyers: list[RecentBuyer]
+    sizes: list[SizeStockOut]
 
 
 MAX_STOCK = 10_000_000
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+
+
+class SizeIn(WireModel):
+    size: SizeLabel
+    total_stock: StrictInt = Field(ge=0, le=MAX_STOCK)
 
 
 class DropCreateBody(WireModel):
@@ -159,7 +190,9 @@ class DropCreateBody(WireModel):
     image_url: HttpUrl | None = Field(default=None)
     price_cents: StrictInt = Field(ge=0, le=100_000_000_00)
     currency: Currency = "USD"
-    total_stock: StrictInt = Field(ge=0, le=MAX_STOCK)
+    # Required without `sizes`; with them, omitted or their sum.
+    total_stock: StrictInt | None = Field(default=None, ge=0, le=MAX_STOCK)
+    sizes: list[SizeIn] | None = Field(default=None, min_length=1, max_length=MAX_SIZES)
     per_user_limit: StrictInt = Field(default=1, ge=1, le=1000)
     starts_at: AwareDatetime | None = None
     ends_at: AwareDatetime | None = None
@@ -171,6 +204,23 @@ class DropCreateBody(WireModel):
             raise ValueError("imageUrl must be at most 2048 characters")
         return value
 
+    @model_validator(mode="after")
+    def _stock_adds_up(self) -> DropCreateBody:
+        if self.sizes is None:
+            if self.total_stock is None:
+                raise ValueError("totalStock is required (or sizes, each with its stock)")
+            return self
+        labels = [s.size for s in self.sizes]
+        if len(set(labels)) != len(labels):
+            raise ValueError("sizes must have unique labels")
+        total = sum(s.total_stock for s in self.sizes)
+        if total > MAX_STOCK:
+            raise ValueError(f"sizes must add up to at most {MAX_STOCK} units")
+        if self.total_stock is not None and self.total_stock != total:
+            raise ValueError(f"totalStock must equal the sum of the sizes' stock ({total})")
+        self.total_stock = total
+        return self
+
 
 class DropPatchBody(WireModel):
     name: Annotated[Text, Field(min_length=1, max_length=200)] | None = None
@@ -181,6 +231,25 @@ class DropPatchBody(WireModel):
 
 class RestockBody(WireModel):
     quantity: StrictInt = Field(ge=1, le=1_000_000)
+    size: SizeLabel | None = None  # required on a drop with sizes
+
+
+class ReserveBody(WireModel):
+    """Empty, `{}`, or the size wanted with further sizes to try, in order."""
+
+    size: SizeLabel | None = None
+    fallback_sizes: list[SizeLabel] = Field(default_factory=list, max_length=MAX_FALLBACK_SIZES)
+
+    @model_validator(mode="after")
+    def _fallbacks_need_a_size(self) -> ReserveBody:
+        if self.fallback_sizes and self.size is None:
+            raise ValueError("fallbackSizes needs a size to fall back from")
+        return self
+
+    @property
+    def sizes(self) -> list[str]:
+        """Every size to try, in order (none on a drop without sizes)."""
+        return [] if self.size is None else [self.size, *self.fallback_sizes]
 
 
 # --- holds and purchases ------------------------------------------------------
@@ -192,6 +261,7 @@ class ReservationOut(WireModel):
     status: Literal["ACTIVE", "PURCHASED", "EXPIRED", "CANCELLED"]
     expires_at: Timestamp
     created_at: Timestamp
+    size: str | None
 
 
 class PurchaseOut(WireModel):
@@ -201,6 +271,7 @@ class PurchaseOut(WireModel):
     price_cents: int
     currency: str
     purchased_at: Timestamp
+    size: str | None
 
 
 class Problem(BaseModel):

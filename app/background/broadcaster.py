@@ -123,9 +123,9 @@ class Broadcaster:
             if delay > 0:
                 await asyncio.sleep(delay)  # the rate limit itself
             self._again.discard(drop_id)  # what changed until now, the read below includes
-            available = await self.feed.take(drop_id)
+            available, sizes = await self.feed.take(drop_id)
             if available >= 0:
-                await self.sio.emit(STOCK_EVENT, stock_update(drop_id, available))
+                await self.sio.emit(STOCK_EVENT, stock_update(drop_id, available, sizes))
                 metrics.STOCK_PUSHES.inc()
             # Spaced from the end of this send: each client's copy was queued before it, so
             # however long a read or a send takes, no client gets two within the interval.

@@ -3,8 +3,8 @@
 For every drop in PostgreSQL it compares Redis's counters with the facts:
   total (PostgreSQL) == total (Redis)
   sold  (PostgreSQL purchases) == sold (Redis)
-  available + live holds + sold == total, and available >= 0.
-A drop Redis lost is rebuilt; holds Redis still has but PostgreSQL shows as
+  available + live holds + sold == total, and available >= 0,
+and the same for each size of a sized drop. A drop Redis lost is rebuilt; holds Redis still has but PostgreSQL shows as
 purchased (Redis rolled back to an older snapshot) are committed; drifted
 counters are repaired by drop_rebuild.lua, which refuses while a purchase is in
 flight (retried next pass). Overdue holds are swept as well, and ended holds
@@ -20,9 +20,10 @@ from app import metrics
 from app.background.sweeper import Sweeper
 from app.db import drops as drop_rows
 from app.db.session import Database
+from app.domain import SizeFact
 from app.services.settlement import commit_the_sold
 from app.store import keys
-from app.store.drops import DropStore, RebuildMode, RebuildOutcome
+from app.store.drops import DropStore, RebuildMode, RebuildOutcome, SizeCount
 from app.store.holds import HoldStore
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,9 @@ class DropCheck:
     available: int
     sold: int
     live_holds: int
+    # Sizes whose counters disagree with PostgreSQL or break the invariant, as
+    # "label: reason" (a drop without sizes has none).
+    size_problems: tuple[str, ...] = ()
 
     @property
     def drift(self) -> int:
@@ -54,6 +58,7 @@ class DropCheck:
             and self.sold == self.sold_pg
             and self.available >= 0
             and self.available + self.live_holds + self.sold == self.total
+            and not self.size_problems
         )
 
 
@@ -68,10 +73,16 @@ class Reconciler:
         async with self.db.begin() as session:
             rows = await drop_rows.all_drops(session)
             sold = await drop_rows.sold_counts(session)
-        counters_of = await self.drop_store.counters_of([row.id for row in rows])
+            sold_by_size = await drop_rows.sold_by_size(session)
+        counts_of = await self.drop_store.counts_of([row.id for row in rows])
         checks = []
         for row in rows:
-            total, available, redis_sold, live = counters_of[row.id] or (None, 0, 0, 0)
+            counts = counts_of[row.id]
+            total, available, redis_sold, live = counts[0] if counts else (None, 0, 0, 0)
+            facts = [
+                SizeFact(s.label, s.total_stock, sold_by_size.get((row.id, s.label), 0))
+                for s in row.sizes
+            ]
             checks.append(
                 DropCheck(
                     row.id,
@@ -82,6 +93,7 @@ class Reconciler:
                     available,
                     redis_sold,
                     live,
+                    _size_problems(facts, counts[1]) if counts else (),
                 )
             )
         return checks
@@ -111,7 +123,10 @@ class Reconciler:
                 await drop_rows.lock_for_rebuild(session, row.id)
                 sold = await drop_rows.sold_count(session, row.id)
                 by_user = await drop_rows.purchases_by_user(session, row.id)
-                await self.drop_store.rebuild(RebuildMode.INIT, definition, sold, by_user)
+                sizes = await drop_rows.size_facts(session, row)
+                await self.drop_store.rebuild(
+                    RebuildMode.INIT, definition, sold, by_user, sizes=sizes
+                )
             metrics.RECONCILER_REPAIRS.labels(kind="rebuilt").inc()
             log.warning("drop rebuilt from PostgreSQL", extra={"drop": row.id})
             return
@@ -122,8 +137,14 @@ class Reconciler:
             expected_sold = (await self.drop_store.counters(row.id) or (0, 0, 0, 0))[2]
             sold = await drop_rows.sold_count(session, row.id)
             by_user = await drop_rows.purchases_by_user(session, row.id)
+            sizes = await drop_rows.size_facts(session, row)
             outcome, _ = await self.drop_store.rebuild(
-                RebuildMode.REPAIR, definition, sold, by_user, expected_sold=expected_sold
+                RebuildMode.REPAIR,
+                definition,
+                sold,
+                by_user,
+                expected_sold=expected_sold,
+                sizes=sizes,
             )
         if outcome is RebuildOutcome.BUSY:
             log.info("repair deferred: purchase in flight", extra={"drop": row.id})
@@ -140,3 +161,21 @@ class Reconciler:
         refs = [r for r in map(keys.parse_hold_id, live) if r is not None]
         for _ in await commit_the_sold(self.db, self.hold_store, refs):
             metrics.RECONCILER_REPAIRS.labels(kind="committed").inc()
+
+
+def _size_problems(facts: list[SizeFact], counts: list[SizeCount]) -> tuple[str, ...]:
+    """Each size's counters against PostgreSQL's facts and the invariant, per size."""
+    if [f.size for f in facts] != [c.size for c in counts]:
+        return ("sizes: Redis has " + ", ".join(c.size for c in counts),)
+    problems = []
+    for fact, count in zip(facts, counts, strict=True):
+        if count.total != fact.total:
+            problems.append(f"{fact.size}: total {count.total}, PostgreSQL {fact.total}")
+        if count.sold != fact.sold:
+            problems.append(f"{fact.size}: sold {count.sold}, PostgreSQL {fact.sold}")
+        if count.available < 0 or count.available + count.live_holds + count.sold != count.total:
+            problems.append(
+                f"{fact.size}: available {count.available} + held {count.live_holds}"
+                f" + sold {count.sold} != total {count.total}"
+            )
+    return tuple(problems)

@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import Drop, Purchase
-from app.domain import DropDefinition, drop_fields_of
+from app.domain import DropDefinition, SizeFact, drop_fields_of
 
 
 async def lock_for_rebuild(session: AsyncSession, drop_id: str) -> None:
@@ -29,7 +29,25 @@ def _drop_lock_key(drop_id: str) -> Any:
 
 
 def to_definition(row: Drop) -> DropDefinition:
-    return DropDefinition(id=row.id, cancelled=row.state == "cancelled", **drop_fields_of(row))
+    return DropDefinition(
+        id=row.id,
+        cancelled=row.state == "cancelled",
+        sizes=tuple(size.label for size in row.sizes),
+        **drop_fields_of(row),
+    )
+
+
+async def size_facts(session: AsyncSession, row: Drop) -> list[SizeFact]:
+    """Each size of the drop with its total and units sold, in the admin's order."""
+    if not row.sizes:
+        return []
+    stmt = (
+        select(Purchase.size, func.count())
+        .where(Purchase.drop_id == row.id, Purchase.size.is_not(None))
+        .group_by(Purchase.size)
+    )
+    sold = {size: int(n) for size, n in (await session.execute(stmt)).all()}
+    return [SizeFact(s.label, s.total_stock, sold.get(s.label, 0)) for s in row.sizes]
 
 
 async def get(session: AsyncSession, drop_id: str, *, lock: bool = False) -> Drop | None:
@@ -51,6 +69,16 @@ async def sold_count(session: AsyncSession, drop_id: str) -> int:
 async def sold_counts(session: AsyncSession) -> dict[str, int]:
     stmt = select(Purchase.drop_id, func.count()).group_by(Purchase.drop_id)
     return {drop_id: int(n) for drop_id, n in (await session.execute(stmt)).all()}
+
+
+async def sold_by_size(session: AsyncSession) -> dict[tuple[str, str], int]:
+    """(drop id, size) -> purchases, for every sized drop."""
+    stmt = (
+        select(Purchase.drop_id, Purchase.size, func.count())
+        .where(Purchase.size.is_not(None))
+        .group_by(Purchase.drop_id, Purchase.size)
+    )
+    return {(d, str(size)): int(n) for d, size, n in (await session.execute(stmt)).all()}
 
 
 async def purchases_by_user(session: AsyncSession, drop_id: str) -> dict[str, int]:

@@ -18,12 +18,14 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     String,
     Text,
+    UniqueConstraint,
     func,
     text,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -108,6 +110,29 @@ class Drop(Base):
     state: Mapped[str] = mapped_column(String(16), server_default="active")
     created_at: Mapped[datetime] = mapped_column(_now(), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(_now(), server_default=func.now())
+    # Its sizes, in the admin's order; [] for a drop without sizes. Loaded with the row.
+    sizes: Mapped[list[DropSize]] = relationship(
+        order_by="DropSize.position", lazy="selectin", cascade="all, delete-orphan"
+    )
+
+
+class DropSize(Base):
+    """One size of a drop, with its own stock. The drop's `total_stock` is their sum."""
+
+    __tablename__ = "drop_sizes"
+    __table_args__ = (
+        CheckConstraint("total_stock >= 0", name="total_stock_non_negative"),
+        CheckConstraint("position BETWEEN 1 AND 40", name="position_range"),
+        CheckConstraint("char_length(label) BETWEEN 1 AND 16", name="label_length"),
+        UniqueConstraint("drop_id", "label", name="uq_drop_sizes_drop_id_label"),
+    )
+
+    drop_id: Mapped[str] = mapped_column(
+        ForeignKey("drops.id", ondelete="CASCADE"), primary_key=True
+    )
+    position: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    label: Mapped[str] = mapped_column(String(16))
+    total_stock: Mapped[int] = mapped_column(Integer)
 
 
 class Purchase(Base):
@@ -127,6 +152,7 @@ class Purchase(Base):
     price_cents: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3))
     purchased_at: Mapped[datetime] = mapped_column(_now(), server_default=func.now())
+    size: Mapped[str | None] = mapped_column(String(16))  # the size bought, on a sized drop
 
 
 class PurchaseClaim(Base):

@@ -39,15 +39,15 @@ WITH sale AS (
     ON CONFLICT (claim_id) DO NOTHING
     RETURNING claim_id
 )
-INSERT INTO purchases (id, reservation_id, drop_id, user_id, price_cents, currency)
-SELECT $1, $2, d.id, $4, d.price_cents, d.currency FROM attempt, drops d WHERE d.id = $3
+INSERT INTO purchases (id, reservation_id, drop_id, user_id, price_cents, currency, size)
+SELECT $1, $2, d.id, $4, d.price_cents, d.currency, $6 FROM attempt, drops d WHERE d.id = $3
 ON CONFLICT (reservation_id) DO NOTHING
-RETURNING id, reservation_id, drop_id, user_id, price_cents, currency, purchased_at
+RETURNING id, reservation_id, drop_id, user_id, price_cents, currency, purchased_at, size
 """
 
 EXPLAIN = """
 SELECT c.outcome, p.id, p.reservation_id, p.drop_id, p.user_id, p.price_cents, p.currency,
-       p.purchased_at
+       p.purchased_at, p.size
 FROM (SELECT 1) AS one
 LEFT JOIN purchase_claims c ON c.claim_id = $1
 LEFT JOIN purchases p ON p.reservation_id = $2
@@ -162,13 +162,14 @@ async def record(
     hold_id: str,
     drop_id: str,
     user_id: str,
+    size: str | None = None,
 ) -> Sale:
     """Record attempt `claim_id`'s purchase of a hold, once (see the module's docstring).
 
     Unauthorized when the buyer's account no longer exists: nothing was written.
     """
     try:
-        row = await conn.fetchrow(RECORD, purchase_id, hold_id, drop_id, user_id, claim_id)
+        row = await conn.fetchrow(RECORD, purchase_id, hold_id, drop_id, user_id, claim_id, size)
     except asyncpg.ForeignKeyViolationError as exc:
         if exc.constraint_name == USERS_FOREIGN_KEY:
             raise Unauthorized("Account no longer exists") from None
@@ -202,4 +203,5 @@ def _purchase(row: asyncpg.Record, offset: int) -> Purchase:
         price_cents=row[offset + 4],
         currency=row[offset + 5],
         purchased_at=row[offset + 6],
+        size=row[offset + 7],
     )

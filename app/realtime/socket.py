@@ -19,7 +19,7 @@ from socketio.exceptions import ConnectionRefusedError as Refused
 from starlette.requests import Request
 
 from app.api.deps import client_ip
-from app.events import STOCK_EVENT, stock_update
+from app.events import STOCK_EVENT, StockLevel
 from app.realtime.limits import SocketLimits, SubscribeRefusal
 from app.runtime.engineio_sids import WorkerSocketServer
 from app.runtime.socketio_fanout import check_fan_out
@@ -31,8 +31,8 @@ from app.store.socketio_manager import RedisManager
 log = logging.getLogger(__name__)
 
 
-StockSnapshot = Callable[[], Awaitable[list[tuple[str, int]]]]
-DropStock = Callable[[str], Awaitable[int | None]]
+StockSnapshot = Callable[[], Awaitable[list[StockLevel]]]
+DropStock = Callable[[str], Awaitable[StockLevel | None]]
 
 
 def room_of(drop_id: str) -> str:
@@ -115,10 +115,8 @@ def register_handlers(
         admitted = False
         try:
             try:
-                for drop_id, available in await snapshot():
-                    await sio.emit(
-                        STOCK_EVENT, stock_update(drop_id, available), to=sid, ignore_queue=True
-                    )
+                for level in await snapshot():
+                    await sio.emit(STOCK_EVENT, level.event(), to=sid, ignore_queue=True)
             except Exception:
                 log.exception("could not send the connect snapshot")
             # A client that left while its snapshot was read gets no disconnect call from
@@ -144,17 +142,17 @@ def register_handlers(
         room = room_of(drop_id)
         if not limits.join(sid, room):
             return {"ok": False, "code": SubscribeRefusal.TOO_MANY_ROOMS.value}
-        available: int | None = None
+        level: StockLevel | None = None
         try:
             # One script call on the worker's pipelined connection: no connection per call.
-            available = await drop_stock(drop_id)
+            level = await drop_stock(drop_id)
         finally:
-            if available is None and room not in sio.rooms(sid):
+            if level is None and room not in sio.rooms(sid):
                 limits.left(sid, room)
-        if available is None:
+        if level is None:
             return {"ok": False, "code": "DROP_NOT_FOUND"}
         await sio.enter_room(sid, room)
-        await sio.emit(STOCK_EVENT, stock_update(drop_id, available), to=sid, ignore_queue=True)
+        await sio.emit(STOCK_EVENT, level.event(), to=sid, ignore_queue=True)
         return {"ok": True}
 
     @sio.event  # type: ignore[untyped-decorator]

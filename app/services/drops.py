@@ -7,13 +7,13 @@ process after a flush, say) is rebuilt from PostgreSQL on first sight.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from app.db import drops as drop_rows
-from app.db.models import Drop
+from app.db.models import Drop, DropSize
 from app.db.session import Database
 from app.domain import (
     STOREFRONT_STATUSES,
@@ -21,10 +21,11 @@ from app.domain import (
     DropDefinition,
     DropFields,
     DropStatus,
+    SizeFact,
     drop_fields_of,
     drop_status,
 )
-from app.errors import DropNotFound, InvalidState, ValidationFailed
+from app.errors import DropNotFound, InvalidState, SizeRequired, UnknownSize, ValidationFailed
 from app.services.recent_misses import RecentMisses
 from app.services.settlement import commit_the_sold
 from app.store import keys
@@ -99,8 +100,11 @@ class DropService:
             await drop_rows.lock_for_rebuild(session, drop_id)
             sold = await drop_rows.sold_count(session, drop_id)
             by_user = await drop_rows.purchases_by_user(session, drop_id)
+            sizes = await drop_rows.size_facts(session, row)
             definition = drop_rows.to_definition(row)
-            outcome, _ = await self.drop_store.rebuild(RebuildMode.INIT, definition, sold, by_user)
+            outcome, _ = await self.drop_store.rebuild(
+                RebuildMode.INIT, definition, sold, by_user, sizes=sizes
+            )
         if outcome is RebuildOutcome.BUILT:
             await self.drop_store.bump_listing_version()
         return True
@@ -126,14 +130,23 @@ class DropService:
 
     # --- admin -------------------------------------------------------------
 
-    async def create(self, new: DropFields) -> DropView:
+    async def create(self, new: DropFields, sizes: Sequence[tuple[str, int]] = ()) -> DropView:
+        """`sizes`: (label, total stock) in the storefront's order; their totals sum to
+        `new.total_stock` (the API checks both)."""
         if new.ends_at is not None and new.ends_at <= new.starts_at:
             raise ValidationFailed("endsAt must be after startsAt")
         row = Drop(id=keys.new_id(), state="active", **drop_fields_of(new))
+        row.sizes = [
+            DropSize(position=i, label=label, total_stock=total)
+            for i, (label, total) in enumerate(sizes, start=1)
+        ]
         async with self.db.begin() as session:
             session.add(row)
         self.unknown_ids.discard(row.id)
-        await self.drop_store.rebuild(RebuildMode.INIT, drop_rows.to_definition(row), 0, {})
+        facts = [SizeFact(label, total, 0) for label, total in sizes]
+        await self.drop_store.rebuild(
+            RebuildMode.INIT, drop_rows.to_definition(row), 0, {}, sizes=facts
+        )
         await self.drop_store.bump_listing_version()
         return await self.get(row.id)
 
@@ -155,12 +168,20 @@ class DropService:
         await self.drop_store.bump_listing_version()
         return view
 
-    async def restock(self, drop_id: str, quantity: int) -> DropView:
+    async def restock(self, drop_id: str, quantity: int, size: str | None = None) -> DropView:
+        """Add units to the drop, or to one of its sizes (required on a sized drop)."""
         async with self._changing(drop_id) as (row, now):
+            if row.sizes and size is None:
+                raise SizeRequired("This drop sells sizes: name the size to restock")
+            if size is not None:
+                restocked = next((s for s in row.sizes if s.label == size), None)
+                if restocked is None:
+                    raise UnknownSize(f"This drop has no size {size!r}")
+                restocked.total_stock += quantity
             row.total_stock += quantity
             row.updated_at = now
-        # PostgreSQL's total now includes the units; Redis follows (or is rebuilt with them).
-        if await self.drop_store.restock(drop_id, quantity) is None:
+        # PostgreSQL's totals now include the units; Redis follows (or is rebuilt with them).
+        if await self.drop_store.restock(drop_id, quantity, size) is None:
             await self.ensure_mirrored(drop_id)
         await self.drop_store.bump_listing_version()
         return await self.get(drop_id)

@@ -20,7 +20,7 @@ purchase of it answers the recorded purchase.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -42,8 +42,11 @@ from app.errors import (
     HoldPurchased,
     LimitReached,
     ServiceUnavailable,
+    SizeRequired,
+    SizeSoldOut,
     SoldOut,
     Unauthorized,
+    UnknownSize,
 )
 from app.store import keys
 from app.store.client import reloaded_hold
@@ -65,6 +68,7 @@ class Hold:
     status: str
     expires_at: datetime
     created_at: datetime
+    size: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +83,9 @@ _REFUSALS = {
     ReserveOutcome.DROP_NOT_LIVE: DropNotLive,
     ReserveOutcome.LIMIT_REACHED: LimitReached,
     ReserveOutcome.SOLD_OUT: SoldOut,
+    ReserveOutcome.SIZE_REQUIRED: SizeRequired,
+    ReserveOutcome.UNKNOWN_SIZE: UnknownSize,
+    ReserveOutcome.SIZE_SOLD_OUT: SizeSoldOut,
 }
 
 
@@ -101,21 +108,26 @@ class HoldService:
         self.fault_hook: Callable[[str], Awaitable[None]] | None = None
 
     async def reserve(
-        self, user_id: str, drop_id: str, unchecked_session: str | None = None
+        self,
+        user_id: str,
+        drop_id: str,
+        unchecked_session: str | None = None,
+        sizes: Sequence[str] = (),
     ) -> Hold:
-        """Hold one unit. `unchecked_session`: the caller's session, not yet checked for a
-        sign-out; the reserve script checks it in the same round trip."""
+        """Hold one unit (of the first of `sizes` with one left, on a sized drop).
+        `unchecked_session`: the caller's session, not yet checked for a sign-out; the
+        reserve script checks it in the same round trip."""
         if not keys.DROP_ID_RE.match(drop_id):
             raise DropNotFound()
         ref = keys.parse_hold_id(keys.new_hold_id(drop_id, user_id))
         assert ref is not None
-        result = await self.hold_store.reserve(ref, self.ttl_ms, unchecked_session)
+        result = await self.hold_store.reserve(ref, self.ttl_ms, unchecked_session, sizes)
         if result.outcome is ReserveOutcome.DROP_NOT_FOUND:
             # Redis does not know the drop: rebuild it from PostgreSQL once, then retry.
             if not await self.ensure_mirrored(drop_id):
                 metrics.RESERVE_OUTCOMES.labels(code="DROP_NOT_FOUND").inc()
                 raise DropNotFound()
-            result = await self.hold_store.reserve(ref, self.ttl_ms, unchecked_session)
+            result = await self.hold_store.reserve(ref, self.ttl_ms, unchecked_session, sizes)
         if result.outcome is ReserveOutcome.REVOKED:
             raise Unauthorized(SIGNED_OUT)
         metrics.RESERVE_OUTCOMES.labels(code=result.outcome.value).inc()
@@ -135,6 +147,7 @@ class HoldService:
             status="ACTIVE",
             expires_at=from_ms(result.expires_at_ms),
             created_at=from_ms(result.created_at_ms),
+            size=result.size,
         )
 
     async def cancel(self, user_id: str, hold_id: str) -> None:
@@ -214,6 +227,7 @@ class HoldService:
                     hold_id=ref.hold_id,
                     drop_id=ref.drop_id,
                     user_id=ref.user_id,
+                    size=claim.size,
                 )
                 await self._fault("before_commit")
                 if sale.created and not await self.hold_store.is_claimed(ref, claim.claim_id):
@@ -239,7 +253,7 @@ class HoldService:
     async def holds_of(self, user_id: str, drop_ids: list[str]) -> list[Hold]:
         now_ms = int(datetime.now(UTC).timestamp() * 1000)
         found: list[Hold] = []
-        for hold_id, raw in await self.hold_store.live_holds_of(drop_ids, user_id):
+        for hold_id, raw, size in await self.hold_store.live_holds_of(drop_ids, user_id):
             entry = parse_entry(raw)
             if entry.state == "ACTIVE" and entry.expires_at_ms <= now_ms:
                 continue  # past its deadline: expired, even before the sweeper runs
@@ -250,6 +264,7 @@ class HoldService:
                     status="ACTIVE",
                     expires_at=from_ms(entry.expires_at_ms),
                     created_at=from_ms(entry.created_at_ms),
+                    size=size,
                 )
             )
         found.sort(key=lambda r: r.created_at, reverse=True)

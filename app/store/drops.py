@@ -8,6 +8,7 @@ one pipelined round trip for any number of drops, no PostgreSQL.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import cast
@@ -16,7 +17,7 @@ import orjson
 from redis.asyncio import Redis
 
 from app.batches import chunks
-from app.domain import DropCounters, DropDefinition, to_ms
+from app.domain import DropCounters, DropDefinition, SizeFact, SizeStock, to_ms
 from app.store.channels import database_of, stock_dirty_channel
 from app.store.keys import DROP_INDEX, DROP_INDEX_LOADED, DROP_LISTING_VERSION, DropKeys
 from app.store.pipelined import PipelinedConnection
@@ -35,6 +36,26 @@ class RebuildOutcome(StrEnum):
     EXISTS = "EXISTS"
     BUSY = "BUSY"
     OVERSOLD = "OVERSOLD"
+
+
+@dataclass(frozen=True, slots=True)
+class SizeCount:
+    """One size's counters as Redis has them, with its live holds (the reconciler's view)."""
+
+    size: str
+    total: int
+    available: int
+    sold: int
+    live_holds: int
+
+
+def _size_stock(fields: dict[str, str]) -> tuple[SizeStock, ...]:
+    """A sized drop's per-size stock from its sizes hash, in the admin's order."""
+    count = int(fields.get("n", 0))
+    return tuple(
+        SizeStock(fields[f"l:{i}"], int(fields[f"t:{i}"]), int(fields[f"a:{i}"]))
+        for i in range(1, count + 1)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,8 +118,10 @@ class DropStore:
         sold: int,
         purchases_by_user: dict[str, int],
         expected_sold: int | None = None,
+        sizes: Sequence[SizeFact] = (),
     ) -> tuple[RebuildOutcome, int]:
-        """Build (or repair) a drop's counters from PostgreSQL's facts. See drop_rebuild.lua."""
+        """Build (or repair) a drop's counters, and its sizes' (`sizes`, in the admin's
+        order), from PostgreSQL's facts. See drop_rebuild.lua."""
         keys = DropKeys(drop.id)
         pairs: list[str | int] = []
         for user_id, count in purchases_by_user.items():
@@ -112,7 +135,7 @@ class DropStore:
         ) = _definition_args(drop)
         reply = await self.scripts.run(
             ScriptName.DROP_REBUILD,
-            [keys.drop, keys.users, keys.holds],
+            [keys.drop, keys.users, keys.holds, keys.sizes, keys.hold_sizes],
             [
                 mode.value,
                 definition,
@@ -125,6 +148,7 @@ class DropStore:
                 "" if expected_sold is None else expected_sold,
                 self.stock_channel,
                 drop.id,
+                orjson.dumps([[f.size, f.total, f.sold] for f in sizes]).decode(),
                 *pairs,
             ],
         )
@@ -134,12 +158,14 @@ class DropStore:
             await self.redis.zadd(DROP_INDEX, {drop.id: to_ms(drop.starts_at)})
         return outcome, available
 
-    async def restock(self, drop_id: str, quantity: int) -> int | None:
-        """Units added; the new available stock, or None when not mirrored."""
+    async def restock(self, drop_id: str, quantity: int, size: str | None = None) -> int | None:
+        """Units added (to `size`, on a sized drop); the new available stock, or None when
+        the drop (or that size) is not mirrored."""
+        keys = DropKeys(drop_id)
         reply = await self.scripts.run(
             ScriptName.RESTOCK,
-            [DropKeys(drop_id).drop],
-            [quantity, self.stock_channel, drop_id],
+            [keys.drop, keys.sizes],
+            [quantity, self.stock_channel, drop_id, size or ""],
         )
         return int(reply[1]) if reply[0] == "RESTOCKED" else None
 
@@ -166,10 +192,11 @@ class DropStore:
             pipe.hmget(keys.drop, ["def", "total", "avail", "sold"])
             pipe.hlen(keys.holds)
             pipe.lrange(keys.buyers, 0, 4)
+            pipe.hgetall(keys.sizes)  # empty for a drop without sizes
         replies = await pipe.execute()
         result: dict[str, MirroredDrop] = {}
         for i, drop_id in enumerate(drop_ids):
-            fields, live, buyers = replies[3 * i : 3 * i + 3]
+            fields, live, buyers, sizes = replies[4 * i : 4 * i + 4]
             raw_def, total, avail, sold = fields
             if raw_def is None:
                 continue
@@ -179,6 +206,7 @@ class DropStore:
                 sold=int(sold or 0),
                 live_holds=int(live),
                 recent_buyers=[orjson.loads(b) for b in buyers],
+                sizes=_size_stock(sizes),
             )
             result[drop_id] = MirroredDrop(DropDefinition.from_json(raw_def), counters)
         return result
@@ -186,18 +214,39 @@ class DropStore:
     async def counters(self, drop_id: str) -> tuple[int, int, int, int] | None:
         """(total, available, sold, live holds) of one drop, read atomically, or None
         when not mirrored."""
+        found = await self.counts(drop_id)
+        return None if found is None else found[0]
+
+    async def counts(
+        self, drop_id: str
+    ) -> tuple[tuple[int, int, int, int], list[SizeCount]] | None:
+        """`counters` and, for a sized drop, each size's, all read in one step."""
         keys = DropKeys(drop_id)
-        reply = await self.scripts.run(ScriptName.DROP_COUNTERS, [keys.drop, keys.holds], [])
+        reply = await self.scripts.run(
+            ScriptName.DROP_COUNTERS, [keys.drop, keys.holds, keys.sizes, keys.hold_sizes], []
+        )
         if not reply:
             return None
-        total, avail, sold, live = (int(value) for value in reply)
-        return total, avail, sold, live
+        total, avail, sold, live = (int(value) for value in reply[:4])
+        rest = reply[4:]
+        sizes = [
+            SizeCount(str(rest[i]), *(int(v) for v in rest[i + 1 : i + 5]))
+            for i in range(0, len(rest), 5)
+        ]
+        return (total, avail, sold, live), sizes
 
     async def counters_of(self, drop_ids: list[str]) -> dict[str, tuple[int, int, int, int] | None]:
-        """`counters` of many drops, asked a chunk at a time: the requests of a chunk
-        leave together, so thousands of drops cost a few round trips, not thousands."""
-        result: dict[str, tuple[int, int, int, int] | None] = {}
+        """`counters` of many drops (see `counts_of`)."""
+        found = await self.counts_of(drop_ids)
+        return {drop_id: None if c is None else c[0] for drop_id, c in found.items()}
+
+    async def counts_of(
+        self, drop_ids: list[str]
+    ) -> dict[str, tuple[tuple[int, int, int, int], list[SizeCount]] | None]:
+        """`counts` of many drops, asked a chunk at a time: the requests of a chunk leave
+        together, so thousands of drops cost a few round trips, not thousands."""
+        result: dict[str, tuple[tuple[int, int, int, int], list[SizeCount]] | None] = {}
         for chunk in chunks(drop_ids, COUNTERS_CHUNK):
-            replies = await asyncio.gather(*(self.counters(drop_id) for drop_id in chunk))
+            replies = await asyncio.gather(*(self.counts(drop_id) for drop_id in chunk))
             result.update(zip(chunk, replies, strict=True))
         return result

@@ -52,8 +52,11 @@ class HoldReads:
             entry is not None and entry.startswith("PURCHASING|") and entry.endswith("|" + claim_id)
         )
 
-    async def live_holds_of(self, drop_ids: list[str], user_id: str) -> list[tuple[str, str]]:
-        """(hold id, raw hold entry) of one user's live holds, in two round trips."""
+    async def live_holds_of(
+        self, drop_ids: list[str], user_id: str
+    ) -> list[tuple[str, str, str | None]]:
+        """(hold id, raw hold entry, size label or None) of one user's live holds, in two
+        round trips."""
         if not drop_ids:
             return []
         pipe = self.redis.pipeline(transaction=False)
@@ -65,14 +68,18 @@ class HoldReads:
             return []
         pipe = self.redis.pipeline(transaction=False)
         for drop_id, ids in wanted:
-            pipe.hmget(DropKeys(drop_id).holds, ids)
-        entries = cast(list[list[str | None]], await pipe.execute())
-        return [
-            (rid, entry)
-            for (_, ids), values in zip(wanted, entries, strict=True)
-            for rid, entry in zip(ids, values, strict=True)
-            if entry
-        ]
+            keys = DropKeys(drop_id)
+            pipe.hmget(keys.holds, ids)
+            pipe.hmget(keys.hold_sizes, ids)
+            pipe.hgetall(keys.sizes)  # empty for a drop without sizes
+        replies = await pipe.execute()
+        found: list[tuple[str, str, str | None]] = []
+        for n, (_, ids) in enumerate(wanted):
+            entries, indexes, sizes = replies[3 * n : 3 * n + 3]
+            for rid, entry, index in zip(ids, entries, indexes, strict=True):
+                if entry:
+                    found.append((rid, entry, sizes.get(f"l:{index}") if index else None))
+        return found
 
     async def closed_entry(self, ref: HoldRef) -> str | None:
         value = await self.redis.hget(DropKeys(ref.drop_id).closed, ref.hold_id)

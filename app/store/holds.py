@@ -7,6 +7,7 @@ into domain errors.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -32,6 +33,9 @@ class ReserveOutcome(StrEnum):
     LIMIT_REACHED = "LIMIT_REACHED"
     COOLDOWN = "COOLDOWN"
     SOLD_OUT = "SOLD_OUT"
+    SIZE_REQUIRED = "SIZE_REQUIRED"
+    UNKNOWN_SIZE = "UNKNOWN_SIZE"
+    SIZE_SOLD_OUT = "SIZE_SOLD_OUT"
 
 
 class ReleaseOutcome(StrEnum):
@@ -72,6 +76,7 @@ class ReserveResult:
     created_at_ms: int = 0
     available: int = 0
     retry_after_ms: int = 0  # COOLDOWN: how long until this user may reserve here again
+    size: str | None = None  # the size held, on a sized drop
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +92,7 @@ class ClaimResult:
     outcome: ClaimOutcome
     expires_at_ms: int = 0
     claim_id: str = ""  # CLAIMED: the caller's; IN_PROGRESS: the running attempt's
+    size: str | None = None  # the size held, on a sized drop
 
 
 def _live_keys(keys: DropKeys, ref: HoldRef) -> list[str]:
@@ -102,8 +108,15 @@ def _live_keys(keys: DropKeys, ref: HoldRef) -> list[str]:
 
 
 def _hold_keys(keys: DropKeys, ref: HoldRef) -> list[str]:
-    """The nine keys release.lua takes."""
-    return [*_live_keys(keys, ref), keys.closed, keys.closed_at, keys.cooldown(ref.user_id)]
+    """The eleven keys release.lua takes."""
+    return [
+        *_live_keys(keys, ref),
+        keys.closed,
+        keys.closed_at,
+        keys.cooldown(ref.user_id),
+        keys.sizes,
+        keys.hold_sizes,
+    ]
 
 
 class HoldStore(HoldReads):
@@ -117,32 +130,48 @@ class HoldStore(HoldReads):
         self.stock_channel = stock_dirty_channel(database_of(redis))
 
     def reserve_args(
-        self, ref: HoldRef, ttl_ms: int, unchecked_session: str | None = None
+        self,
+        ref: HoldRef,
+        ttl_ms: int,
+        unchecked_session: str | None = None,
+        sizes: Sequence[str] = (),
     ) -> tuple[list[str], list[str | int]]:
-        """KEYS and ARGV of reserve.lua (see its header)."""
+        """KEYS and ARGV of reserve.lua (see its header). `sizes`: the labels to try, in order."""
         keys = DropKeys(ref.drop_id)
         revoked = [] if unchecked_session is None else [revoked_session(unchecked_session)]
-        return [*_live_keys(keys, ref), keys.cooldown(ref.user_id), *revoked], [
+        return [
+            *_live_keys(keys, ref),
+            keys.cooldown(ref.user_id),
+            keys.sizes,
+            keys.hold_sizes,
+            *revoked,
+        ], [
             ref.user_id,
             ref.hold_id,
             ttl_ms,
             self.stock_channel,
             ref.drop_id,
             self.cooldown_ms,
+            *sizes,
         ]
 
     async def reserve(
-        self, ref: HoldRef, ttl_ms: int, unchecked_session: str | None = None
+        self,
+        ref: HoldRef,
+        ttl_ms: int,
+        unchecked_session: str | None = None,
+        sizes: Sequence[str] = (),
     ) -> ReserveResult:
         """With `unchecked_session`, a signed-out session is refused (REVOKED) in the same call."""
-        keys, args = self.reserve_args(ref, ttl_ms, unchecked_session)
+        keys, args = self.reserve_args(ref, ttl_ms, unchecked_session, sizes)
         reply = await self.scripts.run(ScriptName.RESERVE, keys, args)
         outcome = ReserveOutcome(reply[0])
         if outcome is ReserveOutcome.COOLDOWN:
             return ReserveResult(outcome, retry_after_ms=int(reply[1]))
         if outcome is not ReserveOutcome.OK:
             return ReserveResult(outcome)
-        return ReserveResult(outcome, int(reply[1]), int(reply[2]), int(reply[3]))
+        size = str(reply[4]) or None
+        return ReserveResult(outcome, int(reply[1]), int(reply[2]), int(reply[3]), size=size)
 
     def release_args(
         self, ref: HoldRef, reason: ReleaseReason, owner: str = ""
@@ -182,12 +211,22 @@ class HoldStore(HoldReads):
         revoked = [] if unchecked_session is None else [revoked_session(unchecked_session)]
         reply = await self.scripts.run(
             ScriptName.PURCHASE_CLAIM,
-            [keys.drop, keys.holds, keys.due, keys.timer(ref.hold_id), keys.closed, *revoked],
+            [
+                keys.drop,
+                keys.holds,
+                keys.due,
+                keys.timer(ref.hold_id),
+                keys.closed,
+                keys.sizes,
+                keys.hold_sizes,
+                *revoked,
+            ],
             [ref.hold_id, ref.user_id, claim_id, timeout_ms],
         )
         outcome = ClaimOutcome(reply[0])
-        expires = int(reply[1]) if len(reply) > 1 else 0
-        return ClaimResult(outcome, expires, str(reply[2]) if len(reply) > 2 else claim_id)
+        if len(reply) < 4:
+            return ClaimResult(outcome)
+        return ClaimResult(outcome, int(reply[1]), str(reply[2]), str(reply[3]) or None)
 
     async def commit(
         self, ref: HoldRef, buyer_name: str, purchased_at: datetime
@@ -206,6 +245,8 @@ class HoldStore(HoldReads):
                 keys.closed,
                 keys.closed_at,
                 keys.buyers,
+                keys.sizes,
+                keys.hold_sizes,
             ],
             [ref.hold_id, buyer.decode()],
         )

@@ -63,7 +63,19 @@ def parse_timer_key(key: str) -> HoldRef | None:
 class DropKeys:
     """The keys of one drop."""
 
-    __slots__ = ("buyers", "closed", "closed_at", "drop", "drop_id", "due", "holds", "tag", "users")
+    __slots__ = (
+        "buyers",
+        "closed",
+        "closed_at",
+        "drop",
+        "drop_id",
+        "due",
+        "hold_sizes",
+        "holds",
+        "sizes",
+        "tag",
+        "users",
+    )
 
     def __init__(self, drop_id: str) -> None:
         self.drop_id = drop_id
@@ -75,6 +87,8 @@ class DropKeys:
         self.closed = f"{self.tag}:closed"
         self.closed_at = f"{self.tag}:closed_at"
         self.buyers = f"{self.tag}:buyers"
+        self.sizes = f"{self.tag}:sizes"  # a sized drop's per-size counters (reserve.lua)
+        self.hold_sizes = f"{self.tag}:hold_sizes"  # reservation id -> size index
 
     def timer(self, hold_id: str) -> str:
         return f"{self.tag}:t:{hold_id}"
@@ -95,6 +109,8 @@ class DropKeys:
             self.closed,
             self.closed_at,
             self.buyers,
+            self.sizes,
+            self.hold_sizes,
         ]
 
 

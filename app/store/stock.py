@@ -47,7 +47,17 @@ class StockFeed:
         flags = await pipe.execute()
         return [drop_id for drop_id, flag in zip(ids, flags, strict=True) if flag]
 
-    async def take(self, drop_id: str) -> int:
-        """The drop's available stock now, clearing its flag; negative when it is gone."""
+    async def take(self, drop_id: str) -> tuple[int, dict[str, int] | None]:
+        """The drop's available stock now, and each size's on a sized drop, clearing its
+        flag; negative when the drop is gone."""
         take = self.scripts.script(ScriptName.STOCK_TAKE)
-        return int(await take(keys=[keys.DropKeys(drop_id).drop]))
+        drop_keys = keys.DropKeys(drop_id)
+        reply = await take(keys=[drop_keys.drop, drop_keys.sizes])
+        return int(reply[0]), size_levels(reply[1:])
+
+
+def size_levels(pairs: list[Any]) -> dict[str, int] | None:
+    """{label: available} from a flat [label, available, ...] reply; None: no sizes."""
+    if not pairs:
+        return None
+    return {str(pairs[i]): max(int(pairs[i + 1]), 0) for i in range(0, len(pairs), 2)}

@@ -75,6 +75,8 @@ def reserve_call(
             keys.timer(reservation_id),
             keys.user_holds(user_id),
             keys.cooldown(user_id),
+            keys.sizes,
+            keys.hold_sizes,
             *([] if session_id is None else [revoked_session(session_id)]),
         ],
         [user_id, reservation_id, ttl_ms, channel, drop_id, cooldown_ms],

@@ -21,7 +21,7 @@ from tests.support.factories import (
 
 DROP_FIELDS = set(
     "id name brand imageUrl priceCents currency totalStock availableStock perUserLimit"
-    " startsAt endsAt status activeReservations recentBuyers".split()
+    " startsAt endsAt status activeReservations recentBuyers sizes".split()
 )
 ISO_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$")
 UNKNOWN_DROP = "0123456789abcdef"
@@ -80,6 +80,7 @@ async def test_create_returns_the_full_drop_shape(
     assert drop["status"] == "scheduled"
     assert drop["activeReservations"] == 0
     assert drop["recentBuyers"] == []
+    assert drop["sizes"] == []
 
 
 async def test_create_defaults(client: httpx.AsyncClient, container: Container) -> None:

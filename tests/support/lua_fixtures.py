@@ -216,9 +216,10 @@ async def user_holds(redis: Redis, ref: HoldRef) -> set[str]:
 
 
 async def stock_take(scripts: Scripts, drop_id: str) -> int:
-    """Run stock_take.lua as the broadcaster does (its reply is an integer, not a list)."""
+    """Run stock_take.lua as the broadcaster does; the drop's available stock."""
     take = scripts.script(ScriptName.STOCK_TAKE)
-    return int(await take(keys=[DropKeys(drop_id).drop]))
+    keys = DropKeys(drop_id)
+    return int((await take(keys=[keys.drop, keys.sizes]))[0])
 
 
 async def snapshot(redis: Redis, drop_id: str) -> dict[str, Any]:

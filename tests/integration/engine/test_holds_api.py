@@ -27,10 +27,11 @@ async def test_reserve_answers_the_contract_shape(
     held = await reserve(client, drop_id, token)
     assert held.status_code == 201
     body = held.json()
-    assert set(body) == {"id", "dropId", "status", "expiresAt", "createdAt"}
+    assert set(body) == {"id", "dropId", "status", "expiresAt", "createdAt", "size"}
     assert body["dropId"] == drop_id
     assert body["status"] == "ACTIVE"
     assert body["expiresAt"].endswith("Z")
+    assert body["size"] is None  # a drop without sizes
     await assert_invariant(container, drop_id)
 
 
@@ -142,7 +143,15 @@ async def test_my_reservations_and_purchases(
     assert [r["id"] for r in mine] == [second["id"]]
     purchases = (await client.get("/api/me/purchases", headers=auth(token))).json()
     assert purchases == [bought]
-    assert set(bought) == {"id", "reservationId", "dropId", "priceCents", "currency", "purchasedAt"}
+    assert set(bought) == {
+        "id",
+        "reservationId",
+        "dropId",
+        "priceCents",
+        "currency",
+        "purchasedAt",
+        "size",
+    }
     assert (await client.get("/api/me/purchases")).status_code == 401
     await assert_invariant(container)
 

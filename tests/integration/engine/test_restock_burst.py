@@ -53,13 +53,13 @@ async def test_restock_mid_burst_gives_exactly_the_new_total(
 
     redis_restock = container.drop_store.restock
 
-    async def restock_mid_sale(drop_id: str, quantity: int) -> int | None:
+    async def restock_mid_sale(drop_id: str, quantity: int, size: str | None) -> int | None:
         """PostgreSQL's total is raised: the crowd arrives, and the Redis step follows
         once the sale has gone on."""
         crowd_arrives.set()
         await sale_went_on.wait()
         seen = (granted, in_flight)
-        available = await redis_restock(drop_id, quantity)
+        available = await redis_restock(drop_id, quantity, size)
         landed.append((available, *seen))
         return available
 

@@ -100,7 +100,7 @@ async def test_run_survives_a_flush_between_the_reload_and_its_retry(
         return await real(*args)
 
     monkeypatch.setattr(scripts._pipelined, "execute", flushed_twice)
-    assert await scripts.run(ScriptName.STOCK_TAKE, ["{d:00000000000000aa}:drop"], []) == -1
+    assert await scripts.run(ScriptName.STOCK_TAKE, ["{d:00000000000000aa}:drop"], []) == [-1]
     assert flushes == 0
 
 
@@ -121,7 +121,7 @@ async def test_without_a_pipelined_connection_scripts_run_through_redis_py(
         return await real(**kwargs)
 
     scripts._scripts[ScriptName.STOCK_TAKE] = flushed_twice  # type: ignore[assignment]
-    assert await scripts.run(ScriptName.STOCK_TAKE, ["{d:00000000000000aa}:drop"], []) == -1
+    assert await scripts.run(ScriptName.STOCK_TAKE, ["{d:00000000000000aa}:drop"], []) == [-1]
     assert flushes == 0
     await redis.script_flush()
-    assert await scripts.run(ScriptName.STOCK_TAKE, ["{d:00000000000000aa}:drop"], []) == -1
+    assert await scripts.run(ScriptName.STOCK_TAKE, ["{d:00000000000000aa}:drop"], []) == [-1]
