@@ -18,6 +18,7 @@ import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,7 +38,9 @@ from tests.integration.engine.helpers import (
     wait_until,
 )
 from tests.support.factories import admin_token, assert_invariant, create_drop
+from tests.support.faults import sneakerdrop_check
 from tests.support.owned_stores import OwnedValkey
+from tests.support.stores import StoreUrls
 
 HOLDS = 50_000
 TTL_MS = 1_000  # every hold is due a second after it was taken
@@ -140,7 +143,7 @@ async def prober(url: str) -> AsyncIterator[list[int]]:
 
 
 async def test_sweeping_50k_holds_runs_no_script_over_5_ms(
-    make_app: AppFactory, owned_redis: OwnedValkey
+    make_app: AppFactory, owned_redis: OwnedValkey, stores: StoreUrls, tmp_path: Path
 ) -> None:
     run_first(owned_redis)
     client, container = await make_app()
@@ -178,3 +181,4 @@ async def test_sweeping_50k_holds_runs_no_script_over_5_ms(
     assert busy == 0
     assert await container.drop_store.counters(drop["id"]) == (HOLDS, HOLDS, 0, 0)
     await assert_invariant(container, drop["id"])
+    await sneakerdrop_check(stores, tmp_path / "data")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import statistics
+from pathlib import Path
 
 from app import metrics
 from app.store.entries import parse_entry
@@ -21,6 +22,8 @@ from tests.integration.engine.helpers import (
     wait_until,
 )
 from tests.support.factories import admin_token, assert_invariant, create_drop
+from tests.support.faults import sneakerdrop_check
+from tests.support.stores import StoreUrls
 
 TTL_S = 2
 INTERVAL_S = 1
@@ -36,7 +39,9 @@ def expired_by(layer: str) -> float:
     return value
 
 
-async def test_the_reconciler_alone_returns_every_hold_in_time(make_app: AppFactory) -> None:
+async def test_the_reconciler_alone_returns_every_hold_in_time(
+    make_app: AppFactory, stores: StoreUrls, tmp_path: Path
+) -> None:
     client, container = await make_app(
         reservation_ttl_seconds=TTL_S, reconcile_interval_seconds=INTERVAL_S
     )
@@ -96,3 +101,4 @@ async def test_the_reconciler_alone_returns_every_hold_in_time(make_app: AppFact
         "purchase": 0,
     }
     await assert_invariant(container, drop["id"])
+    await sneakerdrop_check(stores, tmp_path / "data")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from pathlib import Path
 
 import httpx
 import pytest
@@ -11,6 +12,8 @@ import pytest
 from app.container import Container
 from tests.integration.engine.helpers import reserve, users
 from tests.support.factories import admin_token, assert_invariant, auth, create_drop
+from tests.support.faults import sneakerdrop_check
+from tests.support.stores import StoreUrls
 
 STOCK = 100
 RESTOCK = 50
@@ -21,7 +24,11 @@ BEFORE_REDIS = 5  # more holds taken while the restock is under way, before its 
 
 
 async def test_restock_mid_burst_gives_exactly_the_new_total(
-    client: httpx.AsyncClient, container: Container, monkeypatch: pytest.MonkeyPatch
+    client: httpx.AsyncClient,
+    container: Container,
+    monkeypatch: pytest.MonkeyPatch,
+    stores: StoreUrls,
+    tmp_path: Path,
 ) -> None:
     """The first shoppers take 30 units; the admin's restock goes out and the rest of the
     crowd arrives while it is applied. In process, a burst outruns the restock's
@@ -97,3 +104,4 @@ async def test_restock_mid_burst_gives_exactly_the_new_total(
         STOCK + RESTOCK,
     )
     await assert_invariant(container, drop["id"])
+    await sneakerdrop_check(stores, tmp_path / "data")
