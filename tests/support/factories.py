@@ -130,8 +130,8 @@ TIMER_SLACK_MS = 50
 
 # One atomic read of everything a drop's live holds are kept in, so a release or a
 # reserve running meanwhile (a background layer) cannot show a half-done state.
-# KEYS: holds, due, users, drop; ARGV[1]: the timer keys' prefix, ARGV[2]: the user-holds
-# sets' prefix (both from app/store/keys.py).
+# KEYS: holds, due, users, drop, hold_sizes, sizes; ARGV[1]: the timer keys' prefix,
+# ARGV[2]: the user-holds sets' prefix (both from app/store/keys.py).
 _SNAPSHOT_LUA = """
 local t = redis.call('TIME')
 local holds = redis.call('HGETALL', KEYS[1])
@@ -151,7 +151,9 @@ local sets = {}
 for user, _ in pairs(owners) do
   sets[#sets + 1] = {user, redis.call('SMEMBERS', ARGV[2] .. user)}
 end
-return {t, holds, due, users, drop, timers, sets}
+local hold_sizes = redis.call('HKEYS', KEYS[5])
+local sized = redis.call('EXISTS', KEYS[6])
+return {t, holds, due, users, drop, timers, sets, hold_sizes, sized}
 """
 
 
@@ -166,21 +168,25 @@ class HoldsSnapshot:
     counters: tuple[int | None, int | None, int | None, int | None]  # total, avail, sold, limit
     timers: dict[str, int]  # reservation id -> PTTL of its timer key (-2: none)
     user_sets: dict[str, set[str]] = field(default_factory=dict)  # user id -> live hold ids
+    hold_sizes: set[str] = field(default_factory=set)  # reservation ids with a size index
+    sized: bool = False  # the drop sells sizes (it has per-size counters)
 
 
 async def read_holds(redis: Redis, drop_id: str) -> HoldsSnapshot:
     keys = DropKeys(drop_id)
     reply = await redis.eval(
         _SNAPSHOT_LUA,
-        4,
+        6,
         keys.holds,
         keys.due,
         keys.users,
         keys.drop,
+        keys.hold_sizes,
+        keys.sizes,
         keys.timer(""),
         keys.user_holds(""),
     )
-    time, holds, due, users, drop, timers, sets = reply
+    time, holds, due, users, drop, timers, sets, hold_sizes, sized = reply
 
     def pairs(flat: list[Any]) -> list[tuple[Any, Any]]:
         return list(zip(flat[::2], flat[1::2], strict=True))
@@ -194,6 +200,8 @@ async def read_holds(redis: Redis, drop_id: str) -> HoldsSnapshot:
         counters=tuple(None if v is None else int(v) for v in drop),  # type: ignore[arg-type]
         timers={rid: int(ttl) for rid, ttl in zip(hold_map, timers, strict=True)},
         user_sets={str(user): {str(m) for m in members} for user, members in sets},
+        hold_sizes={str(rid) for rid in hold_sizes},
+        sized=bool(sized),
     )
 
 
@@ -208,7 +216,8 @@ async def assert_holds_in_step(
     """One drop's live holds, read from Redis in one step, are consistent:
 
     - avail + live holds + sold == total in the drop hash, avail >= 0;
-    - the holds hash and the due set hold exactly the same reservation ids;
+    - the holds hash and the due set hold exactly the same reservation ids, and so does
+      the size index of a sized drop (no size entry outlives its hold on any drop);
     - each entry is well formed, ACTIVE or PURCHASING, owned by the user its id names;
     - an ACTIVE hold's due score is its expiresAt, and before that deadline its timer key
       exists with a TTL no longer than the time left;
@@ -242,6 +251,12 @@ async def assert_holds_in_step(
         problems.append(f"live holds without a due entry: {only_held[:5]} ({len(only_held)})")
     if only_due:
         problems.append(f"due entries without a live hold: {only_due[:5]} ({len(only_due)})")
+    sizeless = sorted(set(snap.holds) - snap.hold_sizes) if snap.sized else []
+    if sizeless:
+        problems.append(f"live holds without a size: {sizeless[:5]} ({len(sizeless)})")
+    stale_sizes = sorted(snap.hold_sizes - set(snap.holds))
+    if stale_sizes:
+        problems.append(f"sizes of no live hold: {stale_sizes[:5]} ({len(stale_sizes)})")
 
     units: dict[str, set[str]] = defaultdict(set)  # user -> reservations held or bought
     live_of: dict[str, set[str]] = defaultdict(set)

@@ -12,7 +12,13 @@ from app.container import Container
 from app.store.entries import parse_entry
 from app.store.keys import DropKeys, HoldRef, parse_hold_id
 from tests.integration.engine.helpers import AppFactory, redis_now_ms, reserve, users
-from tests.support.factories import admin_token, assert_invariant, create_drop
+from tests.support.factories import (
+    admin_token,
+    assert_holds_in_step,
+    assert_invariant,
+    auth,
+    create_drop,
+)
 
 Corrupt = Callable[[Container, DropKeys, list[HoldRef]], Awaitable[None]]
 
@@ -85,6 +91,11 @@ async def _ended_state_left_live(container: Container, keys: DropKeys, refs: lis
     await container.redis.hset(keys.holds, refs[0].hold_id, "EXPIRED" + entry[len("ACTIVE") :])
 
 
+async def _stale_size(container: Container, keys: DropKeys, refs: list[HoldRef]) -> None:
+    ghost = f"{keys.drop_id}.{refs[0].user_id}.{'0' * 16}"
+    await container.redis.hset(keys.hold_sizes, ghost, "1")
+
+
 CASES: dict[str, tuple[Corrupt, str]] = {
     "hold-without-due-entry": (_unindexed, "live holds without a due entry"),
     "due-entry-without-hold": (_ghost_due, "due entries without a live hold"),
@@ -96,6 +107,7 @@ CASES: dict[str, tuple[Corrupt, str]] = {
     "stale-claim": (_stale_claim, "past its claim deadline"),
     "user-set-drift": (_user_set_drift, "live-hold set"),
     "ended-state-left-live": (_ended_state_left_live, "a live hold in state EXPIRED"),
+    "size-of-no-live-hold": (_stale_size, "sizes of no live hold"),
 }
 
 
@@ -122,3 +134,29 @@ async def test_the_invariant_helper_catches(make_app: AppFactory, case: str) -> 
         await assert_invariant(container, drop["id"])
     if case == "stale-claim":  # what a caller asserting right after a crash may waive
         await assert_invariant(container, drop["id"], allow_stale_claims=True)
+
+
+async def test_the_invariant_helper_catches_a_sized_hold_without_its_size(
+    make_app: AppFactory,
+) -> None:
+    client, container = await make_app(sweep_interval_ms=60_000)
+    admin = await admin_token(client, container)
+    created = await client.post(
+        "/api/drops",
+        json={"name": "Sized", "priceCents": 100, "sizes": [{"size": "42", "totalStock": 3}]},
+        headers=auth(admin),
+    )
+    assert created.status_code == 201, created.text
+    drop_id = created.json()["id"]
+    (user,) = await users(container, 1)
+    held = await client.post(
+        f"/api/drops/{drop_id}/reserve", json={"size": "42"}, headers=auth(user.access_token)
+    )
+    assert held.status_code == 201, held.text
+    await assert_invariant(container, drop_id)
+
+    await container.redis.hdel(DropKeys(drop_id).hold_sizes, held.json()["id"])
+
+    # The reconciler's per-size count misses it too; the live-hold check names it.
+    with pytest.raises(AssertionError, match="live holds without a size"):
+        await assert_holds_in_step(container.redis, drop_id)
