@@ -1,7 +1,7 @@
 """Login storm beside reserve: does a flood of bcrypt logins move reserve's p99?
 
     nice -n -10 .venv/bin/python -m loadtests.login_storm
-    nice -n -10 .venv/bin/python -m loadtests.login_storm --rounds 3 --fixed-duration 15
+    nice -n -10 .venv/bin/python -m loadtests.login_storm --rounds 3 --wait-quiet 30
 
 Run it from the repository root. What it does:
 
@@ -32,6 +32,8 @@ Run it from the repository root. What it does:
      has a hash to run: the pool is saturated for the whole phase;
    - logins alone (`--login-duration` s): logins completed / CPU seconds the API
      processes used meanwhile = logins per second per core.
+   `--wait-quiet S` first waits up to S s, before each reserve phase (before its login
+   loop starts), for the rest of the machine to go idle (loadtests/cpu.py).
 5. Report: every phase (throughput, p50 / p99 / p99.9, outcomes, cores by group, time
    waited for a core, the workers' stalls), the target (median p99 of the "logins"
    phases <= 1.5 x that of the "quiet" ones), logins per second per core, the machine
@@ -64,7 +66,7 @@ import orjson
 from app.config import Settings
 from app.embedded.common import free_port
 from loadtests import servers
-from loadtests.cpu import CpuMeter, machine
+from loadtests.cpu import CpuMeter, machine, wait_quiet
 from loadtests.fixtures import PASSWORD, User, asyncpg_dsn, create_users
 from loadtests.loadgen import REUSE_ORDERS, Generators, Plan, build_request, drive
 from loadtests.report import phase_line, write_json
@@ -103,11 +105,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pause", type=float, default=1.0, help="s between phases")
     p.add_argument("--reuse", choices=REUSE_ORDERS, default="fifo", help="as in storm.py")
     p.add_argument("--gen-procs", type=int, default=1, help="reserve generator processes")
+    p.add_argument(
+        "--wait-quiet",
+        dest="quiet_wait",
+        type=float,
+        default=0.0,
+        help="s to wait for an idle machine before each reserve phase",
+    )
     servers.store_options(p)
     p.add_argument("--out-dir", type=Path, default=REPORTS)
     p.add_argument("--no-json", action="store_true", help="write no report file")
     p.add_argument("--strict", action="store_true", help="exit 2 when the target fails")
-    p.set_defaults(wait_quiet=0.0)  # Bench.phase's; the login loop must start with the phase
+    # Bench.phase's own wait stays off: a logins phase waits before its login loop starts.
+    p.set_defaults(wait_quiet=0.0)
     args = p.parse_args(argv)
     if min(args.workers, args.concurrency, args.rounds, args.login_concurrency) < 1:
         p.error("--workers, --concurrency, --rounds and --login-concurrency must be positive")
@@ -168,9 +178,18 @@ class Storm:
         connections = self.args.login_concurrency
         return Plan(host, int(port), self.logins, connections, duration=seconds)
 
-    async def reserves(self, name: str, rate: float | None) -> Phase:
+    async def quiet(self) -> str | None:
+        """`--wait-quiet`: wait for the rest of the machine to go idle; what it used last."""
+        if not self.args.quiet_wait:
+            return None
+        other = await wait_quiet(self.meter, self.args.quiet_wait)
+        return f"the rest of the machine used {other:.2f} cores before it"
+
+    async def reserves(self, name: str, rate: float | None, waited: str | None = None) -> Phase:
         """One reserve phase on a fresh hold-path drop: closed loop (rate None) or fixed."""
         bench = self.bench
+        if name != LOGINS:
+            waited = await self.quiet()
         drop_id = await bench.drop(f"{name} {len(bench.phases)}", HOLD_PATH_STOCK)
         requests = bench.reserves(bench.product, [drop_id], len(bench.users))
         duration = self.args.duration if rate is None else self.args.fixed_duration
@@ -179,15 +198,18 @@ class Storm:
         )
         if phase.count("201") != phase.requests:
             phase.notes.append(f"not every reserve was a 201: {phase.outcomes}")
+        if waited:
+            phase.notes.append(waited)
         return phase
 
     async def beside_logins(self, rate: float) -> Phase:
         """A reserve phase with the login storm running from just before it to its end."""
+        waited = await self.quiet()
         seconds = LOGIN_LEAD + self.args.fixed_duration + LOGIN_TAIL
         storm = asyncio.create_task(drive(self.login_plan(seconds)))
         try:
             await asyncio.sleep(LOGIN_LEAD)  # every hash thread busy before the first reserve
-            phase = await self.reserves(LOGINS, rate)
+            phase = await self.reserves(LOGINS, rate, waited)
         finally:
             record = await storm
         logins = summarise(
