@@ -96,7 +96,14 @@ def background_of(client: httpx.AsyncClient) -> BackgroundTasks:
     return background
 
 
-def stop_listener(background: BackgroundTasks) -> None:
-    for task in background.tasks:
-        if task.get_name() == "expiry-listener":
-            task.cancel()
+async def stop_listener(background: BackgroundTasks) -> None:
+    """Stop the keyspace listener for good. Cancelled only once subscribed: redis-py
+    loses a cancel that lands while it opens a connection, and the listener would go on
+    releasing holds."""
+    await background.listener.subscribed.wait()
+    listeners = [t for t in background.tasks if t.get_name() == "expiry-listener"]
+    assert listeners, "no expiry listener is running"
+    for task in listeners:
+        task.cancel()
+    _, running = await asyncio.wait(listeners, timeout=5)
+    assert not running, "the expiry listener did not stop"

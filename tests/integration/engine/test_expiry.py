@@ -94,7 +94,7 @@ async def test_sweeper_releases_when_notifications_are_off(make_app: AppFactory)
 
 async def test_sweeper_releases_when_the_listener_is_killed(make_app: AppFactory) -> None:
     client, container = await make_app(**SHORT, sweep_interval_ms=100)
-    stop_listener(background_of(client))
+    await stop_listener(background_of(client))
     drop_id = await _hold_many(client, container, 6, 6)
 
     await wait_until(lambda: stock_is(container, drop_id, 6), within=5, what="sweep")
@@ -127,7 +127,7 @@ async def test_a_passed_deadline_counts_as_expired_before_cleanup(make_app: AppF
     client, container = await make_app(**SHORT, sweep_interval_ms=60_000)
     await background_of(client).listener.subscribed.wait()
     await container.redis.config_set("notify-keyspace-events", "")
-    stop_listener(background_of(client))
+    await stop_listener(background_of(client))
     admin = await admin_token(client, container)
     drop = await create_drop(client, admin, totalStock=2)
     (user,) = await users(container, 1)
