@@ -13,6 +13,9 @@ As a command it prepares a Locust run against a running server:
     DATABASE_URL=... JWT_ACCESS_SECRET=... python -m loadtests.fixtures \\
         --url http://127.0.0.1:4000 --users 2000 --stock 500 \\
         --out loadtests/reports/locust-fixtures.json
+
+`--sized` makes the drop a sized one: its stock spread over a 20-size run, most of it
+in US 8-11 (loadtests/size_curve.py); the Locust shoppers then ask for sizes.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from app.store.channels import database_of_url, stock_dirty_channel
 from app.store.keys import new_hold_id, new_id
 from app.store.scripts import ScriptName, read_source
 from loadtests.reference.app import reserve_call
+from loadtests.size_curve import size_run_stock
 
 PASSWORD = "load-test-password"
 ACCESS_TTL_SECONDS = 86400  # the longest the app allows: no token expires mid-run
@@ -177,9 +181,19 @@ async def prepare_locust(args: argparse.Namespace) -> dict[str, Any]:
     (admin,) = await create_users(
         args.database_url, args.access_secret, 1, prefix=f"locust-admin-{stamp}", role="admin"
     )
+    extra: dict[str, Any] = {}
+    if args.sized:  # the stock spread over a 20-size run, most of it in US 8-11
+        sizes = size_run_stock(args.stock)
+        extra["sizes"] = [{"size": label, "totalStock": units} for label, units in sizes]
     async with aiohttp.ClientSession() as http:
         drop = await create_drop(
-            http, args.url, admin.token, f"Locust storm {stamp}", args.stock, args.per_user_limit
+            http,
+            args.url,
+            admin.token,
+            f"Locust storm {stamp}",
+            args.stock,
+            args.per_user_limit,
+            **extra,
         )
     return {
         "url": args.url,
@@ -196,6 +210,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--stock", type=int, default=500, help="the drop's units")
     parser.add_argument("--per-user-limit", type=int, default=1)
+    parser.add_argument(
+        "--sized", action="store_true", help="a drop with sizes (loadtests/size_curve.py)"
+    )
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
     parser.add_argument("--access-secret", default=os.environ.get("JWT_ACCESS_SECRET"))
     parser.add_argument("--out", type=Path, default=Path("loadtests/reports/locust-fixtures.json"))

@@ -5,10 +5,17 @@ Each simulated shopper gets its session once: a pre-minted access token from
 measured), or else it signs up once (the server then needs RATE_LIMITS=off: signup is
 limited per IP). Then it loops: browse the drops now and then, reserve on the storm
 drop, and with a unit held buy it (`--buy-share`), cancel it (`--cancel-share`) or
-let it expire; a shopper who bought only browses from then on. Refusals (409 SOLD_OUT, LIMIT_REACHED, DROP_NOT_LIVE, COOLDOWN) are answers a
-storm expects, not failures; every reserve is also counted under request type
-`outcome` by its result, so the report shows how many of each there were and how
-long each took.
+let it expire; a shopper who bought only browses from then on. Refusals (409
+SOLD_OUT, SIZE_SOLD_OUT, LIMIT_REACHED, DROP_NOT_LIVE, COOLDOWN) are answers a storm
+expects, not failures; every reserve is also counted under request type `outcome` by
+its result, so the report shows how many of each there were and how long each took.
+
+On a drop with sizes (`fixtures --sized`, or any drop whose `sizes` are not empty) each
+shopper has one size, drawn once from loadtests/size_curve.py's curve over the drop's
+labels (most shoppers in US 8-11; an even draw for labels outside that run), and asks
+for it with `--size-fallbacks` neighbouring sizes as `fallbackSizes`. A hold is
+counted as `reserve -> 201` when it is the size asked first and `reserve -> 201
+fallback` when a fallback was held.
 
 `DropStorm` is the load shape: `--storm-users` shoppers within `--storm-ramp` s of the
 start, all of them until `--storm-seconds`, then stop. Once the units are gone the
@@ -26,6 +33,9 @@ holds expire within the run:
         --fixtures loadtests/reports/locust-fixtures.json \\
         --storm-users 500 --storm-ramp 5 --storm-seconds 60 \\
         --html loadtests/reports/locust-storm.html --csv loadtests/reports/locust-storm
+
+A sized drop: `fixtures ... --sized`, then the same locust command (with
+`--size-fallbacks N`, 0 to 5, to change how many neighbouring sizes shoppers accept).
 """
 
 from __future__ import annotations
@@ -40,7 +50,9 @@ from typing import Any
 from locust import FastHttpUser, LoadTestShape, between, events, task
 from locust.env import Environment
 
-EXPECTED_REFUSALS = {"SOLD_OUT", "LIMIT_REACHED", "DROP_NOT_LIVE", "COOLDOWN"}
+from loadtests.size_curve import curve_for, size_request
+
+EXPECTED_REFUSALS = {"SOLD_OUT", "SIZE_SOLD_OUT", "LIMIT_REACHED", "DROP_NOT_LIVE", "COOLDOWN"}
 _next_token = itertools.count()
 
 
@@ -54,6 +66,9 @@ def _options(parser: Any) -> None:
     group.add_argument("--storm-seconds", type=float, default=60.0, help="s the storm lasts")
     group.add_argument("--buy-share", type=float, default=0.5, help="of the holds, bought")
     group.add_argument("--cancel-share", type=float, default=0.2, help="of the holds, cancelled")
+    group.add_argument(
+        "--size-fallbacks", type=int, default=2, help="sized drop: neighbouring sizes accepted"
+    )
 
 
 @cache
@@ -91,6 +106,16 @@ class Shopper(FastHttpUser):
         self.headers = {"Authorization": f"Bearer {token}"}
         self.drop_id: str = options.drop_id or loaded.get("dropId") or self.first_live_drop()
         self.bought = False  # a shopper who got the pair only browses from then on
+        self.asked = self.sizes_asked(options.size_fallbacks)
+
+    def sizes_asked(self, fallbacks: int) -> dict[str, Any] | None:
+        """The reserve body of this shopper (their size, then neighbours), on a sized drop."""
+        drop = self.client.get(f"/api/drops/{self.drop_id}", name="/api/drops/[id]").json()
+        labels = [s["size"] for s in drop.get("sizes") or []]
+        if not labels:
+            return None
+        size, others = size_request(random.Random(), fallbacks, curve_for(labels))
+        return {"size": size, "fallbackSizes": others}
 
     def sign_up(self) -> str:
         body = {"email": f"shopper-{secrets.token_hex(6)}@example.com", "password": "storm-pass-1"}
@@ -121,14 +146,18 @@ class Shopper(FastHttpUser):
         with self.client.post(
             f"/api/drops/{self.drop_id}/reserve",
             headers=self.headers,
+            json=self.asked,
             name="/api/drops/[id]/reserve",
             catch_response=True,
         ) as response:
             seconds = response.request_meta["response_time"] / 1000
             if response.status_code == 201:
                 response.success()
-                count_outcome(self.environment, "201", seconds, len(response.content or b""))
-                self.after_hold(response.json()["id"])
+                held = response.json()
+                fallback = self.asked is not None and held["size"] != self.asked["size"]
+                result = "201 fallback" if fallback else "201"
+                count_outcome(self.environment, result, seconds, len(response.content or b""))
+                self.after_hold(held["id"])
                 return
             code = (response.json() or {}).get("code", "") if response.content else ""
             if response.status_code == 409 and code in EXPECTED_REFUSALS:
