@@ -13,6 +13,14 @@
   reserves at the same fixed rate: every measured reserve succeeds on both sides.
   `--big-rounds` rounds, the order flipped each round; the target compares the
   median of each side's p99s (the mean before 6 Dec, with two rounds).
+- `sizes`: a drop of `--stock` units over a 20-size run (US 4 to 13.5, stock along
+  loadtests/size_curve.py's curve, most of it in US 8-11); every user asks for a size
+  drawn from the same curve with `--size-fallbacks` neighbouring sizes as fallbacks,
+  in one burst. Then `--size-rounds` rounds of the cost of sizes (`size_cost_rounds`):
+  reserve on a drop without sizes against reserve on a 20-size drop asking for a
+  sold-out size with 5 fallbacks, on the hold path (the last fallback has units: 201)
+  and on the refusal path (all six asked are gone, others are not: 409 SIZE_SOLD_OUT,
+  against 409 SOLD_OUT), the order flipped each round.
 
 Every drop allows `PER_USER_LIMIT` holds per user, so a refusal on the sold-out path
 is SOLD_OUT (not LIMIT_REACHED, which the script checks first) and the hold path
@@ -24,8 +32,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import random
+import statistics
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -37,7 +48,15 @@ from loadtests.cpu import BUSY_OTHER_CORES, CpuMeter, cores_between, wait_quiet
 from loadtests.fixtures import User, api, create_drop, seed_holds
 from loadtests.loadgen import Generators, Plan, build_request
 from loadtests.report import phase_line
-from loadtests.stats import Phase, summarise
+from loadtests.size_curve import (
+    CORE_SIZES,
+    SIZE_RUN,
+    SIZE_SEED,
+    reserve_body,
+    size_request,
+    size_run_stock,
+)
+from loadtests.stats import Phase, Target, ratio_target, summarise
 
 PER_USER_LIMIT = 1000  # the API's maximum
 HOLD_PATH_STOCK = 10_000_000  # the API's maximum: a hold-path phase never sells out
@@ -77,15 +96,27 @@ class Bench:
     def servers(self) -> list[Endpoint]:
         return [self.product] + ([self.reference] if self.reference else [])
 
-    async def drop(self, name: str, stock: int) -> str:
+    async def drop(self, name: str, stock: int, sizes: Sequence[tuple[str, int]] = ()) -> str:
+        """A drop of `stock` units, or of `sizes` (label, units) when given (their sum)."""
+        extra: dict[str, Any] = {}
+        if sizes:
+            stock = sum(units for _, units in sizes)
+            extra["sizes"] = [{"size": label, "totalStock": units} for label, units in sizes]
         made = await create_drop(
-            self.http, self.product.url, self.admin.token, name, stock, PER_USER_LIMIT
+            self.http, self.product.url, self.admin.token, name, stock, PER_USER_LIMIT, **extra
         )
         self.drops[made["id"]] = stock
         return str(made["id"])
 
-    def reserves(self, endpoint: Endpoint, drop_ids: list[str], count: int) -> list[bytes]:
-        """`count` reserve requests, request i by user i (cycled) on drop_ids[i // per]."""
+    def reserves(
+        self,
+        endpoint: Endpoint,
+        drop_ids: list[str],
+        count: int,
+        bodies: Sequence[bytes] = (),
+    ) -> list[bytes]:
+        """`count` reserve requests, request i by user i (cycled) on drop_ids[i // per],
+        with body i (cycled) when `bodies` are given (the sizes asked), else none."""
         per = math.ceil(count / len(drop_ids))
         return [
             build_request(
@@ -93,6 +124,7 @@ class Bench:
                 f"/api/drops/{drop_ids[i // per]}/reserve",
                 endpoint.host,
                 self.users[i % len(self.users)].token,
+                bodies[i % len(bodies)] if bodies else b"",
             )
             for i in range(count)
         ]
@@ -347,8 +379,115 @@ async def big_scenario(bench: Bench) -> None:
                 phase.notes.append(f"not every reserve was granted: {phase.outcomes}")
 
 
+async def sizes_scenario(bench: Bench) -> None:
+    """The sized storm drop's burst, then the rounds of `size_cost_rounds`."""
+    args = bench.args
+    stock = size_run_stock(args.stock)
+    drop_id = await bench.drop("Sized storm", 0, stock)
+    rng = random.Random(SIZE_SEED)
+    asks = [size_request(rng, args.size_fallbacks) for _ in range(len(bench.users))]
+    burst = args.burst or len(bench.users)
+    phase = await bench.phase(
+        "sizes",
+        f"burst, sizes from the curve, {args.size_fallbacks} fallbacks",
+        bench.product,
+        bench.reserves(bench.product, [drop_id], burst, [reserve_body(s, f) for s, f in asks]),
+        count=burst,
+        drop_id=drop_id,
+    )
+    wanted = Counter(size for size, _ in asks[:burst])
+    core = sum(wanted[s] for s in CORE_SIZES) / max(sum(wanted.values()), 1)
+    phase.notes.append(
+        f"asked first (US 8-11: {core:.0%}): " + ", ".join(f"{s} {wanted[s]}" for s in SIZE_RUN)
+    )
+    async with bench.http.get(f"{bench.product.url}/api/drops/{drop_id}") as response:
+        left = {s["size"]: s["availableStock"] for s in (await response.json())["sizes"]}
+    remaining = ", ".join(f"{s} {n}" for s, n in left.items() if n)
+    phase.notes.append(f"left after it: {remaining or 'nothing'}")
+    total = sum(units for _, units in stock)
+    if phase.count("201") + sum(left.values()) != total:
+        phase.notes.append(f"{phase.count('201')} held + {sum(left.values())} left != {total}")
+    await size_cost_rounds(bench, args.size_rounds)
+
+
+# The cost of sizes: the same reserve, on a drop without sizes and on a 20-size drop where
+# the size asked and its first four fallbacks are gone (each call tries six sizes).
+PLAIN_HOLD, SIZED_HOLD = "hold path, no sizes", "hold path, 20 sizes, 5 fallbacks"
+PLAIN_REFUSED, SIZED_REFUSED = "sold-out path, no sizes", "size-sold-out path, 20 sizes"
+SIZE_COST_RATIO = 0.9  # issue 20: sized reserve >= 0.9 x the throughput without sizes
+GONE = SIZE_RUN[:6]  # asked: the first five have no units (the sixth has, on the hold path)
+SPARE_UNITS = 10  # each size nobody asks for
+
+
+def cost_sizes(hold_path: bool) -> list[tuple[str, int]]:
+    """A 20-size drop: GONE's first five sold out; the sixth holds the hold path's stock
+    (gone too on the refusal path); the other fourteen SPARE_UNITS each."""
+    spare = [(label, SPARE_UNITS) for label in SIZE_RUN if label not in GONE]
+    last = HOLD_PATH_STOCK - SPARE_UNITS * len(spare) if hold_path else 0
+    return [*((label, 0) for label in GONE[:-1]), (GONE[-1], last), *spare]
+
+
+async def size_cost_rounds(bench: Bench, rounds: int) -> None:
+    """`rounds` rounds of four closed-loop phases, fresh drops each round: with and without
+    sizes on the hold path, then on the refusal path, the order flipped each round."""
+    asked = reserve_body(GONE[0], GONE[1:])
+    for round_ in range(rounds):
+        plain_hold = await bench.drop(f"No sizes {round_}", HOLD_PATH_STOCK)
+        sized_hold = await bench.drop(f"20 sizes {round_}", 0, cost_sizes(True))
+        plain_gone = await bench.drop(f"No sizes, none left {round_}", 0)
+        sized_gone = await bench.drop(f"20 sizes, asked gone {round_}", 0, cost_sizes(False))
+        pairs = [
+            ((PLAIN_HOLD, plain_hold, b"", "201"), (SIZED_HOLD, sized_hold, asked, "201")),
+            (
+                (PLAIN_REFUSED, plain_gone, b"", "409 SOLD_OUT"),
+                (SIZED_REFUSED, sized_gone, asked, "409 SIZE_SOLD_OUT"),
+            ),
+        ]
+        for pair in pairs:
+            for name, drop_id, body, wanted in pair if round_ % 2 == 0 else pair[::-1]:
+                requests = bench.reserves(
+                    bench.product, [drop_id], len(bench.users), [body] if body else ()
+                )
+                phase = await bench.phase(
+                    "sizes",
+                    name,
+                    bench.product,
+                    requests,
+                    duration=bench.args.duration,
+                    drop_id=drop_id,
+                )
+                if phase.count(wanted) != phase.requests:
+                    phase.notes.append(f"not every answer was {wanted}: {phase.outcomes}")
+                if cores := phase.cpu.get("product"):
+                    per_call = cores / phase.throughput * 1e6 if phase.throughput else 0.0
+                    phase.notes.append(f"product CPU {per_call:.0f} us per reserve")
+
+
+def size_targets(phases: Sequence[Phase]) -> list[Target]:
+    """Sized reserve >= SIZE_COST_RATIO x reserve without sizes, per path: the medians of
+    each side's throughput over the rounds (one slow second on a busy machine, on either
+    side, does not decide it)."""
+    found = []
+    for plain, sized in ((PLAIN_HOLD, SIZED_HOLD), (PLAIN_REFUSED, SIZED_REFUSED)):
+        sides = [
+            [p.throughput for p in phases if p.scenario == "sizes" and p.name == name]
+            for name in (plain, sized)
+        ]
+        base, value = (statistics.median(side) if side else None for side in sides)
+        found.append(
+            ratio_target(
+                f"{sized} >= {SIZE_COST_RATIO} x {plain} (req/s, median of {len(sides[1])})",
+                value,
+                base,
+                SIZE_COST_RATIO,
+            )
+        )
+    return found
+
+
 SCENARIOS: dict[str, Any] = {
     "drops": drops_scenario,
     "reserve": reserve_scenario,
     "big": big_scenario,
+    "sizes": sizes_scenario,
 }

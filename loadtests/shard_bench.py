@@ -68,11 +68,14 @@ def bench_drop(stock: int, starts_ms: int) -> DropDefinition:
     )
 
 
-def evalsha_command(holds: HoldStore, sha: str, drop_id: str) -> list[str]:
-    """EVALSHA of reserve.lua with the KEYS and ARGV the app sends, a new hold each call."""
+def evalsha_command(
+    holds: HoldStore, sha: str, drop_id: str, sizes: Sequence[str] = ()
+) -> list[str]:
+    """EVALSHA of reserve.lua with the KEYS and ARGV the app sends, a new hold each call
+    (asking for `sizes`, in order, on a sized drop)."""
     user = new_id()
     ref = HoldRef(drop_id, user, f"{drop_id}.{user}.__rand_int__")
-    keys, argv = holds.reserve_args(ref, ttl_ms=60_000)
+    keys, argv = holds.reserve_args(ref, ttl_ms=60_000, sizes=sizes)
     return ["EVALSHA", sha, str(len(keys)), *keys, *(str(a) for a in argv)]
 
 

@@ -20,8 +20,10 @@ Run it from the repository root (it imports `app` and `loadtests`). What it does
 3. Users: `--users` rows inserted into PostgreSQL in one statement, tokens minted with
    the app's TokenService (loadtests/fixtures.py); drops created through the API.
 4. Scenarios (loadtests/scenarios.py), `drops` first so its listing holds only its own
-   drops. Closed-loop phases run `--duration` s with `--concurrency` connections;
-   open-loop phases run `--fixed-duration` s at a fixed rate (`--load-fraction` of
+   drops; `sizes` (a sized drop, and the cost of sizes against a drop without them,
+   with its own target) runs only when named: `--scenarios sizes` (loadtests/sizes_bench.py
+   runs it on the product alone). Closed-loop phases run `--duration` s with
+   `--concurrency` connections; open-loop phases run `--fixed-duration` s at a fixed rate (`--load-fraction` of
    the peak just measured; `--curve 0.3,0.5,0.6` adds phases at those fractions, for
    latency against load). The first `--warmup` s
    of a timed phase are not counted. The load generator (loadtests/loadgen.py) runs in
@@ -74,10 +76,11 @@ from loadtests.invariant import invariant_problems
 from loadtests.loadgen import REUSE_ORDERS, Generators
 from loadtests.plots import storm as plot
 from loadtests.report import P99_LIMIT_MS, phase_line, target_lines, targets, write_json
-from loadtests.scenarios import SCENARIOS, Bench, Endpoint
+from loadtests.scenarios import SCENARIOS, Bench, Endpoint, size_targets
+from loadtests.size_curve import MAX_FALLBACKS
 
 REPORTS = Path(__file__).resolve().parent / "reports"
-ORDER = ["drops", "reserve", "big"]
+ORDER = ["drops", "reserve", "big", "sizes"]
 
 
 def _fractions(text: str) -> list[float]:
@@ -124,6 +127,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--big-holds", type=int, default=100_000)
     p.add_argument("--small-stock", type=int, default=100)
     p.add_argument("--big-rounds", type=int, default=4, help="rounds of small vs big drop")
+    p.add_argument(
+        "--size-fallbacks", type=int, default=2, help="sizes: fallbacks each shopper asks for"
+    )
+    p.add_argument("--size-rounds", type=int, default=2, help="sizes: rounds of the cost of sizes")
     p.add_argument("--hold-ttl", type=int, default=900, help="RESERVATION_TTL_SECONDS, s")
     p.add_argument("--gen-procs", type=int, default=1, help="load generator processes")
     p.add_argument(
@@ -147,6 +154,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error("--concurrency and --max-connections must be 1..4096")
     if min(args.users, args.stock, args.workers, args.big_rounds, args.small_stock) < 1:
         p.error("--users, --stock, --workers, --big-rounds and --small-stock must be positive")
+    if not 0 <= args.size_fallbacks <= MAX_FALLBACKS or args.size_rounds < 0:
+        p.error(f"--size-fallbacks lies in 0..{MAX_FALLBACKS}, --size-rounds is not negative")
     if args.target and not (args.database_url and args.redis_url):
         p.error("--target needs DATABASE_URL and REDIS_URL (the target's stores)")
     if args.target and not os.environ.get("JWT_ACCESS_SECRET"):
@@ -241,6 +250,8 @@ async def run(args: argparse.Namespace, workdir: Path) -> int:
 
 def finish(args: argparse.Namespace, bench: Bench, problems: list[str]) -> int:
     found = targets(bench.phases, args.load_fraction)
+    if "sizes" in args.chosen:
+        found += size_targets(bench.phases)
     lines = target_lines(found)
     print("\nphases:")
     for phase in bench.phases:
