@@ -25,7 +25,7 @@ from app.config import load_settings
 from app.main import create_fastapi
 from tests.contract.seed import LiveApi
 
-MAX_EXAMPLES = 50  # fuzzed cases per operation and role, on top of the coverage cases
+MAX_EXAMPLES = 45  # fuzzed cases per operation and role, on top of the coverage cases
 CHECKS = (
     "not_a_server_error",
     "status_code_conformance",
