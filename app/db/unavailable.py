@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 # Errors that mean "PostgreSQL is not answering", as opposed to a bug or a
 # constraint violation. They become 503, never 500.
@@ -13,6 +14,7 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.InterfaceError,  # asyncpg's own, on the sale path (app/db/sales.py)
     OSError,
     TimeoutError,
+    PoolTimeout,  # no pooled connection came free within pool_timeout
 )
 
 
