@@ -17,10 +17,12 @@ from redis.asyncio import Redis
 from app.batches import chunks
 from app.store.client import ServerStart, redis_now_ms, server_start, server_started_ms
 from app.store.keys import DropKeys, HoldRef
+from app.store.scripts import Scripts
 
 
 class HoldReads:
     redis: Redis
+    scripts: Scripts
 
     async def now_ms(self) -> int:
         """Redis's clock: every deadline is written in it."""
@@ -46,8 +48,14 @@ class HoldReads:
 
     async def is_claimed(self, ref: HoldRef, claim_id: str) -> bool:
         """Whether the hold is still PURCHASING by this claim in Redis (a claim is lost if
-        Redis was emptied or restored from an older copy)."""
-        entry = await self.entry(ref)
+        Redis was emptied or restored from an older copy). Asked on the scripts' pipelined
+        connection where there is one: it is asked inside every sale's transaction."""
+        pipelined = self.scripts.pipelined
+        if pipelined is not None:
+            raw = await pipelined.execute("HGET", DropKeys(ref.drop_id).holds, ref.hold_id)
+            entry = None if raw is None else str(raw)
+        else:
+            entry = await self.entry(ref)
         return (
             entry is not None and entry.startswith("PURCHASING|") and entry.endswith("|" + claim_id)
         )

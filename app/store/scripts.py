@@ -61,6 +61,11 @@ class Scripts:
             name: redis.register_script(read_source(name)) for name in ScriptName
         }
 
+    @property
+    def pipelined(self) -> PipelinedConnection | None:
+        """The process's shared pipelined connection, for a plain command on a hot path."""
+        return self._pipelined
+
     async def load_all(self) -> None:
         """SCRIPT LOAD each one: fails start-up on a broken script."""
         for name, script in self._scripts.items():
