@@ -458,9 +458,6 @@ async def size_cost_rounds(bench: Bench, rounds: int) -> None:
                 )
                 if phase.count(wanted) != phase.requests:
                     phase.notes.append(f"not every answer was {wanted}: {phase.outcomes}")
-                if cores := phase.cpu.get("product"):
-                    per_call = cores / phase.throughput * 1e6 if phase.throughput else 0.0
-                    phase.notes.append(f"product CPU {per_call:.0f} us per reserve")
 
 
 def size_targets(phases: Sequence[Phase]) -> list[Target]:
