@@ -31,9 +31,9 @@ Run it from the repository root. What it does:
 5. The invariant of every drop (loadtests/invariant.py: the app's Reconciler.check,
    each size included, and no drop granted more holds than its units).
 6. Report: every phase, the targets (issue 20: sized reserve >= 0.9 x the throughput of
-   reserve without sizes, per path, the median of each side over the rounds), the
-   product's CPU per reserve, the Lua figures, the machine with its load average at the
-   start and the end; a JSON file in `--out-dir` (loadtests/reports/) unless `--no-json`.
+   reserve without sizes, per path, the median of each side over the rounds), the Lua
+   figures (not a target: a sized drop's share of one shard's ceiling), the machine
+   with its load average at the start and the end; a JSON file in `--out-dir` (loadtests/reports/) unless `--no-json`.
 
 Exit codes: 0 done (`--strict`: 2 when a target failed), 1 the run broke, 3 the invariant
 was violated.
@@ -72,7 +72,6 @@ from loadtests.report import phase_line, target_lines, write_json
 from loadtests.scenarios import (
     GONE,
     HOLD_PATH_STOCK,
-    SIZE_COST_RATIO,
     Bench,
     Endpoint,
     cost_sizes,
@@ -80,7 +79,6 @@ from loadtests.scenarios import (
     sizes_scenario,
 )
 from loadtests.size_curve import MAX_FALLBACKS
-from loadtests.stats import Target, ratio_target
 
 REPORTS = Path(__file__).resolve().parent / "reports"
 
@@ -123,24 +121,29 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 @dataclasses.dataclass
 class LuaFigures:
-    """reserve.lua calls per second, per side, one figure per round."""
+    """reserve.lua calls per second, per side, one figure per round. Not a target (the
+    issue's is the API's throughput): what a sized drop does to one shard's ceiling."""
 
     rates: dict[str, list[float]] = dataclasses.field(default_factory=dict)
 
-    def targets(self) -> list[Target]:
-        found = []
+    def ratios(self) -> dict[str, float]:
+        """Per path, the median of the 20-size side over the median without sizes."""
+        found = {}
         for path in ("hold", "refused"):
-            plain, sized = f"{path}, no sizes", f"{path}, 20 sizes"
-            base, value = (statistics.median(self.rates[s]) for s in (plain, sized))
-            found.append(
-                ratio_target(
-                    f"reserve.lua {sized} >= {SIZE_COST_RATIO} x {plain} (calls/s, median)",
-                    value,
-                    base,
-                    SIZE_COST_RATIO,
-                )
+            base, value = (
+                statistics.median(self.rates[f"{path}, {side}"])
+                for side in ("no sizes", "20 sizes")
             )
+            found[path] = value / base
         return found
+
+    def lines(self) -> list[str]:
+        return [
+            f"reserve.lua alone, {path}: 20 sizes, 5 fallbacks at {ratio:.2f}x the calls/s "
+            f"without sizes (medians: {statistics.median(self.rates[path + ', 20 sizes']):,.0f}"
+            f" vs {statistics.median(self.rates[path + ', no sizes']):,.0f}/s)"
+            for path, ratio in self.ratios().items()
+        ]
 
 
 async def lua_comparison(args: argparse.Namespace, redis_url: str) -> LuaFigures:
@@ -253,10 +256,12 @@ def finish(
     lua: LuaFigures,
     at_start: dict[str, Any],
 ) -> int:
-    found = size_targets(bench.phases) + (lua.targets() if lua.rates else [])
+    found = size_targets(bench.phases)
     at_end = machine()
     print("\nphases:", *[phase_line(p) for p in bench.phases], sep="\n")
     print("\ntargets:\n  " + "\n  ".join(target_lines(found)))
+    if lua.rates:
+        print("\n" + "\n".join(lua.lines()))
     print(f"load average: at start {at_start['load_average']}, at end {at_end['load_average']}")
     for problem in problems:
         print(f"\n!!! {problem}", file=sys.stderr)
@@ -272,6 +277,7 @@ def finish(
                 {"name": t.name, "measured": t.measured, "passed": t.passed} for t in found
             ],
             "lua_rates": lua.rates,
+            "lua_ratios": lua.ratios() if lua.rates else {},
             "problems": problems,
         }
         write_json(path, summary, bench.phases)
