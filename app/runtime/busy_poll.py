@@ -39,8 +39,9 @@ _yield_cpu: Callable[[], None] = getattr(os, "sched_yield", _no_yield)
 class BusyPoller:
     """`kick()` on every request; the loop polls instead of sleeping until `window` s pass."""
 
-    def __init__(self, window_seconds: float) -> None:
+    def __init__(self, window_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
         self._window = window_seconds
+        self._clock = clock
         self._last_request = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self.spinning = False
@@ -49,7 +50,7 @@ class BusyPoller:
         """A request arrived: keep polling for another window."""
         if self._window <= 0:
             return
-        self._last_request = time.monotonic()
+        self._last_request = self._clock()
         if not self.spinning:
             self.spinning = True
             self._loop = asyncio.get_running_loop()
@@ -57,7 +58,7 @@ class BusyPoller:
 
     def _poll(self) -> None:
         loop = self._loop
-        if loop is not None and time.monotonic() - self._last_request < self._window:
+        if loop is not None and self._clock() - self._last_request < self._window:
             _yield_cpu()
             loop.call_soon(self._poll)
         else:
