@@ -24,6 +24,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import asyncpg
+from asyncpg.transaction import Transaction
 from sqlalchemy.engine import make_url
 
 from app.db.models import Purchase
@@ -99,21 +100,12 @@ class SalePool:
     async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
         """One transaction: committed when the block ends, rolled back if it raises.
 
-        A connection that PostgreSQL dropped (it restarted) fails at BEGIN, before anything
-        was sent: every pooled connection is then replaced and BEGIN is tried once more.
-        A lost connection or a timeout anywhere else is `ServiceUnavailable` (503).
+        A lost connection or a timeout is `ServiceUnavailable` (503).
         """
         try:
             pool = await self._pool()
-            async with pool.acquire(timeout=5) as conn:
-                transaction = conn.transaction()
-                try:
-                    await transaction.start()
-                except Exception as exc:
-                    if not is_unavailable(exc):
-                        raise
-                    pool.expire_connections()
-                    raise _Stale() from exc
+            conn, transaction = await _begun(pool)
+            try:
                 try:
                     yield conn
                 except BaseException:
@@ -121,20 +113,8 @@ class SalePool:
                         await transaction.rollback()
                     raise
                 await transaction.commit()
-        except _Stale:
-            async with self._retry() as conn:
-                yield conn
-        except Exception as exc:
-            if is_unavailable(exc):
-                raise ServiceUnavailable("The database is not answering; try again") from exc
-            raise
-
-    @asynccontextmanager
-    async def _retry(self) -> AsyncIterator[asyncpg.Connection]:
-        try:
-            pool = await self._pool()
-            async with pool.acquire(timeout=5) as conn, conn.transaction():
-                yield conn
+            finally:
+                await pool.release(conn)
         except Exception as exc:
             if is_unavailable(exc):
                 raise ServiceUnavailable("The database is not answering; try again") from exc
@@ -146,8 +126,28 @@ class SalePool:
             self.pool = None
 
 
-class _Stale(Exception):
-    """A pooled connection was found dead at BEGIN (nothing was sent)."""
+async def _begun(pool: asyncpg.Pool) -> tuple[asyncpg.Connection, Transaction]:
+    """A pooled connection with its transaction started. A connection PostgreSQL dropped
+    (it restarted) fails at BEGIN, before anything was sent: every pooled connection is
+    then replaced and BEGIN is tried once more, on a fresh one."""
+    try:
+        return await _start(pool)
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise
+    await pool.expire_connections()
+    return await _start(pool)
+
+
+async def _start(pool: asyncpg.Pool) -> tuple[asyncpg.Connection, Transaction]:
+    conn = await pool.acquire(timeout=5)
+    transaction = conn.transaction()
+    try:
+        await transaction.start()
+    except BaseException:
+        await pool.release(conn)
+        raise
+    return conn, transaction
 
 
 async def _nothing_to_reset(conn: asyncpg.Connection) -> None:
