@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from app import metrics
+from app import metrics, reserve_tally
 from app.config import Settings
 from app.db import purchases as purchase_rows
 from app.db import sales
@@ -131,6 +131,7 @@ class HoldService:
         if result.outcome is ReserveOutcome.REVOKED:
             raise Unauthorized(SIGNED_OUT)
         metrics.RESERVE_OUTCOMES.labels(code=result.outcome.value).inc()
+        reserve_tally.count(drop_id, result.outcome.value)
         if result.outcome is ReserveOutcome.DROP_NOT_FOUND:
             raise DropNotFound()
         if result.outcome is ReserveOutcome.COOLDOWN:
