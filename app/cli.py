@@ -1,8 +1,10 @@
 """The `sneakerdrop` command: serve, migrate and the operator commands.
 
-Every subcommand first makes sure both stores exist: what `DATABASE_URL` / `REDIS_URL`
-leave unset runs embedded under `DATA_DIR` (app.embedded) for as long as the command
-runs, and is stopped in order at the end, also after Ctrl-C or SIGTERM.
+Every subcommand but `verify-order` first makes sure both stores exist: what
+`DATABASE_URL` / `REDIS_URL` leave unset runs embedded under `DATA_DIR` (app.embedded)
+for as long as the command runs, and is stopped in order at the end, also after Ctrl-C
+or SIGTERM. `verify-order` reads a published record over HTTP (or a saved copy) and
+needs no settings and no stores: anyone can run it against any server.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from app.embedded import (
     running_store_urls,
 )
 from app.logs import configure_logging, log_uncaught_errors, logging_config
+from app.verify_order import DEFAULT_URL
+from app.verify_order import run as verify_order
 
 logger = logging.getLogger("sneakerdrop.cli")
 
@@ -253,11 +257,37 @@ def _parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check", help="print each drop's invariant; non-zero exit on drift")
     check.set_defaults(handler=_operator("check"))
+
+    verify = sub.add_parser(
+        "verify-order",
+        help="recompute a queue or draw drop's order from its revealed seed; non-zero on mismatch",
+    )
+    verify.add_argument("drop_id", metavar="DROP_ID")
+    source = verify.add_mutually_exclusive_group()
+    source.add_argument(
+        "--url", help=f"the server to fetch the record from (default: {DEFAULT_URL})"
+    )
+    source.add_argument(
+        "--file", type=Path, metavar="PATH", help="a saved copy instead: {fairness, entries}"
+    )
+    verify.add_argument(
+        "--save", type=Path, metavar="PATH", help="also write the fetched record to this file"
+    )
+    verify.set_defaults(handler=None)  # main() runs it before settings and stores
     return parser
 
 
+def _verify_order(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    if args.save is not None and args.file is not None:
+        parser.error("--save writes a fetched record: it does not go with --file")
+    return verify_order(args.drop_id, url=args.url, file=args.file, save_to=args.save)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "verify-order":  # a public record: no settings, no stores, no logs
+        return _verify_order(parser, args)
     if args.command == "serve" and args.workers < 1:
         print("sneakerdrop: --workers must be at least 1", file=sys.stderr)
         return 2
