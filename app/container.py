@@ -9,11 +9,13 @@ from redis.asyncio import Redis
 
 from app.config import Settings
 from app.db.session import Database
+from app.services.access import AccessService
 from app.services.auth import AuthService
 from app.services.drops import DropService
 from app.services.holds import HoldService
 from app.services.passwords import PasswordHasher
 from app.services.ratelimit import RateLimiter
+from app.store.access import AccessStore
 from app.store.client import RedisBudget, create_redis
 from app.store.drops import DropStore
 from app.store.holds import HoldStore
@@ -38,6 +40,8 @@ class Container:
     drop_service: DropService
     hold_service: HoldService
     rate_limiter: RateLimiter
+    access_store: AccessStore
+    access_service: AccessService
     sio: socketio.AsyncServer | None = None
     pipelined: PipelinedConnection | None = None
 
@@ -79,6 +83,7 @@ async def build_container(settings: Settings) -> Container:
     drop_store = DropStore(redis, scripts, pipelined)
     drop_service = DropService(db, drop_store, hold_store)
     session_store = SessionStore(redis, settings.access_token_ttl_seconds)
+    access_store = AccessStore(redis, scripts)
     return Container(
         settings=settings,
         db=db,
@@ -97,5 +102,7 @@ async def build_container(settings: Settings) -> Container:
         drop_service=drop_service,
         hold_service=HoldService(settings, db, hold_store, drop_service.ensure_mirrored),
         rate_limiter=RateLimiter(settings, LimitStore(scripts)),
+        access_store=access_store,
+        access_service=AccessService(db, drop_service, access_store),
         pipelined=pipelined,
     )

@@ -66,22 +66,60 @@ def drop_fields_of(source: object) -> dict[str, Any]:
     return {field.name: getattr(source, field.name) for field in fields(DropFields)}
 
 
+class Access(StrEnum):
+    OPEN = "open"  # first come, first served
+    QUEUE = "queue"  # a waiting room, admitted in the published order
+    DRAW = "draw"  # a raffle at closesAt, in the published order
+
+
+@dataclass(frozen=True, slots=True)
+class AccessSettings:
+    """How a drop lets shoppers in; set at creation, never changed.
+
+    A queue drop has `admit_per_minute` and `pass_seconds`; a draw drop `closes_at` and
+    `claim_seconds`; both a secret `seed` (hex) whose order is published (app/fairness.py).
+    """
+
+    access: Access = Access.OPEN
+    admit_per_minute: int | None = None
+    pass_seconds: int | None = None
+    closes_at: datetime | None = None
+    claim_seconds: int | None = None
+    seed: str | None = None
+
+
+OPEN_ACCESS = AccessSettings()
+
+
 @dataclass(frozen=True, slots=True)
 class DropDefinition(DropFields):
     """A drop as it is mirrored into Redis: its fields, its id, whether it was cancelled,
-    and its size labels in the admin's order (none for a drop without sizes)."""
+    its size labels in the admin's order (none for a drop without sizes), and its access
+    settings (the seed is secret: never rendered from here)."""
 
     id: str
     cancelled: bool
     sizes: tuple[str, ...] = ()
+    access: AccessSettings = OPEN_ACCESS
 
     def to_json(self) -> str:
         # id first and cancelled last: the stored JSON keeps the order it always had.
-        data = {"id": self.id, **drop_fields_of(self), "cancelled": self.cancelled}
+        data: dict[str, Any] = {"id": self.id, **drop_fields_of(self), "cancelled": self.cancelled}
         if self.sizes:
             data["sizes"] = list(self.sizes)
         data["starts_at"] = to_ms(self.starts_at)
         data["ends_at"] = to_ms(self.ends_at) if self.ends_at else None
+        if self.access.access is not Access.OPEN:
+            a = self.access
+            # Flat, in milliseconds: drop_rebuild.lua copies these into the drop's hash.
+            data["access"] = {
+                "mode": a.access.value,
+                "rate": a.admit_per_minute,
+                "pass_ms": a.pass_seconds * 1000 if a.pass_seconds else None,
+                "closes": to_ms(a.closes_at) if a.closes_at else None,
+                "claim_ms": a.claim_seconds * 1000 if a.claim_seconds else None,
+                "seed": a.seed,
+            }
         return orjson.dumps(data).decode()
 
     @classmethod
@@ -90,6 +128,16 @@ class DropDefinition(DropFields):
         data["starts_at"] = from_ms(data["starts_at"])
         data["ends_at"] = from_ms(data["ends_at"]) if data["ends_at"] is not None else None
         data["sizes"] = tuple(data.get("sizes", ()))
+        access = data.pop("access", None)
+        if access is not None:
+            data["access"] = AccessSettings(
+                access=Access(access["mode"]),
+                admit_per_minute=access["rate"],
+                pass_seconds=access["pass_ms"] // 1000 if access["pass_ms"] else None,
+                closes_at=from_ms(access["closes"]) if access["closes"] else None,
+                claim_seconds=access["claim_ms"] // 1000 if access["claim_ms"] else None,
+                seed=access["seed"],
+            )
         return cls(**data)
 
 

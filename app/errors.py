@@ -11,9 +11,12 @@ the status number carried here.
     │   ├── InvalidCredentials    401 INVALID_CREDENTIALS
     │   └── InvalidToken          401 INVALID_TOKEN
     ├── Forbidden                 403 FORBIDDEN
+    │   └── NotAdmitted           403 NOT_ADMITTED
     ├── NotFound                  404 NOT_FOUND
     │   ├── DropNotFound          404 DROP_NOT_FOUND
-    │   └── HoldNotFound   404 RESERVATION_NOT_FOUND
+    │   ├── HoldNotFound          404 RESERVATION_NOT_FOUND
+    │   ├── NotInQueue            404 NOT_IN_QUEUE
+    │   └── NotEntered            404 NOT_ENTERED
     ├── Conflict                  409
     │   ├── EmailTaken            409 EMAIL_TAKEN
     │   ├── InvalidState          409 INVALID_STATE
@@ -21,8 +24,11 @@ the status number carried here.
     │   ├── SoldOut               409 SOLD_OUT
     │   ├── LimitReached          409 LIMIT_REACHED
     │   ├── Cooldown              409 COOLDOWN (carries retry_after_seconds)
-    │   ├── HoldCancelled  409 RESERVATION_CANCELLED
-    │   └── HoldPurchased  409 RESERVATION_PURCHASED
+    │   ├── HoldCancelled         409 RESERVATION_CANCELLED
+    │   ├── HoldPurchased         409 RESERVATION_PURCHASED
+    │   ├── AccessModeMismatch    409 ACCESS_MODE_MISMATCH
+    │   ├── EntriesClosed         409 ENTRIES_CLOSED
+    │   └── OrderNotFixed         409 ORDER_NOT_FIXED
     ├── HoldExpired        410 RESERVATION_EXPIRED
     ├── PayloadTooLarge           413 PAYLOAD_TOO_LARGE
     ├── RateLimited               429 RATE_LIMITED (carries retry_after_seconds)
@@ -80,6 +86,10 @@ class Forbidden(AppError):
     status, code, title = 403, "FORBIDDEN", "Not allowed"
 
 
+class NotAdmitted(Forbidden):
+    code, title = "NOT_ADMITTED", "Not admitted to this drop"
+
+
 class NotFound(AppError):
     status, code, title = 404, "NOT_FOUND", "Not found"
 
@@ -90,6 +100,14 @@ class DropNotFound(NotFound):
 
 class HoldNotFound(NotFound):
     code, title = "RESERVATION_NOT_FOUND", "Reservation not found"
+
+
+class NotInQueue(NotFound):
+    code, title = "NOT_IN_QUEUE", "You have no ticket in this drop's queue"
+
+
+class NotEntered(NotFound):
+    code, title = "NOT_ENTERED", "You have not entered this drop's draw"
 
 
 class Conflict(AppError):
@@ -136,6 +154,18 @@ class HoldCancelled(Conflict):
 
 class HoldPurchased(Conflict):
     code, title = "RESERVATION_PURCHASED", "Reservation already purchased"
+
+
+class AccessModeMismatch(Conflict):
+    code, title = "ACCESS_MODE_MISMATCH", "This drop does not use that kind of access"
+
+
+class EntriesClosed(Conflict):
+    code, title = "ENTRIES_CLOSED", "The draw is not taking entries"
+
+
+class OrderNotFixed(Conflict):
+    code, title = "ORDER_NOT_FIXED", "The order is not fixed yet"
 
 
 class HoldExpired(AppError):

@@ -10,6 +10,13 @@ from dataclasses import dataclass
 from typing import Any
 
 STOCK_EVENT = "stock_update"
+# `{dropId, kind: "queue"|"draw", ticket|entry}` to the signed-in user's own sockets.
+ACCESS_EVENT = "access_update"
+
+
+def user_room(user_id: str) -> str:
+    """The room of one user's sockets: those that connected with `auth: {token}`."""
+    return f"user:{user_id}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ import socketio
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from app.api import routes_auth, routes_drops, routes_holds, routes_ops
+from app.api import routes_access, routes_auth, routes_drops, routes_holds, routes_ops
 from app.api.hot_paths import HotPaths, cors_options
 from app.api.middleware import RequestContextMiddleware, request_id_of
 from app.api.problems import install_problem_handlers, problem_body
@@ -65,6 +65,13 @@ def _drop_stock(container: Container) -> Any:
     return stock
 
 
+def _user_of(container: Container) -> Any:
+    async def user_of(token: str) -> str:
+        return (await container.auth_service.authenticate(token)).user_id
+
+    return user_of
+
+
 def create_fastapi(settings: Settings, sio: socketio.AsyncServer | None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -78,6 +85,7 @@ def create_fastapi(settings: Settings, sio: socketio.AsyncServer | None) -> Fast
                 _drop_stock(container),
                 SocketLimits(settings.socket_connections_per_ip),
                 settings.trusted_proxies,
+                _user_of(container),
             )
         await check_eviction_policy(container.redis, strict=settings.env == "production")
         await enable_expiry_events(container.redis)
@@ -117,6 +125,7 @@ def create_fastapi(settings: Settings, sio: socketio.AsyncServer | None) -> Fast
         routes_auth.router,
         routes_drops.router,
         routes_holds.router,
+        routes_access.router,
         routes_ops.router,
     ):
         app.include_router(router)

@@ -14,7 +14,8 @@
 -- KEYS[4] sizes       hash: per-size counters (rebuilt; see reserve.lua)
 -- KEYS[5] hold_sizes  hash: reservation id -> size index (entries of ended holds dropped)
 -- ARGV[1] mode: 'init' or 'repair'
--- ARGV[2] definition JSON
+-- ARGV[2] definition JSON (a queue or draw drop's `access` settings are copied into the
+--         drop hash: access, rate, pass, closes, claim)
 -- ARGV[3] total stock
 -- ARGV[4] per-user limit
 -- ARGV[5] startsAt (ms)
@@ -101,6 +102,18 @@ redis.call('HSET', KEYS[1], 'def', ARGV[2], 'total', total, 'avail', avail, 'sol
   'cancelled', ARGV[7])
 if #sizes > 0 then
   redis.call('HSET', KEYS[1], 'sized', '1')
+end
+-- A queue or draw drop: what reserve.lua and the access scripts read (see lua/lib/access.lua).
+local access = cjson.decode(ARGV[2]).access
+if type(access) == 'table' then
+  local function ms(value)
+    if value == nil or value == cjson.null then
+      return 0
+    end
+    return value
+  end
+  redis.call('HSET', KEYS[1], 'access', access.mode, 'rate', ms(access.rate),
+    'pass', ms(access.pass_ms), 'closes', ms(access.closes), 'claim', ms(access.claim_ms))
 end
 -- Clients may hold a stale value: push the rebuilt one.
 redis.call('HSET', KEYS[1], 'dirty', '1')

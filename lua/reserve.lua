@@ -15,7 +15,10 @@
 -- KEYS[8] sizes       hash of a sized drop: i:<label> -> index, l:<i> label, t:<i> total,
 --                     a:<i> available, s:<i> sold (absent for a drop without sizes)
 -- KEYS[9] hold_sizes  hash: reservation id -> size index (holds of a sized drop)
--- KEYS[10] revoked    optional: the caller's signed-out marker (sneakerdrop:revoked:<sid>);
+-- KEYS[10] q_users   hash of a queue drop: user id -> entry id (lua/queue_join.lua)
+-- KEYS[11] q_tix     hash of a queue drop: entry id -> ticket, whose last field is when its
+--                     pass began (0 while waiting)
+-- KEYS[12] revoked    optional: the caller's signed-out marker (sneakerdrop:revoked:<sid>);
 --                     given when Redis is one server, so the session check costs no round
 --                     trip of its own (on a cluster it lives in another slot: checked apart)
 -- ARGV[1] user id
@@ -27,10 +30,11 @@
 -- ARGV[7..] size labels to try, in order (none for a drop without sizes)
 -- Returns {'OK', expiresAtMs, nowMs, availableAfter, sizeLabel or ''}
 --      or {'REVOKED'} (the session signed out), {'DROP_NOT_FOUND'} (not mirrored in Redis),
---         {'SIZE_REQUIRED'}, {'UNKNOWN_SIZE'}, {'DROP_NOT_LIVE'}, {'LIMIT_REACHED'},
+--         {'SIZE_REQUIRED'}, {'UNKNOWN_SIZE'}, {'NOT_ADMITTED'} (a draw drop, or a queue
+--         drop without a live pass), {'DROP_NOT_LIVE'}, {'LIMIT_REACHED'},
 --         {'COOLDOWN', retryAfterMs}, {'SOLD_OUT'} (the drop has nothing left),
 --         {'SIZE_SOLD_OUT'} (none of the asked sizes has a unit; others do)
--- Refusals in that order: what was asked, the drop's state, then what the user may hold,
+-- Refusals in that order: what was asked, the caller's access, the drop's state, then what the user may hold,
 -- then the user's cooldown, then stock (a user in cooldown could not take a unit that
 -- comes back either).
 -- Time comes from Redis TIME, one clock for every API host.
@@ -41,14 +45,15 @@ local channel = ARGV[4]
 local drop_id = ARGV[5]
 local cooldown_ms = tonumber(ARGV[6])
 
-if KEYS[10] and redis.call('EXISTS', KEYS[10]) == 1 then
+if KEYS[12] and redis.call('EXISTS', KEYS[12]) == 1 then
   return {'REVOKED'}
 end
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
-local d = redis.call('HMGET', KEYS[1], 'avail', 'limit', 'starts', 'ends', 'cancelled', 'sized')
+local d = redis.call('HMGET', KEYS[1], 'avail', 'limit', 'starts', 'ends', 'cancelled', 'sized',
+  'access', 'pass')
 if not d[1] then
   return {'DROP_NOT_FOUND'}
 end
@@ -66,6 +71,18 @@ if #ARGV > 6 then
   end
 elseif d[6] == '1' then
   return {'SIZE_REQUIRED'}
+end
+if d[7] then
+  -- A queue or draw drop: only a queue ticket whose pass is live may reserve.
+  if d[7] ~= 'queue' then
+    return {'NOT_ADMITTED'}
+  end
+  local entry = redis.call('HGET', KEYS[10], user_id)
+  local ticket = entry and redis.call('HGET', KEYS[11], entry)
+  local admitted = ticket and tonumber(string.match(ticket, '|(%d+)$'))
+  if not admitted or admitted == 0 or now >= admitted + tonumber(d[8]) then
+    return {'NOT_ADMITTED'}
+  end
 end
 local avail = tonumber(d[1])
 local limit = tonumber(d[2])

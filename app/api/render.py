@@ -8,7 +8,9 @@ import orjson
 from starlette.responses import Response
 
 from app.db.models import Purchase, User
-from app.domain import iso
+from app.domain import Access, AccessSettings, iso
+from app.fairness import ALGORITHM
+from app.services.access import Entry, FairnessRecord, QueueState, Ticket
 from app.services.auth import Session
 from app.services.drops import DropView
 from app.services.holds import Hold
@@ -49,6 +51,51 @@ def drop(view: DropView) -> dict[str, Any]:
             {"size": s.size, "totalStock": s.total, "availableStock": max(s.available, 0)}
             for s in c.sizes
         ],
+        **access_settings(d.access),
+    }
+
+
+def access_settings(a: AccessSettings) -> dict[str, Any]:
+    """A drop's `access`, `queue` and `draw` (never its seed)."""
+    return {
+        "access": a.access.value,
+        "queue": {"admitPerMinute": a.admit_per_minute, "passSeconds": a.pass_seconds}
+        if a.access is Access.QUEUE
+        else None,
+        "draw": {"closesAt": iso(a.closes_at), "claimSeconds": a.claim_seconds}
+        if a.access is Access.DRAW and a.closes_at is not None
+        else None,
+    }
+
+
+def ticket(value: Ticket) -> dict[str, Any]:
+    return value.to_wire()
+
+
+def queue_state(value: QueueState) -> dict[str, Any]:
+    return {
+        "dropId": value.drop_id,
+        "waiting": value.waiting,
+        "admitted": value.admitted,
+        "servingPosition": value.serving_position,
+        "admitPerMinute": value.admit_per_minute,
+        "passSeconds": value.pass_seconds,
+    }
+
+
+def entry(value: Entry) -> dict[str, Any]:
+    return value.to_wire()
+
+
+def fairness_record(value: FairnessRecord) -> dict[str, Any]:
+    return {
+        "dropId": value.drop_id,
+        "access": value.access,
+        "algorithm": ALGORITHM,
+        "seedCommitment": value.seed_commitment,
+        "seed": value.seed,
+        "entries": value.entries,
+        "orderFixedAt": iso(value.order_fixed_at) if value.order_fixed_at else None,
     }
 
 

@@ -21,7 +21,7 @@ from app.api.responses import (
     errors,
 )
 from app.api.schemas import DropCreateBody, DropOut, DropPatchBody, RestockBody
-from app.domain import DropFields, DropStatus
+from app.domain import Access, AccessSettings, DropFields, DropStatus
 from app.services.drops import DropPatch
 
 router = APIRouter(prefix="/api/drops", tags=["drops"])
@@ -60,15 +60,22 @@ async def create_drop(
 ) -> Response:
     new = DropFields(
         **{
-            **body.model_dump(exclude={"sizes"}),
+            **body.model_dump(exclude={"sizes", "access", "queue", "draw"}),
             "image_url": str(body.image_url) if body.image_url else None,
             "starts_at": body.starts_at or datetime.now(UTC),  # a drop without one opens now
         }
     )
     sizes = [(s.size, s.total_stock) for s in body.sizes or ()]
+    access = AccessSettings(
+        access=Access(body.access),
+        admit_per_minute=body.queue.admit_per_minute if body.queue else None,
+        pass_seconds=body.queue.pass_seconds if body.queue else None,
+        closes_at=body.draw.closes_at if body.draw else None,
+        claim_seconds=body.draw.claim_seconds if body.draw else None,
+    )
 
     async def run() -> Response:
-        view = await container.drop_service.create(new, sizes)
+        view = await container.drop_service.create(new, sizes, access)
         return render.JSONBody(render.drop(view), status_code=201)
 
     return await idempotent(

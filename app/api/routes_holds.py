@@ -50,6 +50,7 @@ PURCHASE_ERRORS = errors(
         (409, "LIMIT_REACHED"),
         (409, "COOLDOWN"),
         (409, "SIZE_SOLD_OUT"),
+        (403, "NOT_ADMITTED"),
         (422, "SIZE_REQUIRED"),
         (422, "UNKNOWN_SIZE"),
         RATE_LIMITED,

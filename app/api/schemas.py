@@ -155,6 +155,19 @@ class SizeStockOut(WireModel):
     available_stock: int
 
 
+AccessName = Literal["open", "queue", "draw"]
+
+
+class QueueSettingsOut(WireModel):
+    admit_per_minute: int
+    pass_seconds: int
+
+
+class DrawSettingsOut(WireModel):
+    closes_at: Timestamp
+    claim_seconds: int
+
+
 class DropOut(WireModel):
     """The wire's `Drop`: the admin's fields (app/domain.py DropFields) with the counters."""
 
@@ -173,6 +186,9 @@ class DropOut(WireModel):
     active_reservations: int
     recent_buyers: list[RecentBuyer]
     sizes: list[SizeStockOut]
+    access: AccessName
+    queue: QueueSettingsOut | None
+    draw: DrawSettingsOut | None
 
 
 MAX_STOCK = 10_000_000
@@ -182,6 +198,16 @@ Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 class SizeIn(WireModel):
     size: SizeLabel
     total_stock: StrictInt = Field(ge=0, le=MAX_STOCK)
+
+
+class QueueSettingsIn(WireModel):
+    admit_per_minute: StrictInt = Field(default=600, ge=1, le=100_000)
+    pass_seconds: StrictInt = Field(default=300, ge=1, le=86_400)
+
+
+class DrawSettingsIn(WireModel):
+    closes_at: AwareDatetime
+    claim_seconds: StrictInt = Field(default=600, ge=1, le=86_400)
 
 
 class DropCreateBody(WireModel):
@@ -196,6 +222,9 @@ class DropCreateBody(WireModel):
     per_user_limit: StrictInt = Field(default=1, ge=1, le=1000)
     starts_at: AwareDatetime | None = None
     ends_at: AwareDatetime | None = None
+    access: AccessName = "open"
+    queue: QueueSettingsIn | None = None
+    draw: DrawSettingsIn | None = None
 
     @field_validator("image_url")
     @classmethod
@@ -203,6 +232,18 @@ class DropCreateBody(WireModel):
         if value is not None and len(str(value)) > 2048:
             raise ValueError("imageUrl must be at most 2048 characters")
         return value
+
+    @model_validator(mode="after")
+    def _access_settings_match(self) -> DropCreateBody:
+        if self.queue is not None and self.access != "queue":
+            raise ValueError("queue settings are for a drop with access 'queue'")
+        if self.draw is not None and self.access != "draw":
+            raise ValueError("draw settings are for a drop with access 'draw'")
+        if self.access == "draw" and self.draw is None:
+            raise ValueError("a draw drop needs draw.closesAt")
+        if self.access == "queue" and self.queue is None:
+            self.queue = QueueSettingsIn()
+        return self
 
     @model_validator(mode="after")
     def _stock_adds_up(self) -> DropCreateBody:
@@ -250,6 +291,55 @@ class ReserveBody(WireModel):
     def sizes(self) -> list[str]:
         """Every size to try, in order (none on a drop without sizes)."""
         return [] if self.size is None else [self.size, *self.fallback_sizes]
+
+
+# --- fair access ----------------------------------------------------------------
+
+
+class TicketOut(WireModel):
+    entry_id: str
+    drop_id: str
+    status: Literal["waiting", "admitted", "expired", "closed"]
+    position: int | None
+    ahead: int | None
+    estimated_wait_seconds: int | None
+    admitted_at: Timestamp | None
+    pass_expires_at: Timestamp | None
+
+
+class QueueOut(WireModel):
+    drop_id: str
+    waiting: int
+    admitted: int
+    serving_position: int
+    admit_per_minute: int
+    pass_seconds: int
+
+
+class EntryOut(WireModel):
+    entry_id: str
+    drop_id: str
+    status: Literal["entered", "won", "standby", "lost"]
+    size: str | None
+    fallback_sizes: list[str]
+    position: int | None
+    reservation_id: str | None
+
+
+class FairnessOut(WireModel):
+    drop_id: str
+    access: Literal["queue", "draw"]
+    algorithm: Literal["hmac-sha256-v1"]
+    seed_commitment: str
+    seed: str | None
+    entries: int
+    order_fixed_at: Timestamp | None
+
+
+class OrderedEntryOut(WireModel):
+    entry_id: str
+    rank_key: str
+    position: int
 
 
 # --- holds and purchases ------------------------------------------------------

@@ -12,16 +12,20 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
+import socketio
 from redis.exceptions import RedisError
 
 from app import metrics
+from app.background.access_leader import AccessLeader, Notify
 from app.background.broadcaster import Broadcaster
 from app.background.expiry_cluster import expiry_listener
 from app.background.reconciler import Reconciler
 from app.background.stopping import pause
 from app.background.sweeper import Sweeper
 from app.container import Container
+from app.events import ACCESS_EVENT, user_room
 from app.runtime.stalls import watch_loop_lag
 from app.store.leases import Lease, reconciler_lease, sweeper_lease
 
@@ -50,6 +54,17 @@ async def _every(
             metrics.BACKGROUND_ERRORS.labels(task=name).inc()
             log.warning("%s pass failed", name, exc_info=True)
         await pause(stopping, interval)
+
+
+def _notifier(sio: socketio.AsyncServer | None) -> Notify | None:
+    """`access_update` to one user's sockets, on whichever process or host they are."""
+    if sio is None:
+        return None
+
+    async def notify(user_id: str, payload: dict[str, Any]) -> None:
+        await sio.emit(ACCESS_EVENT, payload, room=user_room(user_id))
+
+    return notify
 
 
 class BackgroundTasks:
@@ -87,6 +102,14 @@ class BackgroundTasks:
             else None
         )
 
+        self.access_leader = AccessLeader(
+            container.db,
+            container.drop_store,
+            container.access_store,
+            _notifier(container.sio),
+            self.stopping,
+        )
+
     async def _sweep(self) -> None:
         await self.sweeper.sweep_pass(await self.container.drop_store.index())
 
@@ -117,6 +140,7 @@ class BackgroundTasks:
         ]
         if self.broadcaster is not None:
             self.tasks.append(asyncio.create_task(self.broadcaster.run(), name="broadcaster"))
+        self.tasks.append(asyncio.create_task(self.access_leader.run(), name="access-leader"))
         self.tasks.append(asyncio.create_task(watch_loop_lag(), name="loop-lag"))
 
     async def stop(self) -> None:

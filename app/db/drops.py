@@ -8,7 +8,14 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import Drop, Purchase
-from app.domain import DropDefinition, SizeFact, drop_fields_of
+from app.domain import (
+    OPEN_ACCESS,
+    Access,
+    AccessSettings,
+    DropDefinition,
+    SizeFact,
+    drop_fields_of,
+)
 
 
 async def lock_for_rebuild(session: AsyncSession, drop_id: str) -> None:
@@ -33,7 +40,21 @@ def to_definition(row: Drop) -> DropDefinition:
         id=row.id,
         cancelled=row.state == "cancelled",
         sizes=tuple(size.label for size in row.sizes),
+        access=access_of(row),
         **drop_fields_of(row),
+    )
+
+
+def access_of(row: Drop) -> AccessSettings:
+    if row.access == Access.OPEN:
+        return OPEN_ACCESS
+    return AccessSettings(
+        access=Access(row.access),
+        admit_per_minute=row.admit_per_minute,
+        pass_seconds=row.pass_seconds,
+        closes_at=row.closes_at,
+        claim_seconds=row.claim_seconds,
+        seed=row.fairness_seed.hex() if row.fairness_seed is not None else None,
     )
 
 

@@ -17,6 +17,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     SmallInteger,
     String,
@@ -94,6 +95,16 @@ class Drop(Base):
         CheckConstraint("per_user_limit >= 1", name="per_user_limit_positive"),
         CheckConstraint("ends_at IS NULL OR ends_at > starts_at", name="ends_after_start"),
         CheckConstraint("state IN ('active', 'cancelled')", name="state"),
+        CheckConstraint("access IN ('open', 'queue', 'draw')", name="access"),
+        CheckConstraint(
+            "(access = 'open' AND fairness_seed IS NULL AND closes_at IS NULL"
+            " AND admit_per_minute IS NULL)"
+            " OR (access = 'queue' AND fairness_seed IS NOT NULL AND admit_per_minute IS NOT NULL"
+            " AND pass_seconds IS NOT NULL AND closes_at IS NULL)"
+            " OR (access = 'draw' AND fairness_seed IS NOT NULL AND closes_at IS NOT NULL"
+            " AND closes_at > starts_at AND claim_seconds IS NOT NULL AND admit_per_minute IS NULL)",
+            name="access_settings",
+        ),
         Index("ix_drops_starts_at", "starts_at"),
     )
 
@@ -110,6 +121,16 @@ class Drop(Base):
     state: Mapped[str] = mapped_column(String(16), server_default="active")
     created_at: Mapped[datetime] = mapped_column(_now(), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(_now(), server_default=func.now())
+    # Fair access (docs/FAIRNESS.md): 'open', 'queue' or 'draw', set at creation.
+    access: Mapped[str] = mapped_column(String(8), server_default="open")
+    admit_per_minute: Mapped[int | None] = mapped_column(Integer)  # queue
+    pass_seconds: Mapped[int | None] = mapped_column(Integer)  # queue
+    closes_at: Mapped[datetime | None] = mapped_column(_now())  # draw
+    claim_seconds: Mapped[int | None] = mapped_column(Integer)  # draw
+    # Secret until the order is fixed (order_fixed_at), then published.
+    fairness_seed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    order_fixed_at: Mapped[datetime | None] = mapped_column(_now())
+    ordered_entries: Mapped[int | None] = mapped_column(Integer)
     # Its sizes, in the admin's order; [] for a drop without sizes. Loaded with the row.
     sizes: Mapped[list[DropSize]] = relationship(
         order_by="DropSize.position", lazy="selectin", cascade="all, delete-orphan"
@@ -169,3 +190,28 @@ class PurchaseClaim(Base):
     reservation_id: Mapped[str] = mapped_column(String(80))
     outcome: Mapped[str] = mapped_column(String(8))
     created_at: Mapped[datetime] = mapped_column(_now(), server_default=func.now())
+
+
+class AccessEntry(Base):
+    """One ordered entry of a queue or draw drop: its rank key and position, for audit.
+
+    Written when the order is fixed (the pre-queue at startsAt, every draw entry at
+    closesAt); a draw entry's outcome follows it (won, standby, lost).
+    """
+
+    __tablename__ = "access_entries"
+    __table_args__ = (
+        CheckConstraint("outcome IS NULL OR outcome IN ('won', 'standby', 'lost')", name="outcome"),
+        UniqueConstraint("drop_id", "user_id", name="uq_access_entries_drop_id_user"),
+        UniqueConstraint("drop_id", "position", name="uq_access_entries_drop_id_position"),
+    )
+
+    entry_id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    drop_id: Mapped[str] = mapped_column(ForeignKey("drops.id", ondelete="CASCADE"))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    rank_key: Mapped[str] = mapped_column(String(64))
+    position: Mapped[int] = mapped_column(Integer)
+    sizes: Mapped[str | None] = mapped_column(Text)  # a draw entry's sizes, comma-separated
+    outcome: Mapped[str | None] = mapped_column(String(8))
+    reservation_id: Mapped[str | None] = mapped_column(String(80))
+    recorded_at: Mapped[datetime] = mapped_column(_now(), server_default=func.now())

@@ -19,7 +19,8 @@ from socketio.exceptions import ConnectionRefusedError as Refused
 from starlette.requests import Request
 
 from app.api.deps import client_ip
-from app.events import STOCK_EVENT, StockLevel
+from app.errors import AppError
+from app.events import STOCK_EVENT, StockLevel, user_room
 from app.realtime.limits import SocketLimits, SubscribeRefusal
 from app.runtime.engineio_sids import WorkerSocketServer
 from app.runtime.socketio_fanout import check_fan_out
@@ -32,6 +33,9 @@ log = logging.getLogger(__name__)
 
 
 StockSnapshot = Callable[[], Awaitable[list[StockLevel]]]
+# The user id of a valid access token; raises an AppError (401) for any other.
+UserOf = Callable[[str], Awaitable[str]]
+MAX_TOKEN_CHARS = 4096
 DropStock = Callable[[str], Awaitable[StockLevel | None]]
 
 
@@ -99,15 +103,20 @@ def register_handlers(
     drop_stock: DropStock,
     limits: SocketLimits,
     trusted_proxies: list[str],
+    user_of: UserOf | None = None,
 ) -> None:
     """On connect, send the current value of every storefront drop; `subscribe` joins a room.
 
-    A client address beyond SOCKET_CONNECTIONS_PER_IP is refused (a CONNECT_ERROR
-    with a message); `subscribe` is limited per socket (app/realtime/limits.py).
+    A client that connects with `auth: {token: <accessToken>}` also joins its user's room
+    (`access_update` goes there); an invalid, expired, revoked or refresh token refuses
+    the connection. A client address beyond SOCKET_CONNECTIONS_PER_IP is refused (a
+    CONNECT_ERROR with a message); `subscribe` is limited per socket
+    (app/realtime/limits.py).
     """
 
     @sio.event  # type: ignore[untyped-decorator]
     async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        user_id = await _signed_in_user(auth, user_of)
         if not limits.admit(sid, client_address(environ, trusted_proxies)):
             raise Refused(
                 "too many connections from this address", {"code": "TOO_MANY_CONNECTIONS"}
@@ -119,6 +128,8 @@ def register_handlers(
                     await sio.emit(STOCK_EVENT, level.event(), to=sid, ignore_queue=True)
             except Exception:
                 log.exception("could not send the connect snapshot")
+            if user_id is not None:
+                await sio.enter_room(sid, user_room(user_id))
             # A client that left while its snapshot was read gets no disconnect call from
             # python-socketio, which would then count it as connected for good.
             admitted = sio.get_environ(sid) is not None
@@ -162,6 +173,19 @@ def register_handlers(
             await sio.leave_room(sid, room_of(drop_id))
             limits.left(sid, room_of(drop_id))
         return {"ok": True}
+
+
+async def _signed_in_user(auth: Any, user_of: UserOf | None) -> str | None:
+    """The user of `auth: {token}`, None without a token; refuses an invalid one."""
+    token = auth.get("token") if isinstance(auth, dict) else None
+    if token is None or user_of is None:
+        return None
+    if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_CHARS:
+        raise Refused("invalid token", {"code": "UNAUTHORIZED"})
+    try:
+        return await user_of(token)
+    except AppError as exc:
+        raise Refused(exc.detail, {"code": exc.code}) from None
 
 
 async def close_socket_server(sio: socketio.AsyncServer) -> None:

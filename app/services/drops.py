@@ -12,11 +12,15 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from app import fairness
 from app.db import drops as drop_rows
 from app.db.models import Drop, DropSize
 from app.db.session import Database
 from app.domain import (
+    OPEN_ACCESS,
     STOREFRONT_STATUSES,
+    Access,
+    AccessSettings,
     DropCounters,
     DropDefinition,
     DropFields,
@@ -51,6 +55,18 @@ class DropPatch:
 def _view(mirrored: MirroredDrop, now: datetime) -> DropView:
     status = drop_status(mirrored.definition, mirrored.counters, now)
     return DropView(mirrored.definition, mirrored.counters, status)
+
+
+def _check_access_times(
+    access: AccessSettings, starts_at: datetime, ends_at: datetime | None
+) -> None:
+    """A draw takes entries from startsAt until closesAt, which comes before endsAt."""
+    if access.closes_at is None:
+        return
+    if access.closes_at <= starts_at:
+        raise ValidationFailed("draw.closesAt must be after startsAt")
+    if ends_at is not None and access.closes_at >= ends_at:
+        raise ValidationFailed("draw.closesAt must be before endsAt")
 
 
 class DropService:
@@ -130,12 +146,26 @@ class DropService:
 
     # --- admin -------------------------------------------------------------
 
-    async def create(self, new: DropFields, sizes: Sequence[tuple[str, int]] = ()) -> DropView:
+    async def create(
+        self,
+        new: DropFields,
+        sizes: Sequence[tuple[str, int]] = (),
+        access: AccessSettings = OPEN_ACCESS,
+    ) -> DropView:
         """`sizes`: (label, total stock) in the storefront's order; their totals sum to
-        `new.total_stock` (the API checks both)."""
+        `new.total_stock` (the API checks both). A queue or draw drop (`access`) gets its
+        secret fairness seed here."""
         if new.ends_at is not None and new.ends_at <= new.starts_at:
             raise ValidationFailed("endsAt must be after startsAt")
+        _check_access_times(access, new.starts_at, new.ends_at)
         row = Drop(id=keys.new_id(), state="active", **drop_fields_of(new))
+        if access.access is not Access.OPEN:
+            row.access = access.access.value
+            row.admit_per_minute = access.admit_per_minute
+            row.pass_seconds = access.pass_seconds
+            row.closes_at = access.closes_at
+            row.claim_seconds = access.claim_seconds
+            row.fairness_seed = fairness.new_seed()
         row.sizes = [
             DropSize(position=i, label=label, total_stock=total)
             for i, (label, total) in enumerate(sizes, start=1)
@@ -156,6 +186,12 @@ class DropService:
             ends_at = patch.ends_at if patch.ends_at is not None else row.ends_at
             if ends_at is not None and ends_at <= starts_at:
                 raise ValidationFailed("endsAt must be after startsAt")
+            access = drop_rows.access_of(row)
+            if access.access is not Access.OPEN and starts_at != row.starts_at:
+                if now >= row.starts_at:
+                    # The pre-queue or the entries were taken under the old start.
+                    raise InvalidState("A queue or draw drop's start cannot move once reached")
+            _check_access_times(access, starts_at, ends_at)
             if patch.name is not None:
                 row.name = patch.name
             row.starts_at, row.ends_at, row.updated_at = starts_at, ends_at, now

@@ -41,6 +41,7 @@ from app.errors import (
     HoldNotFound,
     HoldPurchased,
     LimitReached,
+    NotAdmitted,
     ServiceUnavailable,
     SizeRequired,
     SizeSoldOut,
@@ -86,6 +87,7 @@ _REFUSALS = {
     ReserveOutcome.SIZE_REQUIRED: SizeRequired,
     ReserveOutcome.UNKNOWN_SIZE: UnknownSize,
     ReserveOutcome.SIZE_SOLD_OUT: SizeSoldOut,
+    ReserveOutcome.NOT_ADMITTED: NotAdmitted,
 }
 
 

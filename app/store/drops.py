@@ -17,9 +17,15 @@ import orjson
 from redis.asyncio import Redis
 
 from app.batches import chunks
-from app.domain import DropCounters, DropDefinition, SizeFact, SizeStock, to_ms
+from app.domain import Access, DropCounters, DropDefinition, SizeFact, SizeStock, to_ms
 from app.store.channels import database_of, stock_dirty_channel
-from app.store.keys import DROP_INDEX, DROP_INDEX_LOADED, DROP_LISTING_VERSION, DropKeys
+from app.store.keys import (
+    ACCESS_DROPS,
+    DROP_INDEX,
+    DROP_INDEX_LOADED,
+    DROP_LISTING_VERSION,
+    DropKeys,
+)
 from app.store.pipelined import PipelinedConnection
 from app.store.scripts import ScriptName, Scripts
 
@@ -156,6 +162,9 @@ class DropStore:
         available = int(reply[1]) if len(reply) > 1 else -1
         if outcome in (RebuildOutcome.BUILT, RebuildOutcome.OVERSOLD):
             await self.redis.zadd(DROP_INDEX, {drop.id: to_ms(drop.starts_at)})
+            if drop.access.access is not Access.OPEN:
+                # The access leader admits, draws and settles the drops on this list.
+                await self.redis.sadd(ACCESS_DROPS, drop.id)
         return outcome, available
 
     async def restock(self, drop_id: str, quantity: int, size: str | None = None) -> int | None:
@@ -168,6 +177,11 @@ class DropStore:
             [quantity, self.stock_channel, drop_id, size or ""],
         )
         return int(reply[1]) if reply[0] == "RESTOCKED" else None
+
+    async def size_labels(self, drop_id: str) -> dict[str, str]:
+        """A sized drop's size index -> label (empty for a drop without sizes)."""
+        fields: dict[str, str] = await self.redis.hgetall(DropKeys(drop_id).sizes)  # type: ignore[assignment]
+        return {name[2:]: value for name, value in fields.items() if name.startswith("l:")}
 
     async def index(self) -> list[str]:
         """Every mirrored drop id, ordered by startsAt."""

@@ -36,6 +36,7 @@ class ReserveOutcome(StrEnum):
     SIZE_REQUIRED = "SIZE_REQUIRED"
     UNKNOWN_SIZE = "UNKNOWN_SIZE"
     SIZE_SOLD_OUT = "SIZE_SOLD_OUT"
+    NOT_ADMITTED = "NOT_ADMITTED"
 
 
 class ReleaseOutcome(StrEnum):
@@ -144,6 +145,8 @@ class HoldStore(HoldReads):
             keys.cooldown(ref.user_id),
             keys.sizes,
             keys.hold_sizes,
+            keys.q_users,
+            keys.q_tix,
             *revoked,
         ], [
             ref.user_id,

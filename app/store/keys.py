@@ -21,6 +21,8 @@ DROP_LISTING_VERSION = "sneakerdrop:drops:version"  # bumped by every admin chan
 SWEEPER_LEASE = "sneakerdrop:lease:sweeper"
 RECONCILER_LEASE = "sneakerdrop:lease:reconciler"
 BROADCASTER_LEASE = "sneakerdrop:lease:broadcaster"
+ACCESS_LEASE = "sneakerdrop:lease:access"
+ACCESS_DROPS = "sneakerdrop:access_drops"  # set: queue and draw drops the access leader tends
 
 _HEX16 = "[0-9a-f]{16}"
 # `\Z`, not `$`: `$` also matches before a trailing newline, so "<id>\n" (a path's %0A)
@@ -67,11 +69,22 @@ class DropKeys:
         "buyers",
         "closed",
         "closed_at",
+        "draw",
+        "draw_changes",
+        "draw_entries",
+        "draw_order",
+        "draw_users",
         "drop",
         "drop_id",
         "due",
         "hold_sizes",
         "holds",
+        "q",
+        "q_late",
+        "q_passes",
+        "q_pre",
+        "q_tix",
+        "q_users",
         "sizes",
         "tag",
         "users",
@@ -89,12 +102,30 @@ class DropKeys:
         self.buyers = f"{self.tag}:buyers"
         self.sizes = f"{self.tag}:sizes"  # a sized drop's per-size counters (reserve.lua)
         self.hold_sizes = f"{self.tag}:hold_sizes"  # reservation id -> size index
+        # A queue drop's waiting room (lua/queue_join.lua, lua/queue_admit.lua).
+        self.q = f"{self.tag}:q"  # hash: served, late, clock, carry
+        self.q_users = f"{self.tag}:q:users"  # user id -> entry id
+        self.q_tix = f"{self.tag}:q:tix"  # entry id -> ticket
+        self.q_pre = f"{self.tag}:q:pre"  # the pre-queue, ordered by rank key
+        self.q_late = f"{self.tag}:q:late"  # position -> entry id, for joins after startsAt
+        self.q_passes = f"{self.tag}:q:passes"  # entry id -> pass end (ms)
+        # A draw drop's entries (lua/draw_enter.lua, lua/draw_run.lua, lua/draw_settle.lua).
+        self.draw = f"{self.tag}:e"  # hash: cursor, drawn_at, done
+        self.draw_users = f"{self.tag}:e:users"  # user id -> entry id
+        self.draw_entries = f"{self.tag}:e:ent"  # entry id -> entry
+        self.draw_order = f"{self.tag}:e:pre"  # every entry, ordered by rank key
+        self.draw_changes = f"{self.tag}:e:changes"  # entry ids whose status changed
 
     def timer(self, hold_id: str) -> str:
         return f"{self.tag}:t:{hold_id}"
 
     def user_holds(self, user_id: str) -> str:
         return f"{self.tag}:u:{user_id}"
+
+    def standby(self, size_index: str) -> str:
+        """zset: a draw's standby entries for one size ('0' on a drop without sizes),
+        scored by position (built inside lua/draw_run.lua and lua/draw_settle.lua)."""
+        return f"{self.tag}:e:sb:{size_index}"
 
     def cooldown(self, user_id: str) -> str:
         """Present (with a TTL) while this user may not reserve in this drop again."""
@@ -111,6 +142,17 @@ class DropKeys:
             self.buyers,
             self.sizes,
             self.hold_sizes,
+            self.q,
+            self.q_users,
+            self.q_tix,
+            self.q_pre,
+            self.q_late,
+            self.q_passes,
+            self.draw,
+            self.draw_users,
+            self.draw_entries,
+            self.draw_order,
+            self.draw_changes,
         ]
 
 

@@ -41,10 +41,31 @@ class ScriptName(StrEnum):
     RATE_LIMIT = "rate_limit"
     LOGIN_CHECK = "login_check"
     LOGIN_REFUND = "login_refund"
+    QUEUE_JOIN = "queue_join"
+    QUEUE_TICKET = "queue_ticket"
+    QUEUE_ADMIT = "queue_admit"
+    DRAW_ENTER = "draw_enter"
+    DRAW_ENTRY = "draw_entry"
+    DRAW_RUN = "draw_run"
+    DRAW_SETTLE = "draw_settle"
+
+
+INCLUDE = "-- @include "
 
 
 def read_source(name: ScriptName) -> str:
-    return (LUA_DIR / f"{name.value}.lua").read_text(encoding="utf-8")
+    """The script's text, with each `-- @include <lib>` line replaced by lua/<lib>.lua
+    (functions several scripts share; each script still runs as one atomic unit)."""
+    lines = (LUA_DIR / f"{name.value}.lua").read_text(encoding="utf-8").splitlines()
+    return (
+        "\n".join(
+            (LUA_DIR / f"{line[len(INCLUDE) :].strip()}.lua").read_text(encoding="utf-8")
+            if line.startswith(INCLUDE)
+            else line
+            for line in lines
+        )
+        + "\n"
+    )
 
 
 class Scripts:

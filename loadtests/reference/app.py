@@ -77,6 +77,8 @@ def reserve_call(
             keys.cooldown(user_id),
             keys.sizes,
             keys.hold_sizes,
+            keys.q_users,
+            keys.q_tix,
             *([] if session_id is None else [revoked_session(session_id)]),
         ],
         [user_id, reservation_id, ttl_ms, channel, drop_id, cooldown_ms],

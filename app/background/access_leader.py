@@ -1,0 +1,233 @@
+"""The access leader: admits queue tickets, draws, hands units over and records the order.
+
+One process per deployment leads (a lease, like the sweeper's). Each tick it tends every
+queue and draw drop on the list (app/store/access.py):
+
+- a queue drop: once Redis's clock reaches startsAt, records the pre-queue's order in
+  PostgreSQL and so reveals the seed; admits the tickets that are due (queue_admit.lua)
+  and pushes `access_update` to their owners, and to owners whose pass ended; when the
+  drop closes (sold out, ended, cancelled) or opens again, pushes every waiting ticket;
+- a draw drop: from closesAt, draws in chunks (draw_run.lua) until done, records the
+  order and each entry's outcome; then settles (draw_settle.lua: hand-overs, entries
+  lost) and pushes and records every entry whose status changed.
+
+Every step is a script that moves its own cursor in the same call, so a leader that dies
+mid-step is replaced by one that carries on where it stopped: no position is skipped or
+admitted twice, no entry drawn twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from app import metrics
+from app.background.stopping import pause
+from app.db import access as access_rows
+from app.db.session import Database
+from app.domain import Access, DropDefinition
+from app.services.access import entry_of, ticket_of
+from app.store.access import AccessStore, OrderRow, TicketFacts
+from app.store.drops import DropStore
+from app.store.keys import ACCESS_LEASE
+from app.store.leases import Lease
+
+log = logging.getLogger(__name__)
+
+TICK_SECONDS = 0.25
+LEASE_SECONDS = 5.0
+STEP = 500  # tickets admitted, entries drawn or settled per script call (each well under 5 ms)
+PUSH_PAGE = 500
+
+# (user id, payload): sends `access_update` to the user's sockets, wherever they are.
+Notify = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
+class AccessLeader:
+    def __init__(
+        self,
+        db: Database,
+        drops: DropStore,
+        store: AccessStore,
+        notify: Notify | None,
+        stopping: asyncio.Event,
+    ) -> None:
+        self.db = db
+        self.drops = drops
+        self.store = store
+        self.notify = notify
+        self.stopping = stopping
+        self.lease = Lease(store.redis, ACCESS_LEASE, LEASE_SECONDS)
+        self._fixed: set[str] = set()  # drops whose order PostgreSQL has
+        self._closed: dict[str, bool] = {}  # a queue drop's last closed state seen
+
+    async def run(self) -> None:
+        try:
+            while not self.stopping.is_set():
+                try:
+                    if await self.lease.refresh():
+                        await self.tick()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    metrics.BACKGROUND_ERRORS.labels(task="access").inc()
+                    log.warning("access pass failed", exc_info=True)
+                await pause(self.stopping, TICK_SECONDS)
+        finally:
+            await self.lease.release()
+
+    async def tick(self) -> None:
+        ids = await self.store.tended()
+        found = await self.drops.read(ids)
+        for drop_id in ids:
+            mirrored = found.get(drop_id)
+            if mirrored is None:
+                continue  # not in Redis: rebuilt (and listed again) on its next use
+            definition = mirrored.definition
+            if definition.access.access is Access.QUEUE:
+                await self.tend_queue(definition)
+            elif definition.access.access is Access.DRAW:
+                await self.tend_draw(definition)
+
+    # --- queue --------------------------------------------------------------------
+
+    async def tend_queue(self, drop: DropDefinition) -> None:
+        while True:
+            admission = await self.store.admit(drop.id, STEP)
+            if admission.state != "NOT_STARTED" and drop.id not in self._fixed:
+                await self._record_order(drop.id, await self.store.queue_order(drop.id))
+            for _, user in [*admission.admitted, *admission.ended]:
+                await self._push_ticket(drop.id, user)
+            closed = admission.state == "CLOSED"
+            if admission.state != "NOT_STARTED" and self._closed.get(drop.id, False) != closed:
+                self._closed[drop.id] = closed
+                await self._push_all_waiting(drop.id)
+            if len(admission.admitted) < STEP and len(admission.ended) < STEP:
+                break
+        if self._over(drop) and drop.id in self._fixed and not admission.ended:
+            await self.store.done_with(drop.id)  # nobody can be admitted any more
+
+    async def _push_ticket(self, drop_id: str, user_id: str) -> None:
+        if self.notify is None:
+            return
+        _, facts = await self.store.ticket(drop_id, user_id)
+        if facts is not None:
+            payload = {"dropId": drop_id, "kind": "queue", "ticket": _ticket_json(drop_id, facts)}
+            await self.notify(user_id, payload)
+
+    async def _push_all_waiting(self, drop_id: str) -> None:
+        """The drop closed or opened again: every waiting ticket's status changed."""
+        if self.notify is None:
+            return
+        cursor = 0
+        while True:
+            cursor, users = await self.store.waiting_users(drop_id, cursor, PUSH_PAGE)
+            for user in users:
+                _, facts = await self.store.ticket(drop_id, user)
+                if facts is not None and not facts.admitted_at_ms:
+                    payload = {
+                        "dropId": drop_id,
+                        "kind": "queue",
+                        "ticket": _ticket_json(drop_id, facts),
+                    }
+                    await self.notify(user, payload)
+            if cursor == 0:
+                return
+
+    # --- draw -----------------------------------------------------------------------
+
+    async def tend_draw(self, drop: DropDefinition) -> None:
+        step = await self.store.draw(drop.id, STEP)
+        while step.state == "DRAWING":
+            step = await self.store.draw(drop.id, STEP)
+        if step.state == "NOT_YET":
+            return
+        if drop.id not in self._fixed:
+            await self._record_order(drop.id, await self.store.draw_order(drop.id), draw=True)
+        more = True
+        while more:
+            _, _, more = await self.store.settle(drop.id, STEP)
+        while await self._report_changes(drop.id):
+            pass
+        if self._over(drop) and not await self.store.changes(drop.id, 1):
+            await self.store.done_with(drop.id)
+
+    async def _report_changes(self, drop_id: str) -> bool:
+        """Push and record the entries whose status changed; True when a page was full."""
+        changed = await self.store.changes(drop_id, PUSH_PAGE)
+        if not changed:
+            return False
+        entries = await self.store.entries_of(drop_id, changed)
+        outcomes: list[tuple[str, str, str | None]] = []
+        for entry_id in dict.fromkeys(changed):
+            user, facts = entries[entry_id]
+            entry = entry_of(drop_id, facts)
+            outcomes.append((entry_id, entry.status, entry.reservation_id))
+            if self.notify is not None:
+                await self.notify(
+                    user, {"dropId": drop_id, "kind": "draw", "entry": entry.to_wire()}
+                )
+        if drop_id in self._fixed:
+            await access_rows.record_outcomes(self.db, drop_id, outcomes)
+        await self.store.forget_changes(drop_id, len(changed))
+        return len(changed) == PUSH_PAGE
+
+    # --- both ---------------------------------------------------------------------------
+
+    async def _record_order(self, drop_id: str, rows: list[OrderRow], draw: bool = False) -> None:
+        """Write the fixed order to PostgreSQL (which reveals the seed), once."""
+        entries = [_ordered(row, draw) for row in rows]
+        if draw:
+            labels = await self.drops.size_labels(drop_id)
+            entries = [_with_labels(e, labels) for e in entries]
+        started = time.perf_counter()
+        if await access_rows.record_order(self.db, drop_id, entries, datetime.now(UTC)):
+            log.info(
+                "order fixed",
+                extra={
+                    "drop": drop_id,
+                    "entries": len(entries),
+                    "seconds": round(time.perf_counter() - started, 3),
+                },
+            )
+        self._fixed.add(drop_id)
+
+    @staticmethod
+    def _over(drop: DropDefinition) -> bool:
+        now = datetime.now(UTC)
+        return drop.cancelled or (drop.ends_at is not None and now >= drop.ends_at)
+
+
+def _ordered(row: OrderRow, draw: bool) -> access_rows.OrderedEntry:
+    if not draw:
+        return access_rows.OrderedEntry(row.entry_id, row.user_id, row.rank_key, row.position)
+    _, status, sizes, hold, _ = row.raw.split("|")
+    outcome = {"W": "won", "S": "standby", "L": "lost"}.get(status)
+    return access_rows.OrderedEntry(
+        row.entry_id, row.user_id, row.rank_key, row.position, sizes or None, outcome, hold or None
+    )
+
+
+def _with_labels(
+    entry: access_rows.OrderedEntry, labels: dict[str, str]
+) -> access_rows.OrderedEntry:
+    if entry.sizes is None:
+        return entry
+    named = ",".join(labels.get(index, index) for index in entry.sizes.split(","))
+    return access_rows.OrderedEntry(
+        entry.entry_id,
+        entry.user_id,
+        entry.rank_key,
+        entry.position,
+        named,
+        entry.outcome,
+        entry.reservation_id,
+    )
+
+
+def _ticket_json(drop_id: str, facts: TicketFacts) -> dict[str, Any]:
+    return ticket_of(drop_id, facts).to_wire()

@@ -1,0 +1,308 @@
+"""Queue tickets and draw entries in Redis: thin typed wrappers over their scripts.
+
+Every change is one Lua script inside the drop's hash tag (lua/queue_*.lua,
+lua/draw_*.lua); reads that need a position are scripts too, so a ticket's position and
+what is ahead of it come back in one round trip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from redis.asyncio import Redis
+
+from app.store.channels import database_of, stock_dirty_channel
+from app.store.keys import ACCESS_DROPS, DropKeys
+from app.store.scripts import ScriptName, Scripts
+
+ORDER_READ_CHUNK = 5000  # ordered entries read per round trip when the order is recorded
+
+
+class AccessReply(StrEnum):
+    CREATED = "CREATED"
+    EXISTS = "EXISTS"
+    OK = "OK"
+    DROP_NOT_FOUND = "DROP_NOT_FOUND"
+    ACCESS_MODE_MISMATCH = "ACCESS_MODE_MISMATCH"
+    DROP_NOT_LIVE = "DROP_NOT_LIVE"
+    NOT_IN_QUEUE = "NOT_IN_QUEUE"
+    NOT_ENTERED = "NOT_ENTERED"
+    SIZE_REQUIRED = "SIZE_REQUIRED"
+    UNKNOWN_SIZE = "UNKNOWN_SIZE"
+    ENTRIES_CLOSED = "ENTRIES_CLOSED"
+
+
+@dataclass(frozen=True, slots=True)
+class TicketFacts:
+    """What Redis knows of one ticket, read in one step (see ticket_reply in access_lib.lua)."""
+
+    entry_id: str
+    position: int | None  # None in the pre-queue before startsAt
+    served: int  # the highest position admitted so far
+    admitted_at_ms: int  # 0 while waiting
+    pass_ms: int
+    admit_per_minute: int
+    closed: bool  # the drop is sold out, ended or cancelled
+    now_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class EntryFacts:
+    """One draw entry (see entry_reply in access_lib.lua)."""
+
+    entry_id: str
+    status: str  # E, W, S or L
+    reservation_id: str | None
+    position: int | None  # None until drawn
+    sizes: tuple[str, ...]  # labels, in the order asked
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    waiting: int
+    admitted: int  # = the highest position admitted (positions are admitted in order)
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """One queue_admit.lua call: tickets admitted and passes ended, as (entry, user)."""
+
+    state: str  # NOT_STARTED, CLOSED, OPEN
+    now_ms: int
+    served: int
+    admitted: list[tuple[str, str]]
+    ended: list[tuple[str, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class DrawStep:
+    state: str  # NOT_YET, DRAWING, DONE
+    drawn: int = 0
+    entries: int = 0
+    drawn_at_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRow:
+    """One entry of a fixed order, as Redis has it (for the PostgreSQL record)."""
+
+    entry_id: str
+    user_id: str
+    rank_key: str
+    position: int
+    raw: str  # the ticket or entry value (see access_lib.lua)
+
+
+def _pairs(values: Sequence[Any]) -> list[tuple[str, str]]:
+    return [(str(values[i]), str(values[i + 1])) for i in range(0, len(values), 2)]
+
+
+def _ticket(reply: Sequence[Any]) -> TicketFacts:
+    entry_id, position, served, admitted, pass_ms, rate, closed, now = reply
+    return TicketFacts(
+        entry_id=str(entry_id),
+        position=None if int(position) < 0 else int(position),
+        served=int(served),
+        admitted_at_ms=int(admitted),
+        pass_ms=int(pass_ms),
+        admit_per_minute=int(rate),
+        closed=int(closed) == 1,
+        now_ms=int(now),
+    )
+
+
+def _entry(reply: Sequence[Any]) -> EntryFacts:
+    entry_id, status, hold, position, *labels = reply
+    return EntryFacts(
+        entry_id=str(entry_id),
+        status=str(status),
+        reservation_id=str(hold) or None,
+        position=int(position) or None,
+        sizes=tuple(str(label) for label in labels),
+    )
+
+
+class AccessStore:
+    def __init__(self, redis: Redis, scripts: Scripts) -> None:
+        self.redis = redis
+        self.scripts = scripts
+        self.stock_channel = stock_dirty_channel(database_of(redis))
+
+    # --- queue ----------------------------------------------------------------
+
+    @staticmethod
+    def _queue_keys(drop_id: str) -> list[str]:
+        k = DropKeys(drop_id)
+        return [k.drop, k.holds, k.q, k.q_users, k.q_tix, k.q_pre, k.q_late]
+
+    async def join(
+        self, drop_id: str, user_id: str, entry_id: str, rank_key: str
+    ) -> tuple[AccessReply, TicketFacts | None]:
+        reply = await self.scripts.run(
+            ScriptName.QUEUE_JOIN, self._queue_keys(drop_id), [user_id, entry_id, rank_key]
+        )
+        outcome = AccessReply(reply[0])
+        return outcome, _ticket(reply[1:]) if len(reply) > 1 else None
+
+    async def ticket(self, drop_id: str, user_id: str) -> tuple[AccessReply, TicketFacts | None]:
+        reply = await self.scripts.run(
+            ScriptName.QUEUE_TICKET, self._queue_keys(drop_id)[:6], [user_id]
+        )
+        outcome = AccessReply(reply[0])
+        return outcome, _ticket(reply[1:]) if len(reply) > 1 else None
+
+    async def queue_stats(self, drop_id: str) -> QueueStats:
+        k = DropKeys(drop_id)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hmget(k.q, ["served", "late"])
+        pipe.zcard(k.q_pre)
+        (served, late), pre = await pipe.execute()
+        admitted = int(served or 0)
+        return QueueStats(waiting=pre + int(late or 0) - admitted, admitted=admitted)
+
+    async def admit(self, drop_id: str, most: int) -> Admission:
+        k = DropKeys(drop_id)
+        reply = await self.scripts.run(
+            ScriptName.QUEUE_ADMIT,
+            [k.drop, k.holds, k.q, k.q_tix, k.q_pre, k.q_late, k.q_passes],
+            [most],
+        )
+        state, now, served, count = str(reply[0]), int(reply[1]), int(reply[2]), int(reply[3])
+        admitted = _pairs(reply[4 : 4 + 2 * count])
+        rest = reply[4 + 2 * count :]
+        return Admission(state, now, served, admitted, _pairs(rest[1 : 1 + 2 * int(rest[0])]))
+
+    async def queue_order(self, drop_id: str) -> list[OrderRow]:
+        """The pre-queue in its fixed order (positions 1..n), with each ticket's owner."""
+        k = DropKeys(drop_id)
+        return await self._order(k.q_pre, k.q_tix, drop_id)
+
+    # --- draw -------------------------------------------------------------------
+
+    async def enter(
+        self, drop_id: str, user_id: str, entry_id: str, rank_key: str, sizes: Sequence[str]
+    ) -> tuple[AccessReply, EntryFacts | None]:
+        k = DropKeys(drop_id)
+        reply = await self.scripts.run(
+            ScriptName.DRAW_ENTER,
+            [k.drop, k.sizes, k.draw_users, k.draw_entries, k.draw_order],
+            [user_id, entry_id, rank_key, *sizes],
+        )
+        outcome = AccessReply(reply[0])
+        return outcome, _entry(reply[1:]) if len(reply) > 1 else None
+
+    async def entry(self, drop_id: str, user_id: str) -> tuple[AccessReply, EntryFacts | None]:
+        k = DropKeys(drop_id)
+        reply = await self.scripts.run(
+            ScriptName.DRAW_ENTRY, [k.drop, k.sizes, k.draw_users, k.draw_entries], [user_id]
+        )
+        outcome = AccessReply(reply[0])
+        return outcome, _entry(reply[1:]) if len(reply) > 1 else None
+
+    async def entries_of(
+        self, drop_id: str, entry_ids: Sequence[str]
+    ) -> dict[str, tuple[str, EntryFacts]]:
+        """Several entries by id, each with its user (for pushes after a change), in one
+        round trip."""
+        if not entry_ids:
+            return {}
+        k = DropKeys(drop_id)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hmget(k.draw_entries, list(entry_ids))
+        pipe.hgetall(k.sizes)
+        raw, sizes = await pipe.execute()
+        found: dict[str, tuple[str, EntryFacts]] = {}
+        for entry_id, value in zip(entry_ids, raw, strict=True):
+            if value is None:
+                continue
+            user, status, indexes, hold, position = str(value).split("|")
+            labels = tuple(sizes.get(f"l:{i}", "") for i in indexes.split(",") if i)
+            found[entry_id] = (
+                user,
+                EntryFacts(entry_id, status, hold or None, int(position) or None, labels),
+            )
+        return found
+
+    def _draw_keys(self, drop_id: str) -> list[str]:
+        k = DropKeys(drop_id)
+        return [
+            k.drop,
+            k.holds,
+            k.users,
+            k.due,
+            k.hold_sizes,
+            k.sizes,
+            k.draw,
+            k.draw_entries,
+            k.draw_order,
+            k.draw_changes,
+        ]
+
+    async def draw(self, drop_id: str, chunk: int) -> DrawStep:
+        reply = await self.scripts.run(
+            ScriptName.DRAW_RUN, self._draw_keys(drop_id), [chunk, self.stock_channel, drop_id]
+        )
+        if reply[0] == "NOT_YET":
+            return DrawStep("NOT_YET")
+        return DrawStep(str(reply[0]), int(reply[1]), int(reply[2]), int(reply[3]))
+
+    async def settle(self, drop_id: str, most: int) -> tuple[bool, int, bool]:
+        """(drawn yet, entries changed, more work left) of one draw_settle.lua call."""
+        reply = await self.scripts.run(
+            ScriptName.DRAW_SETTLE, self._draw_keys(drop_id), [most, self.stock_channel, drop_id]
+        )
+        if reply[0] == "NOT_DRAWN":
+            return False, 0, False
+        return True, int(reply[1]), int(reply[2]) == 1
+
+    async def changes(self, drop_id: str, most: int) -> list[str]:
+        """Entry ids whose status changed, oldest first (left on the list until
+        `forget_changes`, so a leader that dies before reporting them leaves them for the
+        next)."""
+        found = await self.redis.lrange(DropKeys(drop_id).draw_changes, 0, most - 1)
+        return [str(entry_id) for entry_id in found]
+
+    async def forget_changes(self, drop_id: str, count: int) -> None:
+        await self.redis.ltrim(DropKeys(drop_id).draw_changes, count, -1)
+
+    async def waiting_users(self, drop_id: str, cursor: int, count: int) -> tuple[int, list[str]]:
+        """A page of the queue's users (HSCAN of user -> entry): (next cursor, user ids)."""
+        cursor, page = await self.redis.hscan(DropKeys(drop_id).q_users, cursor, count=count)
+        return int(cursor), [str(user) for user in page]
+
+    async def draw_order(self, drop_id: str) -> list[OrderRow]:
+        k = DropKeys(drop_id)
+        return await self._order(k.draw_order, k.draw_entries, drop_id)
+
+    async def _order(self, order_key: str, values_key: str, drop_id: str) -> list[OrderRow]:
+        rows: list[OrderRow] = []
+        total = int(await self.redis.zcard(order_key))
+        for first in range(0, total, ORDER_READ_CHUNK):
+            members = await self.redis.zrange(order_key, first, first + ORDER_READ_CHUNK - 1)
+            ids = [str(m)[64:] for m in members]
+            values = await self.redis.hmget(values_key, ids) if ids else []
+            for offset, (member, entry_id, value) in enumerate(
+                zip(members, ids, values, strict=True)
+            ):
+                raw = str(value)
+                rows.append(
+                    OrderRow(
+                        entry_id, raw.split("|", 1)[0], str(member)[:64], first + offset + 1, raw
+                    )
+                )
+        return rows
+
+    # --- the leader's work list -------------------------------------------------
+
+    async def tend(self, drop_id: str) -> None:
+        """Put a queue or draw drop on the access leader's list."""
+        await self.redis.sadd(ACCESS_DROPS, drop_id)
+
+    async def tended(self) -> list[str]:
+        return sorted(str(d) for d in await self.redis.smembers(ACCESS_DROPS))
+
+    async def done_with(self, drop_id: str) -> None:
+        await self.redis.srem(ACCESS_DROPS, drop_id)

@@ -1,0 +1,20 @@
+-- @include access_lib
+-- draw_entry.lua: the caller's draw entry.
+--
+-- KEYS[1] drop, KEYS[2] sizes, KEYS[3] users, KEYS[4] ent (as draw_enter.lua)
+-- ARGV[1] user id
+-- Returns {'OK', entry reply...} (see entry_reply in access_lib.lua)
+--      or {'DROP_NOT_FOUND'}, {'ACCESS_MODE_MISMATCH'}, {'NOT_ENTERED'}
+local k = {ent = KEYS[4], sizes = KEYS[2]}
+local d = redis.call('HMGET', KEYS[1], 'starts', 'access')
+if not d[1] then
+  return {'DROP_NOT_FOUND'}
+end
+if d[2] ~= 'draw' then
+  return {'ACCESS_MODE_MISMATCH'}
+end
+local entry_id = redis.call('HGET', KEYS[3], ARGV[1])
+if not entry_id then
+  return {'NOT_ENTERED'}
+end
+return {'OK', unpack(entry_reply(k, entry_id))}

@@ -1,0 +1,21 @@
+-- @include access_lib
+-- queue_ticket.lua: the caller's ticket, with its position and what is ahead, in one step.
+--
+-- KEYS[1] drop, KEYS[2] holds, KEYS[3] meta, KEYS[4] users, KEYS[5] tix, KEYS[6] pre
+--         (as queue_join.lua)
+-- ARGV[1] user id
+-- Returns {'OK', ticket reply...} (see ticket_reply in access_lib.lua)
+--      or {'DROP_NOT_FOUND'}, {'ACCESS_MODE_MISMATCH'}, {'NOT_IN_QUEUE'}
+local k = {drop = KEYS[1], holds = KEYS[2], meta = KEYS[3], tix = KEYS[5], pre = KEYS[6]}
+local d = redis.call('HMGET', KEYS[1], 'starts', 'access')
+if not d[1] then
+  return {'DROP_NOT_FOUND'}
+end
+if d[2] ~= 'queue' then
+  return {'ACCESS_MODE_MISMATCH'}
+end
+local entry_id = redis.call('HGET', KEYS[4], ARGV[1])
+if not entry_id then
+  return {'NOT_IN_QUEUE'}
+end
+return {'OK', unpack(ticket_reply(k, entry_id, now_ms()))}
