@@ -16,7 +16,14 @@ import socketio
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from app.api import routes_access, routes_auth, routes_drops, routes_holds, routes_ops
+from app.api import (
+    routes_access,
+    routes_admin,
+    routes_auth,
+    routes_drops,
+    routes_holds,
+    routes_ops,
+)
 from app.api.hot_paths import HotPaths, cors_options
 from app.api.middleware import RequestContextMiddleware, request_id_of
 from app.api.problems import install_problem_handlers, problem_body
@@ -127,6 +134,7 @@ def create_fastapi(settings: Settings, sio: socketio.AsyncServer | None) -> Fast
         routes_holds.router,
         routes_access.router,
         routes_ops.router,
+        routes_admin.router,
     ):
         app.include_router(router)
     if settings.cors_origins:

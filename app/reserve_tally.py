@@ -1,12 +1,25 @@
 """Reserve outcomes per drop, counted in this process for the operator console's chart.
 
-Counting is a dict increment on the reserve path (no Redis round trip); a background
-task adds the counts to Redis once a second, where every process's share meets.
+Counting is a dict increment on the reserve path (no Redis round trip); `flush_forever`
+adds the counts to Redis once a second (app/store/tally.py), where every process's
+share meets, and `recent` reads a drop's last seconds back for the admin stats route.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from collections import Counter
+
+from redis.exceptions import RedisError
+
+from app.background.stopping import pause
+from app.store.tally import TallyStore
+
+log = logging.getLogger(__name__)
+
+FLUSH_SECONDS = 1.0
 
 _pending: Counter[tuple[str, str]] = Counter()
 
@@ -21,3 +34,41 @@ def take() -> dict[tuple[str, str], int]:
     taken = dict(_pending)
     _pending.clear()
     return taken
+
+
+async def flush_once(store: TallyStore, second: int | None = None) -> None:
+    """Move this process's counts to Redis, under the current wall-clock second.
+
+    Counts that fail to reach Redis are put back, so a Redis blip delays them to the
+    next second's bar instead of losing them."""
+    taken = take()
+    if not taken:
+        return
+    try:
+        await store.add(int(time.time()) if second is None else second, taken)
+    except (RedisError, OSError):
+        _pending.update(taken)
+        raise
+
+
+async def flush_forever(store: TallyStore, stopping: asyncio.Event) -> None:
+    """Flush once a second until `stopping`, then once more (a stopping worker's last
+    second still shows on the chart)."""
+    while not stopping.is_set():
+        try:
+            await flush_once(store)
+        except (RedisError, OSError):
+            log.warning("reserve tally flush failed", exc_info=True)
+        await pause(stopping, FLUSH_SECONDS)
+    try:
+        await flush_once(store)
+    except (RedisError, OSError):
+        log.warning("reserve tally: last flush failed", exc_info=True)
+
+
+async def recent(store: TallyStore, drop_id: str, seconds: int) -> tuple[int, list[dict[str, int]]]:
+    """The last `seconds` complete seconds of `drop_id`'s outcomes (all processes), oldest
+    first, and the unix second of the newest. The current second is left out: its
+    counts are still arriving."""
+    last = int(time.time()) - 1
+    return last, await store.recent(drop_id, last, seconds)

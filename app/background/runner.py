@@ -17,7 +17,7 @@ from typing import Any
 import socketio
 from redis.exceptions import RedisError
 
-from app import metrics
+from app import metrics, reserve_tally
 from app.background.access_leader import AccessLeader, Notify
 from app.background.broadcaster import Broadcaster
 from app.background.expiry_cluster import expiry_listener
@@ -28,6 +28,7 @@ from app.container import Container
 from app.events import ACCESS_EVENT, user_room
 from app.runtime.stalls import watch_loop_lag
 from app.store.leases import Lease, reconciler_lease, sweeper_lease
+from app.store.tally import TallyStore
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +142,13 @@ class BackgroundTasks:
         if self.broadcaster is not None:
             self.tasks.append(asyncio.create_task(self.broadcaster.run(), name="broadcaster"))
         self.tasks.append(asyncio.create_task(self.access_leader.run(), name="access-leader"))
+        # Every process flushes its own reserve outcomes (the console's chart sums them).
+        self.tasks.append(
+            asyncio.create_task(
+                reserve_tally.flush_forever(TallyStore(self.container.redis), self.stopping),
+                name="reserve-tally",
+            )
+        )
         self.tasks.append(asyncio.create_task(watch_loop_lag(), name="loop-lag"))
 
     async def stop(self) -> None:
