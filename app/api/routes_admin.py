@@ -99,7 +99,7 @@ async def all_invariants(_admin: CurrentAdmin, container: ContainerDep) -> Respo
 @router.get(
     "/drops/{drop_id}/invariant",
     response_model=InvariantOut,
-    responses=errors(*ADMIN_READ, NOT_FOUND),
+    responses=errors(*ADMIN_READ, NOT_FOUND, VALIDATION),
 )
 async def drop_invariant(drop_id: str, _admin: CurrentAdmin, container: ContainerDep) -> Response:
     return render.JSONBody(_invariant(await _console(container).invariant(drop_id)))

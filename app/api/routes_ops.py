@@ -1,4 +1,4 @@
-"""Operations: liveness, readiness, Prometheus metrics, the small live page."""
+"""Operations: liveness, readiness, Prometheus metrics, the storefront and console pages."""
 
 from __future__ import annotations
 
@@ -23,12 +23,19 @@ from app.store.client import answers
 router = APIRouter(tags=["operations"])
 STATIC = Path(__file__).resolve().parent.parent / "static"
 PAGE = STATIC / "index.html"
-# The files the page loads, served by the API itself: the page works without internet
-# access, and its CSP can allow 'self' alone.
+ADMIN_PAGE = STATIC / "admin.html"
+# The files the pages load, served by the API itself: the pages work without internet
+# access, and their CSP can allow 'self' alone. Plain ES modules, no build step.
+_JS = "text/javascript; charset=utf-8"
 ASSETS = {
-    "app.js": "text/javascript; charset=utf-8",
+    "app.js": _JS,  # the storefront (/)
+    "admin.js": _JS,  # the operator console (/admin)
+    "session.js": _JS,  # sign-in, silent refresh, the API client (both pages)
+    "ui.js": _JS,  # formatting and error messages (both pages)
+    "chart.js": _JS,  # the console's live chart (canvas)
+    "fairness.js": _JS,  # hmac-sha256-v1 recomputed in the browser (WebCrypto)
     "app.css": "text/css; charset=utf-8",
-    "socket.io.min.js": "text/javascript; charset=utf-8",
+    "socket.io.min.js": _JS,
 }
 _HOST_RE = re.compile(r"(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 
@@ -79,6 +86,16 @@ async def index(request: Request) -> Response:
     page = _read(PAGE) if PAGE.exists() else b"<h1>sneakerdrop</h1>"
     return HTMLResponse(
         page, headers={"Content-Security-Policy": page_policy(request.headers.get("host", ""))}
+    )
+
+
+@router.get("/admin", response_class=HTMLResponse, include_in_schema=False)
+async def admin_page(request: Request) -> Response:
+    """The operator console. The page is public (it holds no private state); its data
+    comes from the admin JSON routes, which refuse anyone but an admin."""
+    return HTMLResponse(
+        _read(ADMIN_PAGE),
+        headers={"Content-Security-Policy": page_policy(request.headers.get("host", ""))},
     )
 
 
