@@ -10,17 +10,22 @@
 -- KEYS[3] users  hash e:users: user id -> entry id
 -- KEYS[4] ent    hash e:ent: entry id -> entry (see access_lib.lua)
 -- KEYS[5] pre    zset e:pre: rankKey .. entryId, all scores 0
+-- KEYS[6] revoked optional: the caller's signed-out marker (as in reserve.lua)
 -- ARGV[1] user id
 -- ARGV[2] a new entry id (used only for a first entry)
 -- ARGV[3] its rank key
 -- ARGV[4..] size labels, in the order wanted (none on a drop without sizes)
 -- Returns {'CREATED' | 'EXISTS', entry reply...} (see entry_reply in access_lib.lua)
+--      or {'REVOKED'} (the session signed out)
 --      or {'DROP_NOT_FOUND'}, {'ACCESS_MODE_MISMATCH'}, {'SIZE_REQUIRED'},
 --         {'UNKNOWN_SIZE'}, {'ENTRIES_CLOSED'}
 local k = {ent = KEYS[4], sizes = KEYS[2]}
 local user, entry_id, rank = ARGV[1], ARGV[2], ARGV[3]
 local now = now_ms()
 
+if KEYS[6] and redis.call('EXISTS', KEYS[6]) == 1 then
+  return {'REVOKED'}
+end
 local d = redis.call('HMGET', KEYS[1], 'starts', 'access', 'closes', 'cancelled', 'sized')
 if not d[1] then
   return {'DROP_NOT_FOUND'}

@@ -2,10 +2,15 @@
 -- draw_entry.lua: the caller's draw entry.
 --
 -- KEYS[1] drop, KEYS[2] sizes, KEYS[3] users, KEYS[4] ent (as draw_enter.lua)
+-- KEYS[5] revoked optional: the caller's signed-out marker (as in reserve.lua)
 -- ARGV[1] user id
 -- Returns {'OK', entry reply...} (see entry_reply in access_lib.lua)
+--      or {'REVOKED'} (the session signed out)
 --      or {'DROP_NOT_FOUND'}, {'ACCESS_MODE_MISMATCH'}, {'NOT_ENTERED'}
 local k = {ent = KEYS[4], sizes = KEYS[2]}
+if KEYS[5] and redis.call('EXISTS', KEYS[5]) == 1 then
+  return {'REVOKED'}
+end
 local d = redis.call('HMGET', KEYS[1], 'starts', 'access')
 if not d[1] then
   return {'DROP_NOT_FOUND'}

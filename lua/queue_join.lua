@@ -14,15 +14,20 @@
 -- KEYS[5] tix    hash q:tix: entry id -> ticket (see access_lib.lua)
 -- KEYS[6] pre    zset q:pre: rankKey .. entryId, all scores 0 (ordered by member)
 -- KEYS[7] late   hash q:late: position -> entry id (tickets after startsAt)
+-- KEYS[8] revoked optional: the caller's signed-out marker (as in reserve.lua)
 -- ARGV[1] user id
 -- ARGV[2] a new entry id (used only for a first join)
 -- ARGV[3] its rank key
 -- Returns {'CREATED' | 'EXISTS', ticket reply...} (see ticket_reply in access_lib.lua)
+--      or {'REVOKED'} (the session signed out)
 --      or {'DROP_NOT_FOUND'}, {'ACCESS_MODE_MISMATCH'}, {'DROP_NOT_LIVE'}
 local k = {drop = KEYS[1], holds = KEYS[2], meta = KEYS[3], tix = KEYS[5], pre = KEYS[6]}
 local user, entry_id, rank = ARGV[1], ARGV[2], ARGV[3]
 local now = now_ms()
 
+if KEYS[8] and redis.call('EXISTS', KEYS[8]) == 1 then
+  return {'REVOKED'}
+end
 local d = redis.call('HMGET', KEYS[1], 'starts', 'access', 'ends', 'cancelled')
 if not d[1] then
   return {'DROP_NOT_FOUND'}

@@ -3,10 +3,15 @@
 --
 -- KEYS[1] drop, KEYS[2] holds, KEYS[3] meta, KEYS[4] users, KEYS[5] tix, KEYS[6] pre
 --         (as queue_join.lua)
+-- KEYS[7] revoked optional: the caller's signed-out marker (as in reserve.lua)
 -- ARGV[1] user id
 -- Returns {'OK', ticket reply...} (see ticket_reply in access_lib.lua)
+--      or {'REVOKED'} (the session signed out)
 --      or {'DROP_NOT_FOUND'}, {'ACCESS_MODE_MISMATCH'}, {'NOT_IN_QUEUE'}
 local k = {drop = KEYS[1], holds = KEYS[2], meta = KEYS[3], tix = KEYS[5], pre = KEYS[6]}
+if KEYS[7] and redis.call('EXISTS', KEYS[7]) == 1 then
+  return {'REVOKED'}
+end
 local d = redis.call('HMGET', KEYS[1], 'starts', 'access')
 if not d[1] then
   return {'DROP_NOT_FOUND'}

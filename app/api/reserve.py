@@ -38,6 +38,15 @@ async def caller_of(container: Container, request: Request, checked: bool) -> Ac
     return container.auth_service.verify(token)
 
 
+async def script_checked_caller(
+    container: Container, request: Request
+) -> tuple[AccessClaims, str | None]:
+    """The bearer's claims, and the session the caller's script is to check for a sign-out
+    in its own call (None on a cluster, where the caller was checked apart)."""
+    caller = await caller_of(container, request, checked=False)
+    return caller, None if container.settings.redis_cluster else caller.session_id
+
+
 async def reserve(
     container: Container, request: Request, drop_id: str, keeper: Keeper | None = None
 ) -> Response:

@@ -3,12 +3,13 @@ fairness record of both (docs/FAIRNESS.md)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, status
+from fastapi import APIRouter, Request, Security, status
 from starlette.responses import Response
 
 from app.api import render
 from app.api.bodies import empty_body, reserve_body
-from app.api.deps import ClientIP, ContainerDep, CurrentUser
+from app.api.deps import BEARER, ClientIP, ContainerDep
+from app.api.reserve import script_checked_caller
 from app.api.responses import (
     RATE_LIMITED,
     TOO_LARGE,
@@ -43,6 +44,7 @@ async def _limit(container: Container, user_id: str, ip: str) -> None:
 @router.post(
     "/queue",
     status_code=status.HTTP_201_CREATED,
+    dependencies=[Security(BEARER)],  # the route reads the token itself (script-checked)
     response_model=TicketOut,
     responses={
         200: {"model": TicketOut, "description": "The ticket the caller already has"},
@@ -50,23 +52,25 @@ async def _limit(container: Container, user_id: str, ip: str) -> None:
     },
 )
 async def join_queue(
-    drop_id: str, request: Request, caller: CurrentUser, ip: ClientIP, container: ContainerDep
+    drop_id: str, request: Request, ip: ClientIP, container: ContainerDep
 ) -> Response:
+    caller, session = await script_checked_caller(container, request)
     await empty_body(request)
     await _limit(container, caller.user_id, ip)
-    ticket, created = await container.access_service.join(caller.user_id, drop_id)
+    ticket, created = await container.access_service.join(caller.user_id, drop_id, session)
     return render.JSONBody(render.ticket(ticket), status_code=201 if created else 200)
 
 
 @router.get(
     "/queue/me",
     response_model=TicketOut,
+    dependencies=[Security(BEARER)],
     responses=errors(*SIGNED_IN, (404, "NOT_IN_QUEUE")),
 )
-async def my_ticket(drop_id: str, caller: CurrentUser, container: ContainerDep) -> Response:
-    return render.JSONBody(
-        render.ticket(await container.access_service.ticket(caller.user_id, drop_id))
-    )
+async def my_ticket(drop_id: str, request: Request, container: ContainerDep) -> Response:
+    caller, session = await script_checked_caller(container, request)
+    ticket = await container.access_service.ticket(caller.user_id, drop_id, session)
+    return render.JSONBody(render.ticket(ticket))
 
 
 @router.get("/queue", response_model=QueueOut, responses=errors(NOT_FOUND, MISMATCH, UNAVAILABLE))
@@ -77,6 +81,7 @@ async def queue_state(drop_id: str, container: ContainerDep) -> Response:
 @router.post(
     "/entries",
     status_code=status.HTTP_201_CREATED,
+    dependencies=[Security(BEARER)],
     response_model=EntryOut,
     responses={
         200: {"model": EntryOut, "description": "The entry the caller already has"},
@@ -99,23 +104,27 @@ async def queue_state(drop_id: str, container: ContainerDep) -> Response:
     },
 )
 async def enter_draw(
-    drop_id: str, request: Request, caller: CurrentUser, ip: ClientIP, container: ContainerDep
+    drop_id: str, request: Request, ip: ClientIP, container: ContainerDep
 ) -> Response:
+    caller, session = await script_checked_caller(container, request)
     _, asked = await reserve_body(request)
     await _limit(container, caller.user_id, ip)
-    entry, created = await container.access_service.enter(caller.user_id, drop_id, asked.sizes)
+    entry, created = await container.access_service.enter(
+        caller.user_id, drop_id, asked.sizes, session
+    )
     return render.JSONBody(render.entry(entry), status_code=201 if created else 200)
 
 
 @router.get(
     "/entries/me",
     response_model=EntryOut,
+    dependencies=[Security(BEARER)],
     responses=errors(*SIGNED_IN, (404, "NOT_ENTERED")),
 )
-async def my_entry(drop_id: str, caller: CurrentUser, container: ContainerDep) -> Response:
-    return render.JSONBody(
-        render.entry(await container.access_service.entry(caller.user_id, drop_id))
-    )
+async def my_entry(drop_id: str, request: Request, container: ContainerDep) -> Response:
+    caller, session = await script_checked_caller(container, request)
+    entry = await container.access_service.entry(caller.user_id, drop_id, session)
+    return render.JSONBody(render.entry(entry))
 
 
 @router.get("/fairness", response_model=FairnessOut, responses=errors(NOT_FOUND, UNAVAILABLE))

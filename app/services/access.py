@@ -23,6 +23,7 @@ from app.db import access as access_rows
 from app.db.session import Database
 from app.domain import Access, from_ms, iso
 from app.errors import (
+    SIGNED_OUT,
     AccessModeMismatch,
     DropNotFound,
     DropNotLive,
@@ -31,6 +32,7 @@ from app.errors import (
     NotInQueue,
     OrderNotFixed,
     SizeRequired,
+    Unauthorized,
     UnknownSize,
 )
 from app.services.drops import DropService
@@ -158,6 +160,8 @@ def entry_of(drop_id: str, facts: EntryFacts) -> Entry:
 
 
 def _refuse(outcome: AccessReply) -> None:
+    if outcome is AccessReply.REVOKED:
+        raise Unauthorized(SIGNED_OUT)
     refusal = _REFUSALS.get(outcome)
     if refusal is not None:
         raise refusal()
@@ -192,24 +196,30 @@ class AccessService:
 
     # --- queue ----------------------------------------------------------------
 
-    async def join(self, user_id: str, drop_id: str) -> tuple[Ticket, bool]:
-        """The caller's ticket, and whether this call created it."""
+    async def join(
+        self, user_id: str, drop_id: str, unchecked_session: str | None = None
+    ) -> tuple[Ticket, bool]:
+        """The caller's ticket, and whether this call created it. `unchecked_session`: the
+        caller's session, not yet checked for a sign-out; the script checks it."""
         seed = await self._seed_of(drop_id, Access.QUEUE)
         entry_id = fairness.new_entry_id()
         rank = fairness.rank_key(seed, entry_id)
-        outcome, facts = await self.store.join(drop_id, user_id, entry_id, rank)
+        args = (drop_id, user_id, entry_id, rank, unchecked_session)
+        outcome, facts = await self.store.join(*args)
         if await self._retry_unmirrored(drop_id, outcome):
-            outcome, facts = await self.store.join(drop_id, user_id, entry_id, rank)
+            outcome, facts = await self.store.join(*args)
         _refuse(outcome)
         assert facts is not None
         return ticket_of(drop_id, facts), outcome is AccessReply.CREATED
 
-    async def ticket(self, user_id: str, drop_id: str) -> Ticket:
+    async def ticket(
+        self, user_id: str, drop_id: str, unchecked_session: str | None = None
+    ) -> Ticket:
         if not keys.DROP_ID_RE.match(drop_id):
             raise DropNotFound()
-        outcome, facts = await self.store.ticket(drop_id, user_id)
+        outcome, facts = await self.store.ticket(drop_id, user_id, unchecked_session)
         if await self._retry_unmirrored(drop_id, outcome):
-            outcome, facts = await self.store.ticket(drop_id, user_id)
+            outcome, facts = await self.store.ticket(drop_id, user_id, unchecked_session)
         _refuse(outcome)
         assert facts is not None
         return ticket_of(drop_id, facts)
@@ -233,23 +243,32 @@ class AccessService:
 
     # --- draw -------------------------------------------------------------------
 
-    async def enter(self, user_id: str, drop_id: str, sizes: Sequence[str]) -> tuple[Entry, bool]:
+    async def enter(
+        self,
+        user_id: str,
+        drop_id: str,
+        sizes: Sequence[str],
+        unchecked_session: str | None = None,
+    ) -> tuple[Entry, bool]:
         seed = await self._seed_of(drop_id, Access.DRAW)
         entry_id = fairness.new_entry_id()
         rank = fairness.rank_key(seed, entry_id)
-        outcome, facts = await self.store.enter(drop_id, user_id, entry_id, rank, sizes)
+        args = (drop_id, user_id, entry_id, rank, sizes, unchecked_session)
+        outcome, facts = await self.store.enter(*args)
         if await self._retry_unmirrored(drop_id, outcome):
-            outcome, facts = await self.store.enter(drop_id, user_id, entry_id, rank, sizes)
+            outcome, facts = await self.store.enter(*args)
         _refuse(outcome)
         assert facts is not None
         return entry_of(drop_id, facts), outcome is AccessReply.CREATED
 
-    async def entry(self, user_id: str, drop_id: str) -> Entry:
+    async def entry(
+        self, user_id: str, drop_id: str, unchecked_session: str | None = None
+    ) -> Entry:
         if not keys.DROP_ID_RE.match(drop_id):
             raise DropNotFound()
-        outcome, facts = await self.store.entry(drop_id, user_id)
+        outcome, facts = await self.store.entry(drop_id, user_id, unchecked_session)
         if await self._retry_unmirrored(drop_id, outcome):
-            outcome, facts = await self.store.entry(drop_id, user_id)
+            outcome, facts = await self.store.entry(drop_id, user_id, unchecked_session)
         _refuse(outcome)
         assert facts is not None
         return entry_of(drop_id, facts)

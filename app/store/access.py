@@ -15,13 +15,14 @@ from typing import Any
 from redis.asyncio import Redis
 
 from app.store.channels import database_of, stock_dirty_channel
-from app.store.keys import ACCESS_DROPS, DropKeys
+from app.store.keys import ACCESS_DROPS, DropKeys, revoked_session
 from app.store.scripts import ScriptName, Scripts
 
 ORDER_READ_CHUNK = 5000  # ordered entries read per round trip when the order is recorded
 
 
 class AccessReply(StrEnum):
+    REVOKED = "REVOKED"
     CREATED = "CREATED"
     EXISTS = "EXISTS"
     OK = "OK"
@@ -96,6 +97,12 @@ class OrderRow:
     raw: str  # the ticket or entry value (see access_lib.lua)
 
 
+def _revoked(session: str | None) -> list[str]:
+    """The optional last KEY of the user scripts: the caller's signed-out marker, so the
+    sign-out check costs no round trip of its own (None: checked already)."""
+    return [] if session is None else [revoked_session(session)]
+
+
 def _pairs(values: Sequence[Any]) -> list[tuple[str, str]]:
     return [(str(values[i]), str(values[i + 1])) for i in range(0, len(values), 2)]
 
@@ -139,17 +146,28 @@ class AccessStore:
         return [k.drop, k.holds, k.q, k.q_users, k.q_tix, k.q_pre, k.q_late]
 
     async def join(
-        self, drop_id: str, user_id: str, entry_id: str, rank_key: str
+        self,
+        drop_id: str,
+        user_id: str,
+        entry_id: str,
+        rank_key: str,
+        unchecked_session: str | None = None,
     ) -> tuple[AccessReply, TicketFacts | None]:
         reply = await self.scripts.run(
-            ScriptName.QUEUE_JOIN, self._queue_keys(drop_id), [user_id, entry_id, rank_key]
+            ScriptName.QUEUE_JOIN,
+            [*self._queue_keys(drop_id), *_revoked(unchecked_session)],
+            [user_id, entry_id, rank_key],
         )
         outcome = AccessReply(reply[0])
         return outcome, _ticket(reply[1:]) if len(reply) > 1 else None
 
-    async def ticket(self, drop_id: str, user_id: str) -> tuple[AccessReply, TicketFacts | None]:
+    async def ticket(
+        self, drop_id: str, user_id: str, unchecked_session: str | None = None
+    ) -> tuple[AccessReply, TicketFacts | None]:
         reply = await self.scripts.run(
-            ScriptName.QUEUE_TICKET, self._queue_keys(drop_id)[:6], [user_id]
+            ScriptName.QUEUE_TICKET,
+            [*self._queue_keys(drop_id)[:6], *_revoked(unchecked_session)],
+            [user_id],
         )
         outcome = AccessReply(reply[0])
         return outcome, _ticket(reply[1:]) if len(reply) > 1 else None
@@ -183,21 +201,38 @@ class AccessStore:
     # --- draw -------------------------------------------------------------------
 
     async def enter(
-        self, drop_id: str, user_id: str, entry_id: str, rank_key: str, sizes: Sequence[str]
+        self,
+        drop_id: str,
+        user_id: str,
+        entry_id: str,
+        rank_key: str,
+        sizes: Sequence[str],
+        unchecked_session: str | None = None,
     ) -> tuple[AccessReply, EntryFacts | None]:
         k = DropKeys(drop_id)
         reply = await self.scripts.run(
             ScriptName.DRAW_ENTER,
-            [k.drop, k.sizes, k.draw_users, k.draw_entries, k.draw_order],
+            [
+                k.drop,
+                k.sizes,
+                k.draw_users,
+                k.draw_entries,
+                k.draw_order,
+                *_revoked(unchecked_session),
+            ],
             [user_id, entry_id, rank_key, *sizes],
         )
         outcome = AccessReply(reply[0])
         return outcome, _entry(reply[1:]) if len(reply) > 1 else None
 
-    async def entry(self, drop_id: str, user_id: str) -> tuple[AccessReply, EntryFacts | None]:
+    async def entry(
+        self, drop_id: str, user_id: str, unchecked_session: str | None = None
+    ) -> tuple[AccessReply, EntryFacts | None]:
         k = DropKeys(drop_id)
         reply = await self.scripts.run(
-            ScriptName.DRAW_ENTRY, [k.drop, k.sizes, k.draw_users, k.draw_entries], [user_id]
+            ScriptName.DRAW_ENTRY,
+            [k.drop, k.sizes, k.draw_users, k.draw_entries, *_revoked(unchecked_session)],
+            [user_id],
         )
         outcome = AccessReply(reply[0])
         return outcome, _entry(reply[1:]) if len(reply) > 1 else None
