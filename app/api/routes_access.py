@@ -73,7 +73,11 @@ async def my_ticket(drop_id: str, request: Request, container: ContainerDep) -> 
     return render.JSONBody(render.ticket(ticket))
 
 
-@router.get("/queue", response_model=QueueOut, responses=errors(NOT_FOUND, MISMATCH, UNAVAILABLE))
+@router.get(
+    "/queue",
+    response_model=QueueOut,
+    responses=errors(NOT_FOUND, MISMATCH, VALIDATION, UNAVAILABLE),
+)
 async def queue_state(drop_id: str, container: ContainerDep) -> Response:
     return render.JSONBody(render.queue_state(await container.access_service.queue_state(drop_id)))
 
@@ -127,7 +131,9 @@ async def my_entry(drop_id: str, request: Request, container: ContainerDep) -> R
     return render.JSONBody(render.entry(entry))
 
 
-@router.get("/fairness", response_model=FairnessOut, responses=errors(NOT_FOUND, UNAVAILABLE))
+@router.get(
+    "/fairness", response_model=FairnessOut, responses=errors(NOT_FOUND, VALIDATION, UNAVAILABLE)
+)
 async def fairness_record(drop_id: str, container: ContainerDep) -> Response:
     record = await container.access_service.fairness(drop_id)
     return render.JSONBody(render.fairness_record(record))
@@ -136,7 +142,7 @@ async def fairness_record(drop_id: str, container: ContainerDep) -> Response:
 @router.get(
     "/fairness/entries",
     response_model=list[OrderedEntryOut],
-    responses=errors(NOT_FOUND, (409, "ORDER_NOT_FIXED"), UNAVAILABLE),
+    responses=errors(NOT_FOUND, (409, "ORDER_NOT_FIXED"), VALIDATION, UNAVAILABLE),
 )
 async def fairness_entries(drop_id: str, container: ContainerDep) -> Response:
     rows = await container.access_service.fairness_entries(drop_id)
