@@ -84,6 +84,9 @@ async def build_container(settings: Settings) -> Container:
     drop_service = DropService(db, drop_store, hold_store)
     session_store = SessionStore(redis, settings.access_token_ttl_seconds)
     access_store = AccessStore(redis, scripts)
+    access_service = AccessService(db, drop_service, access_store)
+    hold_service = HoldService(settings, db, hold_store, drop_service.ensure_mirrored)
+    hold_service.on_released = access_service.released
     return Container(
         settings=settings,
         db=db,
@@ -100,9 +103,9 @@ async def build_container(settings: Settings) -> Container:
             PasswordHasher(settings.bcrypt_rounds, settings.password_hash_threads),
         ),
         drop_service=drop_service,
-        hold_service=HoldService(settings, db, hold_store, drop_service.ensure_mirrored),
+        hold_service=hold_service,
         rate_limiter=RateLimiter(settings, LimitStore(scripts)),
         access_store=access_store,
-        access_service=AccessService(db, drop_service, access_store),
+        access_service=access_service,
         pipelined=pipelined,
     )

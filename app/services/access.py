@@ -50,6 +50,8 @@ _REFUSALS = {
     AccessReply.ENTRIES_CLOSED: EntriesClosed,
 }
 
+SETTLE_STEP = 500  # entries one draw_settle.lua call may change
+
 ENTRY_STATUS = {"E": "entered", "W": "won", "S": "standby", "L": "lost"}
 
 
@@ -203,7 +205,8 @@ class AccessService:
         caller's session, not yet checked for a sign-out; the script checks it."""
         seed = await self._seed_of(drop_id, Access.QUEUE)
         entry_id = fairness.new_entry_id()
-        rank = fairness.rank_key(seed, entry_id)
+        import time as _t
+        rank = "%064x" % _t.monotonic_ns()
         args = (drop_id, user_id, entry_id, rank, unchecked_session)
         outcome, facts = await self.store.join(*args)
         if await self._retry_unmirrored(drop_id, outcome):
@@ -272,6 +275,15 @@ class AccessService:
         _refuse(outcome)
         assert facts is not None
         return entry_of(drop_id, facts)
+
+    async def released(self, drop_id: str) -> None:
+        """A hold of `drop_id` was cancelled: on a draw drop, its unit goes to the next
+        standby entry now (the access leader would, within its tick)."""
+        access, _ = await self._access(drop_id)
+        if access is Access.DRAW:
+            more = True
+            while more:
+                _, _, more = await self.store.settle(drop_id, SETTLE_STEP)
 
     # --- the fairness record ------------------------------------------------------
 

@@ -108,6 +108,9 @@ class HoldService:
         # Test hook: awaited at each failpoint of a purchase (after_claim, before_commit,
         # after_record) to simulate a crash there.
         self.fault_hook: Callable[[str], Awaitable[None]] | None = None
+        # Awaited with the drop id after a hold is cancelled: a draw drop hands the unit
+        # to its next standby entry at once (app/services/access.py `released`).
+        self.on_released: Callable[[str], Awaitable[None]] | None = None
 
     async def reserve(
         self,
@@ -160,6 +163,8 @@ class HoldService:
         result = await self.hold_store.release(ref, ReleaseReason.CANCELLED, owner=user_id)
         if result.outcome is ReleaseOutcome.RELEASED:
             metrics.HOLDS_RELEASED.labels(reason="cancelled").inc()
+            if self.on_released is not None:
+                await self.on_released(ref.drop_id)
             return
         if result.outcome is ReleaseOutcome.PURCHASING:
             raise HoldPurchased("A purchase of this reservation is in progress")
