@@ -205,8 +205,7 @@ class AccessService:
         caller's session, not yet checked for a sign-out; the script checks it."""
         seed = await self._seed_of(drop_id, Access.QUEUE)
         entry_id = fairness.new_entry_id()
-        import time as _t
-        rank = "%064x" % _t.monotonic_ns()
+        rank = fairness.rank_key(seed, entry_id)
         args = (drop_id, user_id, entry_id, rank, unchecked_session)
         outcome, facts = await self.store.join(*args)
         if await self._retry_unmirrored(drop_id, outcome):
