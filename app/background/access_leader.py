@@ -25,6 +25,8 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from app import metrics
 from app.background.stopping import pause
 from app.db import access as access_rows
@@ -64,13 +66,15 @@ class AccessLeader:
         self.lease = Lease(store.redis, ACCESS_LEASE, LEASE_SECONDS)
         self._fixed: set[str] = set()  # drops whose order PostgreSQL has
         self._closed: dict[str, bool] = {}  # a queue drop's last closed state seen
+        self._broadcasts: dict[str, asyncio.Task[None]] = {}  # pushes to a whole queue
 
     async def run(self) -> None:
         try:
             while not self.stopping.is_set():
                 try:
                     if await self.lease.refresh():
-                        await self.tick()
+                        with metrics.BACKGROUND_PASS.labels(task="access").time():
+                            await self.tick()
                 except asyncio.CancelledError:
                     raise
                 except Exception:
@@ -78,6 +82,8 @@ class AccessLeader:
                     log.warning("access pass failed", exc_info=True)
                 await pause(self.stopping, TICK_SECONDS)
         finally:
+            for task in self._broadcasts.values():
+                task.cancel()
             await self.lease.release()
 
     async def tick(self) -> None:
@@ -100,43 +106,54 @@ class AccessLeader:
             admission = await self.store.admit(drop.id, STEP)
             if admission.state != "NOT_STARTED" and drop.id not in self._fixed:
                 await self._record_order(drop.id, await self.store.queue_order(drop.id))
-            for _, user in [*admission.admitted, *admission.ended]:
-                await self._push_ticket(drop.id, user)
+            users = [user for _, user in [*admission.admitted, *admission.ended]]
+            await self._push_tickets(drop.id, users, waiting_only=False)
             closed = admission.state == "CLOSED"
             if admission.state != "NOT_STARTED" and self._closed.get(drop.id, False) != closed:
                 self._closed[drop.id] = closed
-                await self._push_all_waiting(drop.id)
+                self._push_all_waiting(drop.id)
             if len(admission.admitted) < STEP and len(admission.ended) < STEP:
                 break
         if self._over(drop) and drop.id in self._fixed and not admission.ended:
             await self.store.done_with(drop.id)  # nobody can be admitted any more
 
-    async def _push_ticket(self, drop_id: str, user_id: str) -> None:
+    async def _push_tickets(self, drop_id: str, users: list[str], waiting_only: bool) -> None:
+        """Each user's ticket as it is now, to their sockets; read PUSH_PAGE at a time."""
         if self.notify is None:
             return
-        _, facts = await self.store.ticket(drop_id, user_id)
-        if facts is not None:
-            payload = {"dropId": drop_id, "kind": "queue", "ticket": _ticket_json(drop_id, facts)}
-            await self.notify(user_id, payload)
+        for first in range(0, len(users), PUSH_PAGE):
+            page = users[first : first + PUSH_PAGE]
+            read = await asyncio.gather(*(self.store.ticket(drop_id, user) for user in page))
+            for user, (_, facts) in zip(page, read, strict=True):
+                if facts is None or (waiting_only and facts.admitted_at_ms):
+                    continue
+                payload = {
+                    "dropId": drop_id,
+                    "kind": "queue",
+                    "ticket": _ticket_json(drop_id, facts),
+                }
+                await self.notify(user, payload)
 
-    async def _push_all_waiting(self, drop_id: str) -> None:
-        """The drop closed or opened again: every waiting ticket's status changed."""
-        if self.notify is None:
-            return
+    def _push_all_waiting(self, drop_id: str) -> None:
+        """The drop closed or opened again: every waiting ticket's status changed. Told
+        in a task of its own, so a big queue does not hold up the other drops' ticks."""
+        running = self._broadcasts.get(drop_id)
+        if running is not None and not running.done():
+            running.cancel()  # its news is stale: the state flipped again
+        self._broadcasts[drop_id] = asyncio.create_task(
+            self._push_waiting_pages(drop_id), name=f"access-push-{drop_id}"
+        )
+
+    async def _push_waiting_pages(self, drop_id: str) -> None:
         cursor = 0
-        while True:
-            cursor, users = await self.store.waiting_users(drop_id, cursor, PUSH_PAGE)
-            for user in users:
-                _, facts = await self.store.ticket(drop_id, user)
-                if facts is not None and not facts.admitted_at_ms:
-                    payload = {
-                        "dropId": drop_id,
-                        "kind": "queue",
-                        "ticket": _ticket_json(drop_id, facts),
-                    }
-                    await self.notify(user, payload)
-            if cursor == 0:
-                return
+        try:
+            while True:
+                cursor, users = await self.store.waiting_users(drop_id, cursor, PUSH_PAGE)
+                await self._push_tickets(drop_id, users, waiting_only=True)
+                if cursor == 0:
+                    return
+        except (RedisError, OSError):
+            log.warning("could not tell a queue's waiting tickets", exc_info=True)
 
     # --- draw -----------------------------------------------------------------------
 
