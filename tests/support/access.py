@@ -98,7 +98,9 @@ async def bulk_users(container: Container, count: int) -> list[str]:
     async with container.db.sales.transaction() as conn:
         await conn.copy_records_to_table(
             "users",
-            records=[(uid, f"bulk-{uid}@example.com", "-", f"bulk{i}") for i, uid in enumerate(ids)],
+            records=[
+                (uid, f"bulk-{uid}@example.com", "-", f"bulk{i}") for i, uid in enumerate(ids)
+            ],
             columns=("id", "email", "password_hash", "display_name"),
         )
     return ids
@@ -179,7 +181,8 @@ class DrawModel:
     def release(self, entry_id: str) -> ModelEntry | None:
         """A winner's hold ends: the standby entry its unit goes to, if any."""
         gone = self.by_id(entry_id)
-        assert gone.status == "won" and gone.size is not None
+        assert gone.status == "won"
+        assert gone.size is not None
         size = gone.size
         gone.status, gone.size = "released", None
         taker = next((e for e in self.entries if e.status == "standby" and size in e.sizes), None)
@@ -196,7 +199,8 @@ class DrawModel:
 def spearman(xs: Sequence[float], ys: Sequence[float]) -> float:
     """Spearman's rank correlation of two samples without ties."""
     n = len(xs)
-    assert n == len(ys) and n > 2
+    assert n == len(ys)
+    assert n > 2
     rank_x = _ranks(xs)
     rank_y = _ranks(ys)
     d2 = sum((a - b) ** 2 for a, b in zip(rank_x, rank_y, strict=True))

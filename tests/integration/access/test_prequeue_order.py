@@ -58,12 +58,14 @@ async def test_a_thousand_joiners_get_an_order_unrelated_to_when_they_joined(
             assert created
             ticket = made.to_wire()
         assert ticket["status"] == "waiting"
-        assert ticket["position"] is None and ticket["ahead"] is None
+        assert ticket["position"] is None
+        assert ticket["ahead"] is None
         assert ticket["estimatedWaitSeconds"] is None
         joined.append((user_id, ticket["entryId"]))
 
     before = (await client.get(f"/api/drops/{drop_id}/fairness")).json()
-    assert before["seed"] is None and before["orderFixedAt"] is None
+    assert before["seed"] is None
+    assert before["orderFixedAt"] is None
     assert (await client.get(f"/api/drops/{drop_id}/fairness/entries")).status_code == 409
     moved = await client.patch(
         f"/api/drops/{drop_id}", json={"startsAt": iso(from_now(0.3))}, headers=auth(admin)
@@ -83,12 +85,14 @@ async def test_a_thousand_joiners_get_an_order_unrelated_to_when_they_joined(
     ] == entries
 
     position_of = {e["entryId"]: e["position"] for e in entries}
+    owner_of = {entry_id: user_id for user_id, entry_id in joined}
     rho = spearman(list(range(ENTRANTS)), [position_of[e] for _, e in joined])
     assert abs(rho) < 0.1, f"join order and position correlate: Spearman {rho:.4f}"
 
     # Each joiner sees the published position on their own ticket.
     for user_id, token in tokens.items():
         mine = (await client.get(f"/api/drops/{drop_id}/queue/me", headers=auth(token))).json()
+        assert owner_of[mine["entryId"]] == user_id
         assert mine["position"] == position_of[mine["entryId"]]
         assert mine["status"] == "waiting"
         assert mine["ahead"] == mine["position"] - 1
@@ -102,7 +106,6 @@ async def test_a_thousand_joiners_get_an_order_unrelated_to_when_they_joined(
             drop_id,
         )
         fixed_at = await conn.fetchval("SELECT order_fixed_at FROM drops WHERE id = $1", drop_id)
-    owner_of = {entry_id: user_id for user_id, entry_id in joined}
     assert [(r["entry_id"], r["rank_key"], r["position"]) for r in rows] == [
         (e["entryId"], e["rankKey"], e["position"]) for e in entries
     ]
