@@ -104,7 +104,7 @@ class AccessLeader:
     async def tend_queue(self, drop: DropDefinition) -> None:
         while True:
             admission = await self.store.admit(drop.id, STEP)
-            if admission.state != "NOT_STARTED" and drop.id not in self._fixed:
+            if admission.state != "NOT_STARTED" and not await self._order_fixed(drop.id):
                 await self._record_order(drop.id, await self.store.queue_order(drop.id))
             users = [user for _, user in [*admission.admitted, *admission.ended]]
             await self._push_tickets(drop.id, users, waiting_only=False)
@@ -163,7 +163,7 @@ class AccessLeader:
             step = await self.store.draw(drop.id, STEP)
         if step.state == "NOT_YET":
             return
-        if drop.id not in self._fixed:
+        if not await self._order_fixed(drop.id):
             await self._record_order(drop.id, await self.store.draw_order(drop.id), draw=True)
         more = True
         while more:
@@ -194,6 +194,14 @@ class AccessLeader:
         return len(changed) == PUSH_PAGE
 
     # --- both ---------------------------------------------------------------------------
+
+    async def _order_fixed(self, drop_id: str) -> bool:
+        """Whether PostgreSQL has the drop's order (asked once per leader and drop)."""
+        if drop_id not in self._fixed:
+            facts = await access_rows.fairness_facts(self.db, drop_id)
+            if facts is not None and facts.order_fixed_at is not None:
+                self._fixed.add(drop_id)
+        return drop_id in self._fixed
 
     async def _record_order(self, drop_id: str, rows: list[OrderRow], draw: bool = False) -> None:
         """Write the fixed order to PostgreSQL (which reveals the seed), once."""
