@@ -19,6 +19,7 @@ import httpx
 from app.container import Container
 from app.services.access import ticket_of
 from app.store import keys
+from app.store.keys import DropKeys
 from tests.support.factories import auth, create_drop
 
 
@@ -145,6 +146,32 @@ async def hold_of(client: httpx.AsyncClient, token: str, reservation_id: str) ->
     assert found, f"{reservation_id} is not among the caller's live holds"
     hold: dict[str, Any] = found[0]
     return hold
+
+
+@dataclass(frozen=True)
+class QueueSnapshot:
+    served: int  # the highest position admitted
+    admitted_ms: list[int]  # by position (index 0: position 1); 0 while waiting
+    entry_ids: list[str]  # by position
+
+
+async def queue_snapshot(container: Container, drop_id: str) -> QueueSnapshot:
+    """Every ticket of a queue drop with its position and admission time, read in one
+    MULTI from the raw keys (lua/access_lib.lua's layout), so that admission running
+    meanwhile cannot show a half-done state."""
+    k = DropKeys(drop_id)
+    pipe = container.redis.pipeline(transaction=True)
+    pipe.hget(k.q, "served")
+    pipe.zrange(k.q_pre, 0, -1)
+    pipe.hgetall(k.q_late)
+    pipe.hgetall(k.q_tix)
+    served, pre, late, tickets = await pipe.execute()
+    ids = [str(member)[64:] for member in pre]
+    ids += [str(late[p]) for p in sorted(late, key=int)]
+    assert [int(p) for p in sorted(late, key=int)] == list(range(len(pre) + 1, len(ids) + 1))
+    admitted = [int(str(tickets[entry_id]).rsplit("|", 1)[1]) for entry_id in ids]
+    assert len(tickets) == len(ids), "a ticket without a position"
+    return QueueSnapshot(int(served or 0), admitted, ids)
 
 
 # --- a reference model of the draw -------------------------------------------------------
