@@ -189,10 +189,13 @@ class ModelEntry:
 class DrawModel:
     """How the contract says a draw goes: in position order each entry takes the first of
     its sizes with a unit left; a unit that comes back goes to the first standby entry
-    (smallest position) that asked for its size."""
+    (smallest position) that asked for its size; a standby entry is lost once none of its
+    sizes has a unit available or held, or the drop ends."""
 
     def __init__(self, stock: dict[str, int], entries: Sequence[ModelEntry]) -> None:
+        self.total = dict(stock)
         self.available = dict(stock)
+        self.sold = dict.fromkeys(stock, 0)
         self.entries = sorted(entries, key=lambda e: e.position)
         for entry in self.entries:
             size = next((s for s in entry.sizes if self.available[s] > 0), None)
@@ -201,6 +204,7 @@ class DrawModel:
             else:
                 self.available[size] -= 1
                 entry.status, entry.size = "won", size
+        self._lose_hopeless()
 
     def by_id(self, entry_id: str) -> ModelEntry:
         return next(e for e in self.entries if e.entry_id == entry_id)
@@ -209,8 +213,8 @@ class DrawModel:
         """A winner's hold ends: the standby entry its unit goes to, if any."""
         gone = self.by_id(entry_id)
         assert gone.status == "won"
-        assert gone.size is not None
         size = gone.size
+        assert size is not None
         gone.status, gone.size = "released", None
         taker = next((e for e in self.entries if e.status == "standby" and size in e.sizes), None)
         if taker is None:
@@ -218,6 +222,27 @@ class DrawModel:
             return None
         taker.status, taker.size = "won", size
         return taker
+
+    def buy(self, entry_id: str) -> None:
+        """A winner buys: its size has one unit fewer that could come back."""
+        winner = self.by_id(entry_id)
+        assert winner.status == "won"
+        assert winner.size is not None
+        self.sold[winner.size] += 1
+        self._lose_hopeless()
+
+    def end(self) -> None:
+        """The drop ended: nobody waits any more."""
+        for entry in self.entries:
+            if entry.status == "standby":
+                entry.status = "lost"
+
+    def _lose_hopeless(self) -> None:
+        for entry in self.entries:
+            if entry.status == "standby" and all(
+                self.total[s] - self.sold[s] <= 0 for s in entry.sizes
+            ):
+                entry.status = "lost"
 
 
 # --- statistics --------------------------------------------------------------------------

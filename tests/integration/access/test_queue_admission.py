@@ -163,7 +163,8 @@ async def test_a_waiting_ticket_is_closed_while_sold_out_and_waits_in_its_place_
     first, last = by_position[1], by_position[len(users)]
 
     async def first_admitted() -> bool:
-        return (await _ticket(client, drop_id, first))["status"] == "admitted"
+        ticket = await _ticket(client, drop_id, first)
+        return bool(ticket["status"] == "admitted")
 
     await eventually(first_admitted)
     hold = await _reserve(client, drop_id, first)
