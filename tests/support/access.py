@@ -8,6 +8,7 @@ of how a draw hands units out, and the statistics the fairness tests judge by.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -304,3 +305,73 @@ def chi_square_sf(statistic: float, dof: int) -> float:
         if abs(delta - 1) < 1e-15:
             break
     return math.exp(log_prefix) * h
+
+
+# --- the official JavaScript client ------------------------------------------------------
+
+
+class AccessClient:
+    """One run of tests/js/access_client.mjs: a socket.io-client 4 client connected with
+    `auth: {token}` (or without auth), its received events read as JSON lines."""
+
+    def __init__(self, url: str, token: str | None = None, seconds: float = 60) -> None:
+        self.url = url
+        self.token = token
+        self.seconds = seconds
+        self.process: asyncio.subprocess.Process | None = None
+        self.seen: list[dict[str, Any]] = []
+
+    async def start(self) -> AccessClient:
+        from tests.js import node_clients
+
+        node_clients.install()
+        argv = [str(node_clients.HERE / "access_client.mjs"), "--url", self.url]
+        argv += ["--seconds", str(self.seconds)]
+        if self.token is not None:
+            argv += ["--token", self.token]
+        self.process = await asyncio.create_subprocess_exec(
+            "node",
+            *argv,
+            cwd=node_clients.HERE,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        return self
+
+    async def next(self, event: str, within: float = 10, **match: Any) -> dict[str, Any]:
+        """The next line of kind `event` (whose payload's fields include `match`)."""
+        assert self.process is not None
+        assert self.process.stdout is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while True:
+            left = deadline - loop.time()
+            assert left > 0, f"no {event} {match} within {within} s; seen: {self.seen[-5:]}"
+            raw = await asyncio.wait_for(self.process.stdout.readline(), left)
+            if not raw:
+                assert self.process.stderr is not None
+                error = (await self.process.stderr.read()).decode()[-2000:]
+                raise AssertionError(f"access_client.mjs ended: {self.seen[-5:]} {error}")
+            line: dict[str, Any] = json.loads(raw)
+            self.seen.append(line)
+            if line["event"] != event:
+                continue
+            payload = line.get("payload") or {}
+            if all(_matches(payload, key, value) for key, value in match.items()):
+                return line
+
+    async def close(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.kill()
+            await self.process.wait()
+
+
+def _matches(payload: dict[str, Any], key: str, value: Any) -> bool:
+    """`key` may reach into the payload: "ticket__status" is payload["ticket"]["status"]."""
+    found: Any = payload
+    for part in key.split("__"):
+        if not isinstance(found, dict) or part not in found:
+            return False
+        found = found[part]
+    return bool(found == value)
