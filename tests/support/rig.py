@@ -265,8 +265,19 @@ class Rig:
 
     def close(self) -> None:
         """Stop everything, whatever state a failed start or test left behind."""
-        for process in [h.process for h in self.hosts]:
-            _stop(process, 10)
+        # All hosts at once: each may wait out uvicorn's graceful 10 s for a long-poll a
+        # Socket.IO client left open, and one after another that was 3 x 10 s.
+        hosts = [h.process for h in self.hosts]
+        for process in hosts:
+            if process.poll() is None:
+                process.terminate()
+        deadline = time.monotonic() + 10
+        for process in hosts:
+            try:
+                process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
         if self.haproxy is not None:
             _stop(self.haproxy, 5)
         if self.valkey is not None:
