@@ -8,6 +8,7 @@ of how a draw hands units out, and the statistics the fairness tests judge by.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 from collections.abc import Awaitable, Callable, Sequence
@@ -88,6 +89,16 @@ async def draw_drop(
         draw={"closesAt": iso(now + timedelta(seconds=closes_in)), "claimSeconds": claim_seconds},
         **fields,
     )
+
+
+async def stop_the_apps_leader() -> None:
+    """Stop the access leader of the app under test (a task named "access-leader"), so
+    that a test's own leaders run alone."""
+    for task in asyncio.all_tasks():
+        if task.get_name() == "access-leader":
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 async def bulk_users(container: Container, count: int) -> list[str]:

@@ -21,7 +21,13 @@ from app.background.access_leader import AccessLeader
 from app.container import Container
 from app.store.access import AccessStore, Admission
 from app.store.keys import DropKeys
-from tests.support.access import bulk_users, fixed_record, queue_drop, queue_snapshot
+from tests.support.access import (
+    bulk_users,
+    fixed_record,
+    queue_drop,
+    queue_snapshot,
+    stop_the_apps_leader,
+)
 from tests.support.factories import admin_token
 
 TICKETS = 4000
@@ -41,20 +47,12 @@ class LoggingStore(AccessStore):
         return admission
 
 
-async def _stop_the_apps_leader() -> None:
-    for task in asyncio.all_tasks():
-        if task.get_name() == "access-leader":
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-
 @pytest.mark.timeout(60)
 async def test_leaders_killed_mid_admission_skip_and_repeat_no_position(
     client: httpx.AsyncClient, container: Container
 ) -> None:
     admin = await admin_token(client, container)
-    await _stop_the_apps_leader()
+    await stop_the_apps_leader()
     drop = await queue_drop(client, admin, starts_in=4, admit_per_minute=RATE, pass_seconds=600)
     drop_id = drop["id"]
     for user in await bulk_users(container, TICKETS):
