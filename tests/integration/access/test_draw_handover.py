@@ -274,3 +274,46 @@ async def test_standby_entries_are_lost_when_the_drop_ends_and_a_won_hold_lives_
     winner = next(e for e in model.entries if e.status == "won")
     await draw.buy(client, winner.entry_id)
     await assert_invariant(container, draw.id)
+
+
+async def test_cancelling_a_drawn_drop_cancels_the_winners_holds_and_loses_the_standby(
+    client: httpx.AsyncClient, container: Container
+) -> None:
+    admin = await admin_token(client, container)
+    draw = Draw(await draw_drop(client, admin, closes_in=1.5, claim_seconds=600, **_sized(1, 1)))
+    await draw.enter(client, ASKS[:5])
+    model = await draw.drawn(client, {NINE: 1, TEN: 1})
+    winners = [e for e in model.entries if e.status == "won"]
+    holds = {e.entry_id: (await draw.entry(client, e.entry_id))["reservationId"] for e in winners}
+    cancelled = await client.patch(
+        f"/api/drops/{draw.id}", json={"status": "cancelled"}, headers=auth(admin)
+    )
+    assert cancelled.status_code == 200, cancelled.text
+
+    async def all_lost() -> bool:
+        for expected in model.entries:
+            if expected.status == "standby":
+                if (await draw.entry(client, expected.entry_id))["status"] != "lost":
+                    return False
+        return True
+
+    await eventually(all_lost, 3)
+    for entry_id, reservation_id in holds.items():
+        token = draw.tokens[entry_id]
+        live = (await client.get("/api/me/reservations", headers=auth(token))).json()
+        assert reservation_id not in [h["id"] for h in live]
+        bought = await client.post(
+            f"/api/reservations/{reservation_id}/purchase", headers=auth(token)
+        )
+        assert bought.status_code == 409, bought.text
+        assert bought.json()["code"] == "RESERVATION_CANCELLED"
+    # Nothing was handed over: the cancelled units did not go to a standby entry.
+    for expected in model.entries:
+        entry = await draw.entry(client, expected.entry_id)
+        if expected.status == "standby":
+            assert entry["reservationId"] is None
+    drop = (await client.get(f"/api/drops/{draw.id}")).json()
+    assert drop["status"] == "cancelled"
+    assert drop["activeReservations"] == 0
+    await draw.recorded(client, container)
+    await assert_invariant(container, draw.id)
