@@ -13,6 +13,9 @@ const state = {
   picks: new Map(), // dropId -> {size, fallbacks: []}
   busy: new Set(), // dropIds with a request in flight
   pending: new Set(), // dropIds whose refetch is due (countdown reached zero)
+  // Bumped by every action of the shopper: a read that started before one is stale (a
+  // hold or ticket just made would be lost to a list fetched a moment earlier).
+  epoch: 0,
 };
 const cards = new Map(); // dropId -> article element
 const message = $("#message");
@@ -48,11 +51,13 @@ async function loadMine() {
     renderAll();
     return;
   }
+  const epoch = state.epoch;
   try {
     const [holds, purchases] = await Promise.all([
       auth.api("GET", "/api/me/reservations", undefined, { auth: true }),
       auth.api("GET", "/api/me/purchases", undefined, { auth: true }),
     ]);
+    if (epoch !== state.epoch) return loadMine();
     state.holds = holds.filter((r) => r.status === "ACTIVE");
     state.purchases = purchases;
     await Promise.all([...state.drops.values()].map(loadAccess));
@@ -66,10 +71,13 @@ async function loadAccess(drop) {
   const path = drop.access === "queue" ? "queue/me" : drop.access === "draw" ? "entries/me" : null;
   if (!path || !auth.user()) return;
   const into = drop.access === "queue" ? state.tickets : state.entries;
+  const epoch = state.epoch;
   try {
-    into.set(drop.id, await auth.api("GET", `/api/drops/${drop.id}/${path}`, undefined, { auth: true }));
+    const found = await auth.api("GET", `/api/drops/${drop.id}/${path}`, undefined, { auth: true });
+    if (epoch === state.epoch) into.set(drop.id, found);
   } catch (error) {
-    if (error.code === "NOT_IN_QUEUE" || error.code === "NOT_ENTERED") into.delete(drop.id);
+    const none = error.code === "NOT_IN_QUEUE" || error.code === "NOT_ENTERED";
+    if (none && epoch === state.epoch) into.delete(drop.id);
   }
 }
 
@@ -78,9 +86,11 @@ async function loadAccess(drop) {
 async function act(dropId, work) {
   if (state.busy.has(dropId)) return;
   state.busy.add(dropId);
+  state.epoch += 1;
   renderCard(dropId);
   try {
     await work();
+    state.epoch += 1;
   } catch (error) {
     say(message, sentence(error), "error");
     if (["SOLD_OUT", "SIZE_SOLD_OUT", "RESERVATION_EXPIRED", "RESERVATION_CANCELLED"].includes(error.code)) {
@@ -93,6 +103,7 @@ async function act(dropId, work) {
 }
 
 function reserve(drop) {
+  drop = state.drops.get(drop.id) || drop;
   return act(drop.id, async () => {
     const pick = pickOf(drop.id);
     const body = {};
@@ -112,6 +123,7 @@ function reserve(drop) {
 }
 
 function buy(drop, hold) {
+  drop = state.drops.get(drop.id) || drop;
   return act(drop.id, async () => {
     const purchase = await auth.api("POST", `/api/reservations/${hold.id}/purchase`, undefined, { auth: true });
     state.holds = state.holds.filter((r) => r.id !== hold.id);
@@ -122,6 +134,7 @@ function buy(drop, hold) {
 }
 
 function release(drop, hold) {
+  drop = state.drops.get(drop.id) || drop;
   return act(drop.id, async () => {
     await auth.api("DELETE", `/api/reservations/${hold.id}`, undefined, { auth: true });
     state.holds = state.holds.filter((r) => r.id !== hold.id);
@@ -130,6 +143,7 @@ function release(drop, hold) {
 }
 
 function joinQueue(drop) {
+  drop = state.drops.get(drop.id) || drop;
   return act(drop.id, async () => {
     const ticket = await auth.api("POST", `/api/drops/${drop.id}/queue`, {}, { auth: true });
     state.tickets.set(drop.id, ticket);
@@ -138,6 +152,7 @@ function joinQueue(drop) {
 }
 
 function enterDraw(drop) {
+  drop = state.drops.get(drop.id) || drop;
   return act(drop.id, async () => {
     const pick = pickOf(drop.id);
     const body = {};
@@ -180,6 +195,12 @@ function renderCard(dropId) {
   let card = cards.get(dropId);
   const focused = card && card.contains(document.activeElement) ? document.activeElement.dataset.key : null;
   const fresh = h("article", { class: "drop", "data-drop-id": drop.id, "aria-labelledby": `t-${drop.id}` }, cardBody(drop));
+  // Unchanged markup stays as it is: replacing a button between a press and its release
+  // would swallow the click. (Handlers look the drop up again when they run.)
+  if (card && card.innerHTML === fresh.innerHTML) {
+    card.dataset.status = drop.status;
+    return renderMine();
+  }
   if (card) card.replaceChildren(...fresh.childNodes);
   else {
     card = fresh;
@@ -435,7 +456,8 @@ function tick() {
       refreshAccess(drop);
     }
     const entry = state.entries.get(drop.id);
-    if (entry && entry.status === "entered" && drop.draw && until(drop.draw.closesAt) <= -1000) refreshAccess(drop);
+    // The result comes as a push within seconds of the draw; reading it is the fallback.
+    if (entry && entry.status === "entered" && drop.draw && until(drop.draw.closesAt) <= -15000) refreshAccess(drop);
   }
 }
 
@@ -485,6 +507,7 @@ $("#signout").addEventListener("click", () => auth.signOut().then(() => say(mess
 
 auth.onChange(() => {
   renderAccount();
+  renderAll(); // the cards' actions follow the sign-in at once, before the holds arrive
   loadMine();
 });
 

@@ -129,6 +129,8 @@ async def sign_up(page: Page, email: str) -> None:
     await page.get_by_label("Password").fill(PASSWORD)
     await page.get_by_role("button", name="Create account").click()
     await page.get_by_text("Signed in as").wait_for()
+    # The greeting lands above the drops and moves them down: click nothing before it.
+    await page.locator("#message", has_text="Welcome").wait_for()
 
 
 async def sign_in(page: Page, email: str) -> None:

@@ -58,7 +58,9 @@ async def test_a_shopper_signs_up_waits_reserves_us9_with_a_fallback_and_buys(
     await box.locator('.sizes input[value="US 9"]').check()
     await box.locator('.fallbacks input[value="US 10"]').check()
     # The countdown runs out and the drop opens without a reload.
-    await expect(box.get_by_role("button", name="Reserve")).to_be_enabled(timeout=10_000)
+    await expect(box.get_by_role("button", name="Reserve", exact=True)).to_be_enabled(
+        timeout=10_000
+    )
     assert datetime.now(UTC) >= opens - timedelta(milliseconds=500)
 
     # Someone else takes the last US 9: the page greys it out, live.
@@ -69,7 +71,7 @@ async def test_a_shopper_signs_up_waits_reserves_us9_with_a_fallback_and_buys(
     assert taken.status_code == 201, taken.text
     await expect(box.locator('.sizes [data-size="US 9"]')).to_have_class("size out")
 
-    await box.get_by_role("button", name="Reserve").click()
+    await box.get_by_role("button", name="Reserve", exact=True).click()
     hold = box.locator(".hold")
     await expect(hold).to_contain_text("US 10")
     await expect(page.locator("#message")).to_contain_text("US 9 was gone")
@@ -109,7 +111,7 @@ async def test_a_second_browser_sees_the_stock_fall_within_a_second(
     stock = card(watcher, drop["id"]).locator("[data-stock]")
     await expect(stock).to_have_text("5")
     async with buyer.expect_response(lambda r: r.url.endswith("/reserve")) as reserved:
-        await card(buyer, drop["id"]).get_by_role("button", name="Reserve").click()
+        await card(buyer, drop["id"]).get_by_role("button", name="Reserve", exact=True).click()
     assert (await reserved.value).status == 201
     answered = time.monotonic()
     await expect(stock).to_have_text("4", timeout=1000)
@@ -131,7 +133,7 @@ async def test_with_the_network_cut_off_both_pages_work_and_nothing_leaves_the_o
     await page.goto(origin)
     await expect(page.locator("#live")).to_have_attribute("data-on", "1")
     await sign_up(page, "offline@example.com")
-    await card(page, drop["id"]).get_by_role("button", name="Reserve").click()
+    await card(page, drop["id"]).get_by_role("button", name="Reserve", exact=True).click()
     await expect(card(page, drop["id"]).locator(".hold")).to_be_visible()
     await page.goto(origin + "/admin")
     await expect(page.locator("#refused")).to_contain_text("403")  # a customer, refused
@@ -174,7 +176,7 @@ async def test_after_the_access_tokens_lifetime_the_shopper_still_reserves(
     while not await first_token_expired():
         assert time.monotonic() < deadline, "the first access token never expired"
         await page.wait_for_timeout(500)  # a poll interval, not a synchronisation
-    await card(page, drop["id"]).get_by_role("button", name="Reserve").click()
+    await card(page, drop["id"]).get_by_role("button", name="Reserve", exact=True).click()
     await expect(card(page, drop["id"]).locator(".hold")).to_be_visible()
     assert any(u.endswith("/api/auth/refresh") for u in shop.requests)
     assert await _token(page) != first
