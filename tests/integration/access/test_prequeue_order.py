@@ -87,6 +87,7 @@ async def test_a_thousand_joiners_get_an_order_unrelated_to_when_they_joined(
     position_of = {e["entryId"]: e["position"] for e in entries}
     owner_of = {entry_id: user_id for user_id, entry_id in joined}
     rho = spearman(list(range(ENTRANTS)), [position_of[e] for _, e in joined])
+    print(f"pre-queue order: Spearman {rho:+.4f} between join order and position")
     assert abs(rho) < 0.1, f"join order and position correlate: Spearman {rho:.4f}"
 
     # Each joiner sees the published position on their own ticket.
