@@ -35,7 +35,7 @@ from app.domain import Access, DropDefinition
 from app.services.access import entry_of, ticket_of
 from app.store.access import AccessStore, OrderRow, TicketFacts
 from app.store.drops import DropStore
-from app.store.keys import ACCESS_LEASE
+from app.store.keys import ACCESS_LEASE, DropKeys
 from app.store.leases import Lease
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,10 @@ class AccessLeader:
             if len(admission.admitted) < STEP and len(admission.ended) < STEP:
                 break
         if self._over(drop) and drop.id in self._fixed and not admission.ended:
-            await self.store.done_with(drop.id)  # nobody can be admitted any more
+            # Nobody can be admitted any more; passes granted before the end still run,
+            # and each one's expiry is pushed before the drop leaves the list.
+            if not await self.store.redis.zcard(DropKeys(drop.id).q_passes):
+                await self.store.done_with(drop.id)
 
     async def _push_tickets(self, drop_id: str, users: list[str], waiting_only: bool) -> None:
         """Each user's ticket as it is now, to their sockets; read PUSH_PAGE at a time."""
