@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
 from app.api import render
@@ -18,6 +18,7 @@ from app.api.responses import FORBIDDEN, UNAUTHORIZED, UNAVAILABLE, VALIDATION, 
 from app.api.schemas import Timestamp, WireModel
 from app.container import Container
 from app.domain import iso
+from app.errors import ValidationFailed
 from app.services.console import ConsoleService, Invariant, Stats
 from app.store.tally import RETAIN_SECONDS, TallyStore
 
@@ -79,6 +80,14 @@ class StatsOut(WireModel):
     sizes: list[SizeStatsOut]
 
 
+async def only_seconds(request: Request) -> None:
+    """Unknown query parameters are refused, as unknown body fields are: a misspelt
+    `?second=5` would otherwise be answered silently with the default minute."""
+    unknown = sorted(set(request.query_params) - {"seconds"})
+    if unknown:
+        raise ValidationFailed(f"Unknown query parameter: {', '.join(unknown) or '(empty)'}")
+
+
 def _console(container: Container) -> ConsoleService:
     return ConsoleService(
         container.db,
@@ -109,6 +118,7 @@ async def drop_invariant(drop_id: str, _admin: CurrentAdmin, container: Containe
     "/drops/{drop_id}/stats",
     response_model=StatsOut,
     responses=errors(*ADMIN_READ, NOT_FOUND, VALIDATION),
+    dependencies=[Depends(only_seconds)],
 )
 async def drop_stats(
     drop_id: str,
