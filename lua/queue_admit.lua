@@ -15,6 +15,8 @@
 -- KEYS[5] pre     zset q:pre
 -- KEYS[6] late    hash q:late
 -- KEYS[7] passes  zset q:passes: entry id -> pass end (ms), passes not yet reported ended
+-- KEYS[8] changes list q:changes: entry ids admitted or whose pass ended, kept until the
+--                 leader has pushed them (so a leader that dies first loses no push)
 -- ARGV[1] most tickets to admit (and passes to end) in this call
 -- Returns {state, nowMs, served, admittedCount, entryId, userId, ..., endedCount,
 --          entryId, userId, ...}; state 'NOT_STARTED', 'CLOSED' or 'OPEN'
@@ -35,6 +37,7 @@ local ended = redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', now, 'LIMIT', 0, most
 local ended_reply = {#ended}
 for _, entry_id in ipairs(ended) do
   redis.call('ZREM', KEYS[7], entry_id)
+  redis.call('RPUSH', KEYS[8], entry_id)
   local user = split_ticket(redis.call('HGET', KEYS[4], entry_id))
   ended_reply[#ended_reply + 1] = entry_id
   ended_reply[#ended_reply + 1] = user
@@ -87,6 +90,7 @@ for i = 1, count do
   redis.call('HSET', KEYS[4], entry_id,
     user .. '|' .. rank .. '|' .. late_position .. '|' .. now)
   redis.call('ZADD', KEYS[7], now + pass_ms, entry_id)
+  redis.call('RPUSH', KEYS[8], entry_id)
   admitted[#admitted + 1] = entry_id
   admitted[#admitted + 1] = user
 end

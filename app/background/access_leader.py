@@ -106,8 +106,8 @@ class AccessLeader:
             admission = await self.store.admit(drop.id, STEP)
             if admission.state != "NOT_STARTED" and not await self._order_fixed(drop.id):
                 await self._record_order(drop.id, await self.store.queue_order(drop.id))
-            users = [user for _, user in [*admission.admitted, *admission.ended]]
-            await self._push_tickets(drop.id, users, waiting_only=False)
+            while await self._report_queue_changes(drop.id):
+                pass
             closed = admission.state == "CLOSED"
             if admission.state != "NOT_STARTED" and self._closed.get(drop.id, False) != closed:
                 self._closed[drop.id] = closed
@@ -119,6 +119,18 @@ class AccessLeader:
             # and each one's expiry is pushed before the drop leaves the list.
             if not await self.store.redis.zcard(DropKeys(drop.id).q_passes):
                 await self.store.done_with(drop.id)
+
+    async def _report_queue_changes(self, drop_id: str) -> bool:
+        """Push the tickets admitted or whose pass ended (queue_admit.lua lists them), then
+        take them off the list; True when a page was full."""
+        changed = await self.store.changes(drop_id, PUSH_PAGE, queue=True)
+        if not changed:
+            return False
+        owners = await self.store.ticket_owners(drop_id, changed)
+        users = list(dict.fromkeys(user for user in owners if user is not None))
+        await self._push_tickets(drop_id, users, waiting_only=False)
+        await self.store.forget_changes(drop_id, len(changed), queue=True)
+        return len(changed) == PUSH_PAGE
 
     async def _push_tickets(self, drop_id: str, users: list[str], waiting_only: bool) -> None:
         """Each user's ticket as it is now, to their sockets; read PUSH_PAGE at a time."""

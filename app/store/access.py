@@ -185,7 +185,7 @@ class AccessStore:
         k = DropKeys(drop_id)
         reply = await self.scripts.run(
             ScriptName.QUEUE_ADMIT,
-            [k.drop, k.holds, k.q, k.q_tix, k.q_pre, k.q_late, k.q_passes],
+            [k.drop, k.holds, k.q, k.q_tix, k.q_pre, k.q_late, k.q_passes, k.q_changes],
             [most],
         )
         state, now, served, count = str(reply[0]), int(reply[1]), int(reply[2]), int(reply[3])
@@ -293,15 +293,24 @@ class AccessStore:
             return False, 0, False
         return True, int(reply[1]), int(reply[2]) == 1
 
-    async def changes(self, drop_id: str, most: int) -> list[str]:
-        """Entry ids whose status changed, oldest first (left on the list until
-        `forget_changes`, so a leader that dies before reporting them leaves them for the
-        next)."""
-        found = await self.redis.lrange(DropKeys(drop_id).draw_changes, 0, most - 1)
+    async def changes(self, drop_id: str, most: int, queue: bool = False) -> list[str]:
+        """Entry ids of the draw (or the queue) whose status changed, oldest first; left on
+        the list until `forget_changes`, so a leader that dies before reporting them leaves
+        them to the next."""
+        k = DropKeys(drop_id)
+        found = await self.redis.lrange(k.q_changes if queue else k.draw_changes, 0, most - 1)
         return [str(entry_id) for entry_id in found]
 
-    async def forget_changes(self, drop_id: str, count: int) -> None:
-        await self.redis.ltrim(DropKeys(drop_id).draw_changes, count, -1)
+    async def forget_changes(self, drop_id: str, count: int, queue: bool = False) -> None:
+        k = DropKeys(drop_id)
+        await self.redis.ltrim(k.q_changes if queue else k.draw_changes, count, -1)
+
+    async def ticket_owners(self, drop_id: str, entry_ids: Sequence[str]) -> list[str | None]:
+        """The user of each queue ticket (None for an unknown id)."""
+        if not entry_ids:
+            return []
+        found = await self.redis.hmget(DropKeys(drop_id).q_tix, list(entry_ids))
+        return [None if value is None else str(value).split("|", 1)[0] for value in found]
 
     async def waiting_users(self, drop_id: str, cursor: int, count: int) -> tuple[int, list[str]]:
         """A page of the queue's users (HSCAN of user -> entry): (next cursor, user ids)."""

@@ -80,6 +80,7 @@ class DropKeys:
         "hold_sizes",
         "holds",
         "q",
+        "q_changes",
         "q_late",
         "q_passes",
         "q_pre",
@@ -109,6 +110,7 @@ class DropKeys:
         self.q_pre = f"{self.tag}:q:pre"  # the pre-queue, ordered by rank key
         self.q_late = f"{self.tag}:q:late"  # position -> entry id, for joins after startsAt
         self.q_passes = f"{self.tag}:q:passes"  # entry id -> pass end (ms)
+        self.q_changes = f"{self.tag}:q:changes"  # entry ids admitted or whose pass ended
         # A draw drop's entries (lua/draw_enter.lua, lua/draw_run.lua, lua/draw_settle.lua).
         self.draw = f"{self.tag}:e"  # hash: cursor, drawn_at, done
         self.draw_users = f"{self.tag}:e:users"  # user id -> entry id
@@ -148,6 +150,7 @@ class DropKeys:
             self.q_pre,
             self.q_late,
             self.q_passes,
+            self.q_changes,
             self.draw,
             self.draw_users,
             self.draw_entries,

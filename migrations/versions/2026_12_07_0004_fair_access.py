@@ -26,7 +26,9 @@ def upgrade() -> None:
     op.add_column("drops", sa.Column("fairness_seed", sa.LargeBinary()))
     op.add_column("drops", sa.Column("order_fixed_at", sa.DateTime(timezone=True)))
     op.add_column("drops", sa.Column("ordered_entries", sa.Integer()))
-    op.create_check_constraint(op.f("ck_drops_access"), "drops", "access IN ('open', 'queue', 'draw')")
+    op.create_check_constraint(
+        op.f("ck_drops_access"), "drops", "access IN ('open', 'queue', 'draw')"
+    )
     op.create_check_constraint(
         op.f("ck_drops_access_settings"),
         "drops",

@@ -1,10 +1,9 @@
 """Every status change of a ticket is pushed (`access_update`), in the cases where the
 access leader could miss one.
 
-An admission must survive the leader that admitted it (xfail, strict, until fixed): a
-leader that dies after queue_admit.lua admitted tickets but before it pushed them leaves those users without the push the contract promises "within one second of each
-status change"; the next leader reads only what is still due. (A draw keeps its changed
-entries on a list until they are pushed: e:changes.) And a pass granted before the drop
+An admission survives the leader that admitted it: a leader that dies after
+queue_admit.lua admitted tickets but before it pushed them leaves them on the queue's
+change list (q:changes, as a draw's e:changes), and the next leader pushes them. And a pass granted before the drop
 ended still has its expiry pushed: the leader keeps tending the drop until every pass ran.
 """
 
@@ -15,7 +14,6 @@ import contextlib
 from typing import Any
 
 import httpx
-import pytest
 
 from app.background.access_leader import AccessLeader
 from app.container import Container
@@ -41,11 +39,6 @@ class DiesAfterAdmitting(AccessStore):
         return admission
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="queue admissions are pushed at most once: a leader that dies between "
-    "queue_admit.lua and its pushes loses them (app/background/access_leader.py, tend_queue)",
-)
 async def test_an_admission_is_pushed_even_when_its_leader_died_before_pushing(
     client: httpx.AsyncClient, container: Container
 ) -> None:
