@@ -356,7 +356,9 @@ async def measured(
     stores = await servers.fresh_stores(maintenance_url, redis_url, 900)
     args.redis_url_used = redis_url
     product: servers.ServerProcess | None = None
-    redis = redis_asyncio.Redis.from_url(redis_url, decode_responses=True)
+    # A long timeout: SLOWLOG GET answers every command of the run (hundreds of thousands
+    # once the leader has pushed every entry's change), which takes seconds to send.
+    redis = redis_asyncio.Redis.from_url(redis_url, decode_responses=True, socket_timeout=300)
     report: dict[str, Any] = {"redis": await redis_version(redis_url)}
     old_config: dict[str, str] = {
         str(k): str(v) for k, v in (await redis.config_get("slowlog-*")).items()
