@@ -39,6 +39,9 @@ _HOP_BY_HOP = {
     b"transfer-encoding",
     b"upgrade",
 }
+# Forwarded as the client sent it: the owner checks a browser's Origin against this Host
+# (Engine.IO's same-origin rule); the owner's own address there would refuse every browser.
+_KEEP_HOST = _HOP_BY_HOP - {b"host"}
 _WS_OWN = {b"sec-websocket-key", b"sec-websocket-version", b"sec-websocket-extensions"}
 _WS_PROTOCOL = b"sec-websocket-protocol"
 Scope = dict[str, Any]
@@ -102,7 +105,7 @@ class SocketProxy:
         return exchange.result()
 
     async def _exchange(self, address: str, scope: Scope, body: bytes, send: Any) -> str:
-        headers = [*_headers(scope, _HOP_BY_HOP), (FORWARDED_BY, self._worker_id)]
+        headers = [*_headers(scope, _KEEP_HOST), (FORWARDED_BY, self._worker_id)]
         started = False
         try:
             async with self._session.request(
@@ -150,7 +153,7 @@ class SocketProxy:
             if name.lower() == _WS_PROTOCOL
             for p in value.decode("latin-1").split(",")
         ]
-        skip = _HOP_BY_HOP | _WS_OWN | {_WS_PROTOCOL}
+        skip = _KEEP_HOST | _WS_OWN | {_WS_PROTOCOL}
         try:
             upstream = await self._session.ws_connect(
                 _url(address, scope, "ws"),
