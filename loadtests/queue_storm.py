@@ -53,7 +53,7 @@ from typing import Any
 import aiohttp
 
 from app.embedded.common import free_port
-from loadtests import servers
+from loadtests import servers, worker_stalls
 from loadtests.access_fixtures import copy_users, create_access_drop, with_tokens
 from loadtests.cpu import CpuMeter, cores_between, machine
 from loadtests.fixtures import create_users
@@ -208,6 +208,19 @@ def polls_around(polls: Recorded, start_ns: int) -> dict[str, Any]:
     return found
 
 
+SLOW_P99_MS = 250.0
+
+
+def slow_seconds(phase: Phase) -> list[dict[str, float]]:
+    """The seconds of the storm (from its start) whose answers had a p99 over
+    SLOW_P99_MS: where a stall was, to match against the server's own metrics."""
+    return [
+        {"second": b.second, "answers": b.count, "p99_ms": round(b.p99, 1)}
+        for b in phase.buckets
+        if b.p99 > SLOW_P99_MS
+    ]
+
+
 async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     maintenance_url, redis_url, embedded = await servers.given_or_embedded(
         args.database_url, args.redis_url, workdir
@@ -262,6 +275,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             meter = CpuMeter({"product": product.process.pid}, [stores.database_url, redis_url])
             at_start = machine()
             before, wall = meter.sample(), time.monotonic()
+            stalls_before = await worker_stalls.read(http, product.url)
             joins, polls = await loop.run_in_executor(
                 pool,
                 drive_storm,
@@ -269,6 +283,12 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 *(args.connections, start_ns, args.shoppers),
             )
             cores = cores_between(before, meter.sample(), time.monotonic() - wall)
+            stalls_after = await worker_stalls.read(http, product.url)
+            stalls = (
+                worker_stalls.between(stalls_before, stalls_after)
+                if stalls_before is not None and stalls_after is not None
+                else {}
+            )
             phases = []
             for name, recorded in (("join", joins), ("poll /queue/me", polls)):
                 phase = summarise(
@@ -308,6 +328,8 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 "load_average_at_end": machine()["load_average"],
                 "cores": cores,
                 "polls_around_start": polls_around(polls, drop_start_ns),
+                "slow_seconds": slow_seconds(phases[1]),
+                "stalls": stalls,
                 "queue_after": queue,
                 "fairness": {k: record.get(k) for k in ("entries", "orderFixedAt")},
                 "problems": problems,
@@ -330,6 +352,13 @@ def finish(args: argparse.Namespace, report: dict[str, Any]) -> int:
     print(f"\nshoppers {report['shoppers']:,} (scale {report['scale']} of {FULL_SCALE:,})")
     for name, figures in report["polls_around_start"].items():
         print(f"polls {name} the start: {figures}")
+    slow = report["slow_seconds"]
+    print(
+        f"seconds with a poll p99 over {SLOW_P99_MS:.0f} ms: "
+        + (", ".join(f"{b['second']:.0f} ({b['p99_ms']:.0f} ms)" for b in slow) or "none")
+    )
+    if report["stalls"]:
+        print(f"server over the storm: {worker_stalls.describe(report['stalls'])}")
     print(f"queue afterwards: {report['queue_after']}")
     print(f"fairness record: {report['fairness']}")
     print(f"cores: {report['cores']}")
