@@ -2,7 +2,9 @@
 
 `POST /api/drops/{dropId}/reserve` and `GET /api/drops` carry nearly all of a drop's
 traffic, and its winners then buy at once (`POST /api/reservations/{id}/purchase`, and
-the original `POST /api/drops/{id}/purchase`). For them FastAPI's routing, dependency solving and exception layers cost
+the original `POST /api/drops/{id}/purchase`). A queue or draw drop's shoppers join or
+enter in the minute before it and then poll their ticket or entry
+(`POST|GET /api/drops/{id}/queue[/me]`, `POST|GET /api/drops/{id}/entries[/me]`). For them FastAPI's routing, dependency solving and exception layers cost
 more than the work (docs/BENCHMARKS.md has the profile). Here they do the same work
 through the same services, in the same order (caller, body, rate limits, reserve),
 and answer with the same bodies and problems, inside the same request middleware
@@ -31,7 +33,8 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from app.api import render
+from app.api import access_flows, render
+from app.api.access_flows import ENTRIES_ROUTE, ENTRY_ROUTE, QUEUE_ROUTE, TICKET_ROUTE
 from app.api.middleware import RequestContextMiddleware
 from app.api.problems import error_response
 from app.api.purchase import LEGACY_PURCHASE_ROUTE, PURCHASE_ROUTE, purchase
@@ -44,6 +47,15 @@ from app.runtime.busy_poll import BusyPoller
 # is checked by the service (any malformed id is 404 DROP_NOT_FOUND, as on FastAPI's route).
 _RESERVE_PATH = re.compile(r"/api/drops/([^/]+)/reserve")
 _PURCHASE_PATH = re.compile(r"/api/(reservations|drops)/([^/]+)/purchase")
+# A queue's or a draw's own route: (POST|GET, kind, "/me" or "").
+_ACCESS_PATH = re.compile(r"/api/drops/([^/]+)/(queue|entries)(/me)?")
+# (method, kind, mine) -> the flow and the route template it serves.
+_ACCESS_FLOWS: dict[tuple[str, str, bool], tuple[Any, str]] = {
+    ("POST", "queue", False): (access_flows.join, QUEUE_ROUTE),
+    ("GET", "queue", True): (access_flows.ticket, TICKET_ROUTE),
+    ("POST", "entries", False): (access_flows.enter, ENTRIES_ROUTE),
+    ("GET", "entries", True): (access_flows.entry, ENTRY_ROUTE),
+}
 
 
 def cors_options(settings: Settings) -> dict[str, Any]:
@@ -127,6 +139,19 @@ class HotPaths:
     def list_route(self) -> APIRoute:
         return _declared(self.api, "GET", "/api/drops")
 
+    @functools.cached_property
+    def access_routes(self) -> dict[tuple[str, str, bool], APIRoute]:
+        return {
+            key: _declared(self.api, key[0], template)
+            for key, (_, template) in _ACCESS_FLOWS.items()
+        }
+
+    @functools.cached_property
+    def access_flows(self) -> dict[int, Any]:
+        """id(FastAPI's route) -> the flow the lean path runs for it (routes are not
+        hashable; each is one object for the app's life)."""
+        return {id(self.access_routes[key]): flow for key, (flow, _) in _ACCESS_FLOWS.items()}
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             self.poller.kick()
@@ -148,6 +173,9 @@ class HotPaths:
                 version = await container.drop_store.listing_version()
                 body = await self.storefront.get(lambda: _render_storefront(container), version)
                 response = Response(body, media_type="application/json")
+            elif (flow := self.access_flows.get(id(route))) is not None:
+                drop_id = scope["path_params"]["drop_id"]
+                response = await flow(container, Request(scope, receive), drop_id)
             else:
                 reservation_id: str = scope["path_params"]["reservation_id"]
                 response = await purchase(container, Request(scope, receive), reservation_id)
@@ -175,7 +203,19 @@ class HotPaths:
             return self.purchase_routes[match.group(1)]
         if method == "GET" and path == "/api/drops" and not scope["query_string"]:
             return self.list_route
+        if path.endswith(("/queue", "/queue/me", "/entries", "/entries/me")):
+            return self._access_route_of(scope, method, path)
         return None
+
+    def _access_route_of(self, scope: Scope, method: str, path: str) -> APIRoute | None:
+        match = _ACCESS_PATH.fullmatch(path)
+        if match is None or scope["query_string"] or _keyed(scope):
+            return None
+        key = (method, match.group(2), match.group(3) is not None)
+        if key not in _ACCESS_FLOWS:
+            return None  # GET /queue (anyone's counts): FastAPI's route
+        scope["path_params"] = {"drop_id": match.group(1)}
+        return self.access_routes[key]
 
 
 def _keyed(scope: Scope) -> bool:

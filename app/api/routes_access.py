@@ -6,10 +6,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Security, status
 from starlette.responses import Response
 
-from app.api import render
-from app.api.bodies import empty_body, reserve_body
-from app.api.deps import BEARER, ClientIP, ContainerDep
-from app.api.reserve import script_checked_caller
+from app.api import access_flows, render
+from app.api.access_flows import ENTRIES_ROUTE, ENTRY_ROUTE, QUEUE_ROUTE, TICKET_ROUTE
+from app.api.deps import BEARER, ContainerDep
 from app.api.responses import (
     RATE_LIMITED,
     TOO_LARGE,
@@ -26,23 +25,16 @@ from app.api.schemas import (
     ReserveBody,
     TicketOut,
 )
-from app.container import Container
 
-router = APIRouter(prefix="/api/drops/{drop_id}", tags=["fair access"])
+router = APIRouter(tags=["fair access"])
 
 NOT_FOUND = (404, "DROP_NOT_FOUND")
 MISMATCH = (409, "ACCESS_MODE_MISMATCH")
 SIGNED_IN = (UNAUTHORIZED, VALIDATION, TOO_LARGE, UNAVAILABLE, NOT_FOUND, MISMATCH)
 
 
-async def _limit(container: Container, user_id: str, ip: str) -> None:
-    """Joining and entering count against the caller's reserve limits."""
-    await container.rate_limiter.hit("reserve", user_id)
-    await container.rate_limiter.hit("reserve_ip", ip)
-
-
 @router.post(
-    "/queue",
+    QUEUE_ROUTE,
     status_code=status.HTTP_201_CREATED,
     dependencies=[Security(BEARER)],  # the route reads the token itself (script-checked)
     response_model=TicketOut,
@@ -51,30 +43,24 @@ async def _limit(container: Container, user_id: str, ip: str) -> None:
         **errors(*SIGNED_IN, (409, "DROP_NOT_LIVE"), RATE_LIMITED),
     },
 )
-async def join_queue(
-    drop_id: str, request: Request, ip: ClientIP, container: ContainerDep
-) -> Response:
-    caller, session = await script_checked_caller(container, request)
-    await empty_body(request)
-    await _limit(container, caller.user_id, ip)
-    ticket, created = await container.access_service.join(caller.user_id, drop_id, session)
-    return render.JSONBody(render.ticket(ticket), status_code=201 if created else 200)
+async def join_queue(drop_id: str, request: Request, container: ContainerDep) -> Response:
+    # Served here only when the lean path does not (app/api/access_flows.py). No
+    # docstring: it would become the route's description in the OpenAPI schema.
+    return await access_flows.join(container, request, drop_id)
 
 
 @router.get(
-    "/queue/me",
+    TICKET_ROUTE,
     response_model=TicketOut,
     dependencies=[Security(BEARER)],
     responses=errors(*SIGNED_IN, (404, "NOT_IN_QUEUE")),
 )
 async def my_ticket(drop_id: str, request: Request, container: ContainerDep) -> Response:
-    caller, session = await script_checked_caller(container, request)
-    ticket = await container.access_service.ticket(caller.user_id, drop_id, session)
-    return render.JSONBody(render.ticket(ticket))
+    return await access_flows.ticket(container, request, drop_id)
 
 
 @router.get(
-    "/queue",
+    QUEUE_ROUTE,
     response_model=QueueOut,
     responses=errors(NOT_FOUND, MISMATCH, VALIDATION, UNAVAILABLE),
 )
@@ -83,7 +69,7 @@ async def queue_state(drop_id: str, container: ContainerDep) -> Response:
 
 
 @router.post(
-    "/entries",
+    ENTRIES_ROUTE,
     status_code=status.HTTP_201_CREATED,
     dependencies=[Security(BEARER)],
     response_model=EntryOut,
@@ -107,32 +93,24 @@ async def queue_state(drop_id: str, container: ContainerDep) -> Response:
         }
     },
 )
-async def enter_draw(
-    drop_id: str, request: Request, ip: ClientIP, container: ContainerDep
-) -> Response:
-    caller, session = await script_checked_caller(container, request)
-    _, asked = await reserve_body(request)
-    await _limit(container, caller.user_id, ip)
-    entry, created = await container.access_service.enter(
-        caller.user_id, drop_id, asked.sizes, session
-    )
-    return render.JSONBody(render.entry(entry), status_code=201 if created else 200)
+async def enter_draw(drop_id: str, request: Request, container: ContainerDep) -> Response:
+    return await access_flows.enter(container, request, drop_id)
 
 
 @router.get(
-    "/entries/me",
+    ENTRY_ROUTE,
     response_model=EntryOut,
     dependencies=[Security(BEARER)],
     responses=errors(*SIGNED_IN, (404, "NOT_ENTERED")),
 )
 async def my_entry(drop_id: str, request: Request, container: ContainerDep) -> Response:
-    caller, session = await script_checked_caller(container, request)
-    entry = await container.access_service.entry(caller.user_id, drop_id, session)
-    return render.JSONBody(render.entry(entry))
+    return await access_flows.entry(container, request, drop_id)
 
 
 @router.get(
-    "/fairness", response_model=FairnessOut, responses=errors(NOT_FOUND, VALIDATION, UNAVAILABLE)
+    "/api/drops/{drop_id}/fairness",
+    response_model=FairnessOut,
+    responses=errors(NOT_FOUND, VALIDATION, UNAVAILABLE),
 )
 async def fairness_record(drop_id: str, container: ContainerDep) -> Response:
     record = await container.access_service.fairness(drop_id)
@@ -140,7 +118,7 @@ async def fairness_record(drop_id: str, container: ContainerDep) -> Response:
 
 
 @router.get(
-    "/fairness/entries",
+    "/api/drops/{drop_id}/fairness/entries",
     response_model=list[OrderedEntryOut],
     responses=errors(NOT_FOUND, (409, "ORDER_NOT_FIXED"), VALIDATION, UNAVAILABLE),
 )
