@@ -15,6 +15,10 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- Entries a draw call reads from the ordered set at a time, between looks at its budget.
+-- (A budget counts work, not time: Redis shows a script one frozen clock.)
+local BLOCK = 64
+
 -- Whether a waiting ticket reads 'closed': the drop was cancelled or has ended, or it has
 -- started with nothing available and no live hold that could come back.
 local function waiting_closed(drop_key, holds_key, now)
@@ -132,21 +136,6 @@ local function leave_standby(k, entry_id, sizes)
   for _, index in ipairs(entry_sizes(sizes)) do
     redis.call('ZREM', k.tag .. ':e:sb:' .. index, entry_id)
   end
-end
-
--- Try to give a draw entry a unit: the first of its sizes with one available.
--- Returns the reservation id, or nil when none of its sizes has one.
-local function try_give(k, entry_id, value, expires, now)
-  local user, _, sizes, _, position = split_entry(value)
-  for _, index in ipairs(entry_sizes(sizes)) do
-    if units_available(k, index) > 0 then
-      local hold_id = give_hold(k, user, entry_id, index, expires, now)
-      redis.call('HSET', k.ent, entry_id, join_entry(user, 'W', sizes, hold_id, position))
-      redis.call('RPUSH', k.changes, entry_id)
-      return hold_id
-    end
-  end
-  return nil
 end
 
 -- The draw scripts' keys by name, from KEYS in the order they all take them.

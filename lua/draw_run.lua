@@ -1,13 +1,17 @@
 -- @include access_lib
--- draw_run.lua: draw the next chunk of a draw drop's entries, in the published order.
+-- draw_run.lua: draw the next entries of a draw drop, in the published order.
 --
--- Called by the access leader from closesAt on, again and again until it answers 'DONE':
--- each call takes the next ARGV[1] entries of the ordered set (a chunk keeps every call
--- short), gives each the first of its sizes with a unit left as an ACTIVE hold until
--- drawTime + claimSeconds (`won`), and puts the others on the standby list of each of
--- their sizes, scored by position (`standby`). drawTime is fixed by the first call. A
--- cancelled drop gives nothing: every entry is `lost`. Safe to repeat: a cursor in `meta`
--- moves on in the same step as the entries it drew.
+-- Called by the access leader from closesAt on, again and again until it answers 'DONE'.
+-- Each call walks the ordered set from its cursor until it has done about ARGV[1] Redis
+-- commands' worth of work (so no call runs long, however many entries there are): while
+-- units are
+-- left, it gives each entry the first of its sizes with a unit as an ACTIVE hold until
+-- drawTime + claimSeconds (`won`); an entry that gets nothing is `standby`, with its
+-- position. Once no unit is left, what remains is only marked standby. The standby lists
+-- of each size are built afterwards (draw_standby.lua), after the order is recorded. A
+-- cancelled drop gives nothing: every entry is `lost`. drawTime is fixed by the first
+-- call; the cursor moves on in the same call as the entries it drew, so a repeat after a
+-- failover carries on where the last call stopped.
 --
 -- KEYS[1] drop        hash (closes, claim, cancelled, avail, total, sold)
 -- KEYS[2] holds       hash: live holds
@@ -15,20 +19,22 @@
 -- KEYS[4] due         zset: live holds by deadline
 -- KEYS[5] hold_sizes  hash: reservation id -> size index
 -- KEYS[6] sizes       hash: per-size counters
--- KEYS[7] meta        hash e: cursor, drawn_at (ms), done ('1')
+-- KEYS[7] meta        hash e: cursor, drawn_at (ms), done ('1'), sb_cursor, standby_built
 -- KEYS[8] ent         hash e:ent
 -- KEYS[9] pre         zset e:pre
 -- KEYS[10] changes    list e:changes: entry ids whose status changed (pushed, then recorded)
 -- Also, inside the drop's hash tag: each winner's timer ({d:ID}:t:<reservation id>) and
--- live-hold set ({d:ID}:u:<user id>), and the standby lists {d:ID}:e:sb:<size index>.
--- ARGV[1] entries per call
+-- live-hold set ({d:ID}:u:<user id>).
+-- ARGV[1] work budget of this call, in Redis commands (a winner costs about twelve, any
+--         other entry two to five)
 -- ARGV[2] stock-dirty channel
 -- ARGV[3] drop id
 -- Returns {'NOT_YET'} before closesAt, or {'DRAWING' | 'DONE', drawn, entries, drawnAtMs}
 local k = draw_keys(ARGV[3])
-local chunk = tonumber(ARGV[1])
+local budget = tonumber(ARGV[1])
+local work = 0
 local now = now_ms()
-local d = redis.call('HMGET', k.drop, 'closes', 'claim', 'cancelled')
+local d = redis.call('HMGET', k.drop, 'closes', 'claim', 'cancelled', 'avail')
 if now < tonumber(d[1]) then
   return {'NOT_YET'}
 end
@@ -41,28 +47,47 @@ if m[3] == '1' then
 end
 local expires = drawn_at + tonumber(d[2])
 local cancelled = d[3] == '1'
+local left = tonumber(d[4])
+local size_left = {}  -- units left per size index, read once per call
 
-local gave = false
-local members = redis.call('ZRANGE', k.pre, cursor, cursor + chunk - 1)
-for i, member in ipairs(members) do
-  local entry_id = string.sub(member, 65)
+local function draw_one(entry_id, position)
   local user, _, sizes = split_entry(redis.call('HGET', k.ent, entry_id))
-  local position = cursor + i
-  local value = join_entry(user, 'E', sizes, '', position)
+  work = work + 2
   if cancelled then
     redis.call('HSET', k.ent, entry_id, join_entry(user, 'L', sizes, '', position))
     redis.call('RPUSH', k.changes, entry_id)
-  elseif try_give(k, entry_id, value, expires, now) then
-    gave = true
-  else
-    for _, index in ipairs(entry_sizes(sizes)) do
-      redis.call('ZADD', k.tag .. ':e:sb:' .. index, position, entry_id)
-    end
-    redis.call('HSET', k.ent, entry_id, join_entry(user, 'S', sizes, '', position))
-    redis.call('RPUSH', k.changes, entry_id)
+    return false
   end
+  if left > 0 then
+    for _, index in ipairs(entry_sizes(sizes)) do
+      if size_left[index] == nil then
+        size_left[index] = units_available(k, index)
+        work = work + 1
+      end
+      if size_left[index] > 0 then
+        work = work + 10
+        local hold_id = give_hold(k, user, entry_id, index, expires, now)
+        size_left[index] = size_left[index] - 1
+        left = left - 1
+        redis.call('HSET', k.ent, entry_id, join_entry(user, 'W', sizes, hold_id, position))
+        redis.call('RPUSH', k.changes, entry_id)
+        return true
+      end
+    end
+  end
+  redis.call('HSET', k.ent, entry_id, join_entry(user, 'S', sizes, '', position))
+  return false
 end
-cursor = cursor + #members
+
+local gave = false
+repeat
+  local members = redis.call('ZRANGE', k.pre, cursor, cursor + BLOCK - 1)
+  for _, member in ipairs(members) do
+    cursor = cursor + 1
+    gave = draw_one(string.sub(member, 65), cursor) or gave
+  end
+until #members < BLOCK or work >= budget
+
 local state = 'DRAWING'
 if cursor >= count then
   state = 'DONE'

@@ -13,11 +13,12 @@
 -- ARGV[1] most entries to change in this call
 -- ARGV[2] stock-dirty channel
 -- ARGV[3] drop id
--- Returns {'NOT_DRAWN'} or {'SETTLED', changed, more (1 when work is left)}
+-- Returns {'NOT_DRAWN'} (the draw or its standby lists are not done yet)
+--      or {'SETTLED', changed, more (1 when work is left)}
 local k = draw_keys(ARGV[3])
 local most = tonumber(ARGV[1])
-if redis.call('HGET', k.meta, 'done') ~= '1' then
-  return {'NOT_DRAWN'}
+if redis.call('HGET', k.meta, 'standby_built') ~= '1' then
+  return {'NOT_DRAWN'}  -- the draw, or its standby lists (draw_standby.lua), not done yet
 end
 local now = now_ms()
 local d = redis.call('HMGET', k.drop, 'claim', 'cancelled', 'ends', 'sized')

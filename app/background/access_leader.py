@@ -42,7 +42,10 @@ log = logging.getLogger(__name__)
 
 TICK_SECONDS = 0.25
 LEASE_SECONDS = 5.0
-STEP = 500  # tickets admitted, entries drawn or settled per script call (each well under 5 ms)
+STEP = 250  # tickets admitted or draw entries settled per script call (each well under 5 ms)
+# Work one draw script call may do, in Redis commands: about 2 ms of Redis time here
+# (docs/BENCHMARKS.md, fair access), well under the 5 ms any script may take.
+SCRIPT_BUDGET = 2000
 PUSH_PAGE = 500
 
 # (user id, payload): sends `access_update` to the user's sockets, wherever they are.
@@ -67,6 +70,8 @@ class AccessLeader:
         self._fixed: set[str] = set()  # drops whose order PostgreSQL has
         self._closed: dict[str, bool] = {}  # a queue drop's last closed state seen
         self._broadcasts: dict[str, asyncio.Task[None]] = {}  # pushes to a whole queue
+        self._recording: dict[str, asyncio.Task[None]] = {}  # audit rows being written
+        self._recorded: set[str] = set()  # drops whose audit rows are written
 
     async def run(self) -> None:
         try:
@@ -82,7 +87,7 @@ class AccessLeader:
                     log.warning("access pass failed", exc_info=True)
                 await pause(self.stopping, TICK_SECONDS)
         finally:
-            for task in self._broadcasts.values():
+            for task in [*self._broadcasts.values(), *self._recording.values()]:
                 task.cancel()
             await self.lease.release()
 
@@ -105,7 +110,9 @@ class AccessLeader:
         while True:
             admission = await self.store.admit(drop.id, STEP)
             if admission.state != "NOT_STARTED" and not await self._order_fixed(drop.id):
-                await self._record_order(drop.id, await self.store.queue_order(drop.id))
+                await self._record_order(drop.id, queue=True)
+            if admission.state != "NOT_STARTED":
+                self._record_entries_later(drop.id, queue=True)
             while await self._report_queue_changes(drop.id):
                 pass
             closed = admission.state == "CLOSED"
@@ -123,13 +130,13 @@ class AccessLeader:
     async def _report_queue_changes(self, drop_id: str) -> bool:
         """Push the tickets admitted or whose pass ended (queue_admit.lua lists them), then
         take them off the list; True when a page was full."""
-        changed = await self.store.changes(drop_id, PUSH_PAGE, queue=True)
+        changed = await self.store.changes(drop_id, PUSH_PAGE)
         if not changed:
             return False
         owners = await self.store.ticket_owners(drop_id, changed)
         users = list(dict.fromkeys(user for user in owners if user is not None))
         await self._push_tickets(drop_id, users, waiting_only=False)
-        await self.store.forget_changes(drop_id, len(changed), queue=True)
+        await self.store.forget_changes(drop_id, len(changed))
         return len(changed) == PUSH_PAGE
 
     async def _push_tickets(self, drop_id: str, users: list[str], waiting_only: bool) -> None:
@@ -173,39 +180,56 @@ class AccessLeader:
     # --- draw -----------------------------------------------------------------------
 
     async def tend_draw(self, drop: DropDefinition) -> None:
-        step = await self.store.draw(drop.id, STEP)
+        step = await self.store.draw(drop.id, SCRIPT_BUDGET)
         while step.state == "DRAWING":
-            step = await self.store.draw(drop.id, STEP)
+            step = await self.store.draw(drop.id, SCRIPT_BUDGET)
         if step.state == "NOT_YET":
             return
         if not await self._order_fixed(drop.id):
-            await self._record_order(drop.id, await self.store.draw_order(drop.id), draw=True)
+            await self._record_order(drop.id, queue=False)
+        while await self._report_draw_changes(drop.id):
+            pass  # the winners hear first
+        while await self.store.build_standby(drop.id, SCRIPT_BUDGET) == "BUILDING":
+            pass
         more = True
         while more:
             _, _, more = await self.store.settle(drop.id, STEP)
-        while await self._report_changes(drop.id):
+        while await self._report_draw_changes(drop.id):
             pass
-        if self._over(drop) and not await self.store.changes(drop.id, 1):
-            await self.store.done_with(drop.id)
+        self._record_entries_later(drop.id, queue=False)
+        if self._entries_done(drop.id):
+            while await self._record_draw_outcomes(drop.id):
+                pass
+            if self._over(drop) and not await self.store.draw_log(drop.id, "recorded", 1):
+                await self.store.done_with(drop.id)
 
-    async def _report_changes(self, drop_id: str) -> bool:
-        """Push and record the entries whose status changed; True when a page was full."""
-        changed = await self.store.changes(drop_id, PUSH_PAGE)
+    async def _report_draw_changes(self, drop_id: str) -> bool:
+        """Push the entries whose status changed; True when a page was full."""
+        changed = await self.store.draw_log(drop_id, "pushed", PUSH_PAGE)
+        if not changed:
+            return False
+        if self.notify is not None:
+            entries = await self.store.entries_of(drop_id, changed)
+            for entry_id in dict.fromkeys(changed):
+                user, facts = entries[entry_id]
+                entry = entry_of(drop_id, facts).to_wire()
+                await self.notify(user, {"dropId": drop_id, "kind": "draw", "entry": entry})
+        await self.store.draw_log_read(drop_id, "pushed", len(changed))
+        return len(changed) == PUSH_PAGE
+
+    async def _record_draw_outcomes(self, drop_id: str) -> bool:
+        """Record in PostgreSQL the outcomes of the entries whose status changed since their
+        rows were written; True when a page was full."""
+        changed = await self.store.draw_log(drop_id, "recorded", PUSH_PAGE)
         if not changed:
             return False
         entries = await self.store.entries_of(drop_id, changed)
-        outcomes: list[tuple[str, str, str | None]] = []
+        outcomes = []
         for entry_id in dict.fromkeys(changed):
-            user, facts = entries[entry_id]
-            entry = entry_of(drop_id, facts)
+            entry = entry_of(drop_id, entries[entry_id][1])
             outcomes.append((entry_id, entry.status, entry.reservation_id))
-            if self.notify is not None:
-                await self.notify(
-                    user, {"dropId": drop_id, "kind": "draw", "entry": entry.to_wire()}
-                )
-        if drop_id in self._fixed:
-            await access_rows.record_outcomes(self.db, drop_id, outcomes)
-        await self.store.forget_changes(drop_id, len(changed))
+        await access_rows.record_outcomes(self.db, drop_id, outcomes)
+        await self.store.draw_log_read(drop_id, "recorded", len(changed))
         return len(changed) == PUSH_PAGE
 
     # --- both ---------------------------------------------------------------------------
@@ -218,23 +242,52 @@ class AccessLeader:
                 self._fixed.add(drop_id)
         return drop_id in self._fixed
 
-    async def _record_order(self, drop_id: str, rows: list[OrderRow], draw: bool = False) -> None:
-        """Write the fixed order to PostgreSQL (which reveals the seed), once."""
-        entries = [_ordered(row, draw) for row in rows]
-        if draw:
-            labels = await self.drops.size_labels(drop_id)
-            entries = [_with_labels(e, labels) for e in entries]
+    async def _record_order(self, drop_id: str, queue: bool) -> None:
+        """Record the fixed order in PostgreSQL (which reveals the seed), once."""
+        ranked = await self.store.ranked(drop_id, queue)
         started = time.perf_counter()
-        if await access_rows.record_order(self.db, drop_id, entries, datetime.now(UTC)):
+        if await access_rows.record_order(self.db, drop_id, ranked, datetime.now(UTC)):
             log.info(
                 "order fixed",
                 extra={
                     "drop": drop_id,
-                    "entries": len(entries),
+                    "entries": len(ranked),
                     "seconds": round(time.perf_counter() - started, 3),
                 },
             )
         self._fixed.add(drop_id)
+
+    def _record_entries_later(self, drop_id: str, queue: bool) -> None:
+        """Write each ordered entry's audit row, in a task of its own (COPY of up to
+        100,000 rows): the drop's admissions, hand-overs and pushes go on meanwhile."""
+        if drop_id in self._recorded or drop_id in self._recording:
+            return
+        self._recording[drop_id] = asyncio.create_task(
+            self._record_entries(drop_id, queue), name=f"access-record-{drop_id}"
+        )
+
+    def _entries_done(self, drop_id: str) -> bool:
+        return drop_id in self._recorded
+
+    async def _record_entries(self, drop_id: str, queue: bool) -> None:
+        try:
+            if not await access_rows.entries_recorded(self.db, drop_id):
+                # The rows carry every outcome up to `covered`: only later changes are
+                # recorded over them (a change in between is recorded twice, harmlessly).
+                covered = 0 if queue else await self.store.draw_log_end(drop_id)
+                rows = await (
+                    self.store.queue_order(drop_id) if queue else self.store.draw_order(drop_id)
+                )
+                labels = {} if queue else await self.drops.size_labels(drop_id)
+                entries = [_ordered(row, labels, queue) for row in rows]
+                if await access_rows.record_entries(self.db, drop_id, entries) and not queue:
+                    await self.store.draw_log_skip(drop_id, "recorded", covered)
+            self._recorded.add(drop_id)
+        except Exception:
+            metrics.BACKGROUND_ERRORS.labels(task="access").inc()
+            log.warning("could not record a drop's entries", exc_info=True)
+        finally:
+            del self._recording[drop_id]
 
     @staticmethod
     def _over(drop: DropDefinition) -> bool:
@@ -242,30 +295,20 @@ class AccessLeader:
         return drop.cancelled or (drop.ends_at is not None and now >= drop.ends_at)
 
 
-def _ordered(row: OrderRow, draw: bool) -> access_rows.OrderedEntry:
-    if not draw:
+def _ordered(row: OrderRow, labels: dict[str, str], queue: bool) -> access_rows.OrderedEntry:
+    """An audit row: a ticket's, or a draw entry's with its size labels and outcome."""
+    if queue:
         return access_rows.OrderedEntry(row.entry_id, row.user_id, row.rank_key, row.position)
     _, status, sizes, hold, _ = row.raw.split("|")
-    outcome = {"W": "won", "S": "standby", "L": "lost"}.get(status)
+    named = ",".join(labels.get(index, index) for index in sizes.split(",")) if sizes else None
     return access_rows.OrderedEntry(
-        row.entry_id, row.user_id, row.rank_key, row.position, sizes or None, outcome, hold or None
-    )
-
-
-def _with_labels(
-    entry: access_rows.OrderedEntry, labels: dict[str, str]
-) -> access_rows.OrderedEntry:
-    if entry.sizes is None:
-        return entry
-    named = ",".join(labels.get(index, index) for index in entry.sizes.split(","))
-    return access_rows.OrderedEntry(
-        entry.entry_id,
-        entry.user_id,
-        entry.rank_key,
-        entry.position,
+        row.entry_id,
+        row.user_id,
+        row.rank_key,
+        row.position,
         named,
-        entry.outcome,
-        entry.reservation_id,
+        {"W": "won", "S": "standby", "L": "lost"}.get(status),
+        hold or None,
     )
 
 

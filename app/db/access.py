@@ -1,10 +1,12 @@
-"""The fairness record of queue and draw drops in PostgreSQL, for audit.
+"""The fairness record of queue and draw drops in PostgreSQL.
 
-When a drop's order is fixed (the pre-queue at startsAt, the draw at closesAt) its
-ordered entries are written here with their rank keys and positions, and the drop's
-`order_fixed_at` is set: from then on the seed is public (the fairness routes read it
-from here). A draw entry's outcome follows it as the draw settles. Rows go in with COPY:
-a draw of 100,000 entries is recorded in well under a second.
+When a drop's order is fixed (the pre-queue at startsAt, the draw at closesAt) it is
+written as one row of `access_orders` (each entry id with its rank key, in position
+order), in the transaction that sets the drop's `order_fixed_at`: from then on the seed
+is public (the fairness routes read both from here). One insert, however many entries:
+the reveal stays within its two seconds. Each entry then gets its own row in
+`access_entries` (its user, position and, for a draw, its outcome, which follows it as
+the draw settles), written with COPY for audit.
 """
 
 from __future__ import annotations
@@ -12,8 +14,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-
-import asyncpg
 
 from app.db.session import Database
 
@@ -50,15 +50,50 @@ COLUMNS = (
 
 
 async def record_order(
-    db: Database, drop_id: str, entries: Sequence[OrderedEntry], fixed_at: datetime
+    db: Database, drop_id: str, ordered: Sequence[tuple[str, str]], fixed_at: datetime
 ) -> bool:
-    """Write the ordered entries and mark the order fixed, once. False when it already was
-    (another leader, or this one before a restart, got there first)."""
+    """Record the fixed order, (entry id, rank key) in position order, and so reveal the
+    seed, once. False when it already was (another leader, or this one before a restart)."""
     async with db.sales.transaction() as conn:
         fixed = await conn.fetchval(
             "SELECT order_fixed_at FROM drops WHERE id = $1 FOR UPDATE", drop_id
         )
         if fixed is not None:
+            return False
+        await conn.execute(
+            "INSERT INTO access_orders (drop_id, entries, ordered, fixed_at)"
+            " VALUES ($1, $2, $3, $4)",
+            drop_id,
+            len(ordered),
+            "".join(f"{entry_id} {rank}\n" for entry_id, rank in ordered),
+            fixed_at,
+        )
+        await conn.execute(
+            "UPDATE drops SET order_fixed_at = $2, ordered_entries = $3 WHERE id = $1",
+            drop_id,
+            fixed_at,
+            len(ordered),
+        )
+    return True
+
+
+async def entries_recorded(db: Database, drop_id: str) -> bool:
+    async with db.sales.transaction() as conn:
+        found = await conn.fetchval(
+            "SELECT entries_recorded_at FROM access_orders WHERE drop_id = $1", drop_id
+        )
+    return found is not None
+
+
+async def record_entries(db: Database, drop_id: str, entries: Sequence[OrderedEntry]) -> bool:
+    """One `access_entries` row per ordered entry, once (after the order was recorded).
+    False when they already were."""
+    async with db.sales.transaction() as conn:
+        done = await conn.fetchval(
+            "SELECT entries_recorded_at FROM access_orders WHERE drop_id = $1 FOR UPDATE",
+            drop_id,
+        )
+        if done is not None:
             return False
         await conn.execute("DELETE FROM access_entries WHERE drop_id = $1", drop_id)
         await conn.copy_records_to_table(
@@ -79,10 +114,7 @@ async def record_order(
             columns=COLUMNS,
         )
         await conn.execute(
-            "UPDATE drops SET order_fixed_at = $2, ordered_entries = $3 WHERE id = $1",
-            drop_id,
-            fixed_at,
-            len(entries),
+            "UPDATE access_orders SET entries_recorded_at = now() WHERE drop_id = $1", drop_id
         )
     return True
 
@@ -119,16 +151,19 @@ async def fairness_facts(db: Database, drop_id: str) -> FairnessFacts | None:
     return FairnessFacts(row[0], row[1], row[2], row[3])
 
 
-async def ordered_entries(db: Database, drop_id: str) -> list[asyncpg.Record]:
-    """(entry_id, rank_key, position) of the drop's ordered entries, by position."""
+async def ordered_entries(db: Database, drop_id: str) -> list[tuple[str, str, int]]:
+    """(entry id, rank key, position) of the drop's fixed order; [] before it is fixed."""
     async with db.sales.transaction() as conn:
-        return list(
-            await conn.fetch(
-                "SELECT entry_id, rank_key, position FROM access_entries WHERE drop_id = $1"
-                " ORDER BY position",
-                drop_id,
-            )
+        ordered = await conn.fetchval(
+            "SELECT ordered FROM access_orders WHERE drop_id = $1", drop_id
         )
+    if not ordered:
+        return []
+    found: list[tuple[str, str, int]] = []
+    for position, line in enumerate(ordered.splitlines(), start=1):
+        entry_id, rank = line.split(" ")
+        found.append((entry_id, rank, position))
+    return found
 
 
 async def outcomes_of(db: Database, drop_id: str) -> dict[str, int]:

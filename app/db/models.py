@@ -215,3 +215,19 @@ class AccessEntry(Base):
     outcome: Mapped[str | None] = mapped_column(String(8))
     reservation_id: Mapped[str | None] = mapped_column(String(80))
     recorded_at: Mapped[datetime] = mapped_column(_now(), server_default=func.now())
+
+
+class AccessOrder(Base):
+    """A queue's or draw's fixed order in one row: `ordered` holds one line per entry,
+    `<entryId> <rankKey>`, in position order. Written in the step that reveals the seed
+    (one insert, however many entries); `access_entries` follows for audit."""
+
+    __tablename__ = "access_orders"
+
+    drop_id: Mapped[str] = mapped_column(
+        ForeignKey("drops.id", ondelete="CASCADE"), primary_key=True
+    )
+    entries: Mapped[int] = mapped_column(Integer)
+    ordered: Mapped[str] = mapped_column(Text)
+    fixed_at: Mapped[datetime] = mapped_column(_now())
+    entries_recorded_at: Mapped[datetime | None] = mapped_column(_now())

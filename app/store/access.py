@@ -196,7 +196,7 @@ class AccessStore:
     async def queue_order(self, drop_id: str) -> list[OrderRow]:
         """The pre-queue in its fixed order (positions 1..n), with each ticket's owner."""
         k = DropKeys(drop_id)
-        return await self._order(k.q_pre, k.q_tix, drop_id)
+        return await self._order(k.q_pre, k.q_tix)
 
     # --- draw -------------------------------------------------------------------
 
@@ -276,13 +276,24 @@ class AccessStore:
             k.draw_changes,
         ]
 
-    async def draw(self, drop_id: str, chunk: int) -> DrawStep:
+    async def draw(self, drop_id: str, budget: int) -> DrawStep:
+        """One draw_run.lua call, of about `budget` Redis commands' work."""
         reply = await self.scripts.run(
-            ScriptName.DRAW_RUN, self._draw_keys(drop_id), [chunk, self.stock_channel, drop_id]
+            ScriptName.DRAW_RUN,
+            self._draw_keys(drop_id),
+            [budget, self.stock_channel, drop_id],
         )
         if reply[0] == "NOT_YET":
             return DrawStep("NOT_YET")
         return DrawStep(str(reply[0]), int(reply[1]), int(reply[2]), int(reply[3]))
+
+    async def build_standby(self, drop_id: str, budget: int) -> str:
+        """One draw_standby.lua call, of about `budget` Redis commands' work: 'NOT_DRAWN',
+        'BUILDING' or 'BUILT'."""
+        reply = await self.scripts.run(
+            ScriptName.DRAW_STANDBY, self._draw_keys(drop_id), [budget, drop_id]
+        )
+        return str(reply[0])
 
     async def settle(self, drop_id: str, most: int) -> tuple[bool, int, bool]:
         """(drawn yet, entries changed, more work left) of one draw_settle.lua call."""
@@ -293,17 +304,58 @@ class AccessStore:
             return False, 0, False
         return True, int(reply[1]), int(reply[2]) == 1
 
-    async def changes(self, drop_id: str, most: int, queue: bool = False) -> list[str]:
-        """Entry ids of the draw (or the queue) whose status changed, oldest first; left on
-        the list until `forget_changes`, so a leader that dies before reporting them leaves
-        them to the next."""
-        k = DropKeys(drop_id)
-        found = await self.redis.lrange(k.q_changes if queue else k.draw_changes, 0, most - 1)
+    async def changes(self, drop_id: str, most: int) -> list[str]:
+        """Queue tickets admitted or whose pass ended, oldest first; left on the list until
+        `forget_changes`, so a leader that dies before pushing them leaves them to the next."""
+        found = await self.redis.lrange(DropKeys(drop_id).q_changes, 0, most - 1)
         return [str(entry_id) for entry_id in found]
 
-    async def forget_changes(self, drop_id: str, count: int, queue: bool = False) -> None:
+    async def forget_changes(self, drop_id: str, count: int) -> None:
+        await self.redis.ltrim(DropKeys(drop_id).q_changes, count, -1)
+
+    async def draw_log(self, drop_id: str, reader: str, most: int) -> list[str]:
+        """The next draw entries whose status changed, for one of the log's two readers:
+        'pushed' (access_update) or 'recorded' (PostgreSQL's outcomes). The scripts append
+        to e:changes; each reader keeps its place in the draw's hash (`log_<reader>`, an
+        absolute index; `log_base` is the absolute index of the list's head), so each
+        reads every change at least once, across failovers, at its own pace."""
         k = DropKeys(drop_id)
-        await self.redis.ltrim(k.q_changes if queue else k.draw_changes, count, -1)
+        base, done = await self.redis.hmget(k.draw, ["log_base", f"log_{reader}"])
+        start = int(done or 0) - int(base or 0)
+        found = await self.redis.lrange(k.draw_changes, start, start + most - 1)
+        return [str(entry_id) for entry_id in found]
+
+    async def draw_log_end(self, drop_id: str) -> int:
+        """The absolute index just past the draw's last change so far."""
+        k = DropKeys(drop_id)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hget(k.draw, "log_base")
+        pipe.llen(k.draw_changes)
+        base, length = await pipe.execute()
+        return int(base or 0) + int(length)
+
+    async def draw_log_skip(self, drop_id: str, reader: str, to: int) -> None:
+        """`reader` needs nothing before absolute index `to`."""
+        k = DropKeys(drop_id)
+        done = int(await self.redis.hget(k.draw, f"log_{reader}") or 0)
+        if to > done:
+            await self.draw_log_read(drop_id, reader, to - done)
+
+    async def draw_log_read(self, drop_id: str, reader: str, count: int) -> None:
+        """`reader` has dealt with `count` more changes; the list keeps only what either
+        reader has yet to read."""
+        k = DropKeys(drop_id)
+        await self.redis.hincrby(k.draw, f"log_{reader}", count)
+        base, pushed, recorded = (
+            int(v or 0)
+            for v in await self.redis.hmget(k.draw, ["log_base", "log_pushed", "log_recorded"])
+        )
+        drop = min(pushed, recorded) - base
+        if drop > 0:
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.ltrim(k.draw_changes, drop, -1)
+            pipe.hincrby(k.draw, "log_base", drop)
+            await pipe.execute()
 
     async def ticket_owners(self, drop_id: str, entry_ids: Sequence[str]) -> list[str | None]:
         """The user of each queue ticket (None for an unknown id)."""
@@ -319,9 +371,22 @@ class AccessStore:
 
     async def draw_order(self, drop_id: str) -> list[OrderRow]:
         k = DropKeys(drop_id)
-        return await self._order(k.draw_order, k.draw_entries, drop_id)
+        return await self._order(k.draw_order, k.draw_entries)
 
-    async def _order(self, order_key: str, values_key: str, drop_id: str) -> list[OrderRow]:
+    async def ranked(self, drop_id: str, queue: bool) -> list[tuple[str, str]]:
+        """The queue's pre-queue (or the draw's entries) in rank order: (entry id, rank key).
+        Only the sorted set is read: what the fairness record needs, and nothing more."""
+        k = DropKeys(drop_id)
+        order_key = k.q_pre if queue else k.draw_order
+        ranked: list[tuple[str, str]] = []
+        total = int(await self.redis.zcard(order_key))
+        for first in range(0, total, ORDER_READ_CHUNK):
+            members = await self.redis.zrange(order_key, first, first + ORDER_READ_CHUNK - 1)
+            ranked.extend((str(m)[64:], str(m)[:64]) for m in members)
+        return ranked
+
+    async def _order(self, order_key: str, values_key: str) -> list[OrderRow]:
+        """Each ranked entry with its owner and value (ticket or entry), for the audit rows."""
         rows: list[OrderRow] = []
         total = int(await self.redis.zcard(order_key))
         for first in range(0, total, ORDER_READ_CHUNK):

@@ -47,6 +47,7 @@ class ScriptName(StrEnum):
     DRAW_ENTER = "draw_enter"
     DRAW_ENTRY = "draw_entry"
     DRAW_RUN = "draw_run"
+    DRAW_STANDBY = "draw_standby"
     DRAW_SETTLE = "draw_settle"
 
 

@@ -1,0 +1,52 @@
+-- @include access_lib
+-- draw_standby.lua: after the draw, put each standby entry on the standby list of each of
+-- its sizes (scored by position, so the first is the next in the published order) and
+-- on the change list (its `standby` status is pushed and recorded).
+--
+-- Called by the access leader once the draw is done and its order recorded, again and
+-- again until it answers 'BUILT'; each call does about ARGV[1] Redis commands' worth of
+-- work and moves its cursor (`sb_cursor`) in the same call. Hand-overs
+-- (draw_settle.lua) wait until the lists are built.
+--
+-- KEYS[1..10] as draw_run.lua; also the standby lists {d:ID}:e:sb:<size index>
+-- ARGV[1] work budget of this call, in Redis commands
+-- ARGV[2] drop id
+-- Returns {'NOT_DRAWN'} or {'BUILDING' | 'BUILT', done, entries}
+local k = draw_keys(ARGV[2])
+local budget = tonumber(ARGV[1])
+local work = 0
+local m = redis.call('HMGET', k.meta, 'done', 'sb_cursor', 'standby_built')
+local count = redis.call('ZCARD', k.pre)
+if m[1] ~= '1' then
+  return {'NOT_DRAWN'}
+end
+local cursor = tonumber(m[2] or '0')
+if m[3] == '1' then
+  return {'BUILT', cursor, count}
+end
+
+repeat
+  local members = redis.call('ZRANGE', k.pre, cursor, cursor + BLOCK - 1)
+  for _, member in ipairs(members) do
+    cursor = cursor + 1
+    local entry_id = string.sub(member, 65)
+    local _, status, sizes = split_entry(redis.call('HGET', k.ent, entry_id))
+    work = work + 1
+    if status == 'S' then
+      work = work + 2
+      for _, index in ipairs(entry_sizes(sizes)) do
+        redis.call('ZADD', k.tag .. ':e:sb:' .. index, cursor, entry_id)
+        work = work + 1
+      end
+      redis.call('RPUSH', k.changes, entry_id)
+    end
+  end
+until #members < BLOCK or work >= budget
+
+local state = 'BUILDING'
+if cursor >= count then
+  state = 'BUILT'
+  redis.call('HSET', k.meta, 'standby_built', '1')
+end
+redis.call('HSET', k.meta, 'sb_cursor', cursor)
+return {state, cursor, count}
