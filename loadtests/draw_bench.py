@@ -76,7 +76,12 @@ DRAW_WITHIN_S = 2.0  # issue 21: the draw within 2 s of closesAt
 SCRIPT_LIMIT_MS = 5.0  # issue 21: no script longer than 5 ms
 SLOWLOG_MAX_LEN = 2_000_000
 SIZE_SEED = 21
-WATCHED = (ScriptName.DRAW_RUN, ScriptName.DRAW_SETTLE, ScriptName.DRAW_ENTER)
+WATCHED = (
+    ScriptName.DRAW_RUN,
+    ScriptName.DRAW_STANDBY,
+    ScriptName.DRAW_SETTLE,
+    ScriptName.DRAW_ENTER,
+)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -491,7 +496,11 @@ def verdicts(report: dict[str, Any]) -> list[tuple[str, float | None, float, boo
         value = timeline[key]
         limit = DRAW_WITHIN_S * 1000
         found.append((f"{name}, ms", value, limit, None if value is None else value <= limit))
-    for name in (ScriptName.DRAW_RUN.value, ScriptName.DRAW_SETTLE.value):
+    for name in (
+        ScriptName.DRAW_RUN.value,
+        ScriptName.DRAW_STANDBY.value,
+        ScriptName.DRAW_SETTLE.value,
+    ):
         value = report["scripts"][name]["max_ms"] if report["scripts"][name]["calls"] else None
         found.append(
             (

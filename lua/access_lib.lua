@@ -15,8 +15,8 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- Entries a draw call reads from the ordered set at a time, between looks at its budget.
--- (A budget counts work, not time: Redis shows a script one frozen clock.)
+-- Entries a draw call reads from the ordered set at a time; it stops as soon as its budget
+-- is spent. (A budget counts work, not time: Redis shows a script one frozen clock.)
 local BLOCK = 64
 
 -- Whether a waiting ticket reads 'closed': the drop was cancelled or has ended, or it has

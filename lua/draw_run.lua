@@ -25,8 +25,8 @@
 -- KEYS[10] changes    list e:changes: entry ids whose status changed (pushed, then recorded)
 -- Also, inside the drop's hash tag: each winner's timer ({d:ID}:t:<reservation id>) and
 -- live-hold set ({d:ID}:u:<user id>).
--- ARGV[1] work budget of this call, in Redis commands (a winner costs about twelve, any
---         other entry two to five)
+-- ARGV[1] work budget of this call, in units of about one Redis command (a winner costs
+--         about twenty: its writes create keys; any other entry two to five)
 -- ARGV[2] stock-dirty channel
 -- ARGV[3] drop id
 -- Returns {'NOT_YET'} before closesAt, or {'DRAWING' | 'DONE', drawn, entries, drawnAtMs}
@@ -65,7 +65,7 @@ local function draw_one(entry_id, position)
         work = work + 1
       end
       if size_left[index] > 0 then
-        work = work + 10
+        work = work + 20  -- a hold's ten writes, two of them new keys
         local hold_id = give_hold(k, user, entry_id, index, expires, now)
         size_left[index] = size_left[index] - 1
         left = left - 1
@@ -80,13 +80,18 @@ local function draw_one(entry_id, position)
 end
 
 local gave = false
+local spent = false
 repeat
   local members = redis.call('ZRANGE', k.pre, cursor, cursor + BLOCK - 1)
   for _, member in ipairs(members) do
     cursor = cursor + 1
     gave = draw_one(string.sub(member, 65), cursor) or gave
+    spent = work >= budget
+    if spent then
+      break
+    end
   end
-until #members < BLOCK or work >= budget
+until spent or #members < BLOCK
 
 local state = 'DRAWING'
 if cursor >= count then

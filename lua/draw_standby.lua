@@ -25,6 +25,7 @@ if m[3] == '1' then
   return {'BUILT', cursor, count}
 end
 
+local spent = false
 repeat
   local members = redis.call('ZRANGE', k.pre, cursor, cursor + BLOCK - 1)
   for _, member in ipairs(members) do
@@ -40,8 +41,12 @@ repeat
       end
       redis.call('RPUSH', k.changes, entry_id)
     end
+    spent = work >= budget
+    if spent then
+      break
+    end
   end
-until #members < BLOCK or work >= budget
+until spent or #members < BLOCK
 
 local state = 'BUILDING'
 if cursor >= count then

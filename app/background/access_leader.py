@@ -43,9 +43,9 @@ log = logging.getLogger(__name__)
 TICK_SECONDS = 0.25
 LEASE_SECONDS = 5.0
 STEP = 250  # tickets admitted or draw entries settled per script call (each well under 5 ms)
-# Work one draw script call may do, in Redis commands: about 2 ms of Redis time here
+# Work one draw script call may do, in Redis commands: under a millisecond of Redis time here
 # (docs/BENCHMARKS.md, fair access), well under the 5 ms any script may take.
-SCRIPT_BUDGET = 2000
+SCRIPT_BUDGET = 300
 PUSH_PAGE = 500
 
 # (user id, payload): sends `access_update` to the user's sockets, wherever they are.
@@ -72,6 +72,7 @@ class AccessLeader:
         self._broadcasts: dict[str, asyncio.Task[None]] = {}  # pushes to a whole queue
         self._recording: dict[str, asyncio.Task[None]] = {}  # audit rows being written
         self._recorded: set[str] = set()  # drops whose audit rows are written
+        self._moments: list[datetime] = []  # the tended drops' starts and closesAt
 
     async def run(self) -> None:
         try:
@@ -85,15 +86,29 @@ class AccessLeader:
                 except Exception:
                     metrics.BACKGROUND_ERRORS.labels(task="access").inc()
                     log.warning("access pass failed", exc_info=True)
-                await pause(self.stopping, TICK_SECONDS)
+                await pause(self.stopping, self._until_next_tick())
         finally:
             for task in [*self._broadcasts.values(), *self._recording.values()]:
                 task.cancel()
             await self.lease.release()
 
+    def _until_next_tick(self) -> float:
+        """A tick's pause, cut short to wake right at the next start or closesAt due."""
+        now = datetime.now(UTC)
+        soon = [moment for moment in self._moments if moment > now]
+        if not soon:
+            return TICK_SECONDS
+        return min(TICK_SECONDS, (min(soon) - now).total_seconds() + 0.001)
+
     async def tick(self) -> None:
         ids = await self.store.tended()
         found = await self.drops.read(ids)
+        self._moments = [
+            moment
+            for mirrored in found.values()
+            for moment in (mirrored.definition.starts_at, mirrored.definition.access.closes_at)
+            if moment is not None
+        ]
         for drop_id in ids:
             mirrored = found.get(drop_id)
             if mirrored is None:
