@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+from playwright.async_api import Browser, BrowserContext, Page, WebSocket, async_playwright
 
 from tests.support.factories import PASSWORD, auth
 from tests.support.serve import running_serve
@@ -67,6 +67,8 @@ class Shop:
     admin: str
     requests: list[str] = field(default_factory=list)
     contexts: list[BrowserContext] = field(default_factory=list)
+    # Frames the pages' WebSockets received: an upgrade the server refused receives none.
+    ws_frames: list[str | bytes] = field(default_factory=list)
 
     async def create_drop(self, **fields: Any) -> dict[str, Any]:
         body: dict[str, Any] = {"name": "Air Test 1", "priceCents": 18000}
@@ -86,13 +88,17 @@ class Shop:
         token: str = response.json()["accessToken"]
         return token
 
+    def _log_websocket(self, socket: WebSocket) -> None:
+        self.requests.append(socket.url)
+        socket.on("framereceived", lambda payload: self.ws_frames.append(payload))
+
     async def page(self, browser: Browser, viewport: dict[str, int] = LAPTOP) -> Page:
         """A fresh browser context (no shared storage) with its requests logged."""
         context: BrowserContext = await browser.new_context(viewport=viewport)  # type: ignore[arg-type]
         self.contexts.append(context)
         page = await context.new_page()
         page.on("request", lambda request: self.requests.append(request.url))
-        page.on("websocket", lambda socket: self.requests.append(socket.url))
+        page.on("websocket", lambda socket: self._log_websocket(socket))
         page.on("pageerror", lambda error: self.requests.append(f"pageerror: {error}"))
         return page
 

@@ -148,6 +148,7 @@ async def test_with_the_network_cut_off_both_pages_work_and_nothing_leaves_the_o
     strays = [u for u in shop.requests if not u.startswith((origin + "/", ws_origin + "/"))]
     assert strays == []
     assert any(u.startswith(ws_origin + "/socket.io/") for u in shop.requests)  # live, not polling
+    assert shop.ws_frames, "no WebSocket was accepted: the pages fell back to long-polling"
     assert any(u.endswith("/static/socket.io.min.js") for u in shop.requests)
 
 
