@@ -44,8 +44,6 @@ logger = logging.getLogger("sneakerdrop.cli")
 # One API process per core: on 2 cores, 2 workers served 1.4x (holds) to 1.7x (sold
 # out) the reserves of one (docs/BENCHMARKS.md). `--workers` overrides it.
 DEFAULT_WORKERS = max(1, min(os.cpu_count() or 1, 16))
-# How long uvicorn waits for open connections (long-polls, websockets) after a stop signal.
-GRACEFUL_SHUTDOWN_SECONDS = 10
 
 
 def _terminate_as_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -159,7 +157,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             # (uvicorn applies log_config again in each process it spawns).
             log_config=logging_config(settings.log_level),
             log_level=settings.log_level.lower(),
-            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+            timeout_graceful_shutdown=settings.shutdown_grace_seconds,
         )
     # uvicorn returns after a graceful stop on SIGINT / SIGTERM: a normal end.
     return 0

@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     reservation_ttl_seconds: int = Field(default=60, ge=1, le=86400)
     purchase_claim_timeout_seconds: int = Field(default=30, ge=2, le=600)
     reconcile_interval_seconds: int = Field(default=60, ge=1, le=86400)
+    # How long `serve` waits for open requests (a long-poll is held up to 25 s) after a
+    # stop signal before it cancels them.
+    shutdown_grace_seconds: int = Field(default=10, ge=0, le=600)
     sweep_interval_ms: int = Field(default=500, ge=50, le=60_000)
     stock_broadcast_interval_ms: int = Field(default=100, ge=10, le=60_000)
     drops_cache_ms: int = Field(default=50, ge=0, le=5_000)  # GET /api/drops, per process

@@ -37,6 +37,9 @@ def serve_env(stores: StoreUrls, data_dir: Path, admin_email: str) -> dict[str, 
         "ADMIN_PASSWORD": PASSWORD,
         "DATA_DIR": str(data_dir),
         "RECONCILE_INTERVAL_SECONDS": "3600",
+        # A long-poll a client left open holds a stop for the whole grace (python-engineio
+        # answers it only at its next ping): 10 s a stop by default.
+        "SHUTDOWN_GRACE_SECONDS": "2",
         "LOG_LEVEL": "WARNING",
         "ENV": "test",
     }
