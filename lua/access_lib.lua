@@ -33,6 +33,23 @@ local function waiting_closed(drop_key, holds_key, now)
   return now >= tonumber(d[2]) and tonumber(d[1]) <= 0 and redis.call('HLEN', holds_key) == 0
 end
 
+-- The drop's fields a queue or draw script needs (`starts` and `access` first), or the
+-- refusal that comes before anything else: a signed-out caller (`revoked`, the caller's
+-- marker key when given), a drop Redis lacks, a drop of another access mode.
+local function access_drop(revoked, drop_key, mode, ...)
+  if revoked and redis.call('EXISTS', revoked) == 1 then
+    return nil, {'REVOKED'}
+  end
+  local d = redis.call('HMGET', drop_key, 'starts', 'access', ...)
+  if not d[1] then
+    return nil, {'DROP_NOT_FOUND'}
+  end
+  if d[2] ~= mode then
+    return nil, {'ACCESS_MODE_MISMATCH'}
+  end
+  return d, nil
+end
+
 local function split_ticket(value)
   return string.match(value, '^([^|]*)|([^|]*)|(%d+)|(%d+)$')
 end

@@ -23,15 +23,9 @@ local k = {ent = KEYS[4], sizes = KEYS[2]}
 local user, entry_id, rank = ARGV[1], ARGV[2], ARGV[3]
 local now = now_ms()
 
-if KEYS[6] and redis.call('EXISTS', KEYS[6]) == 1 then
-  return {'REVOKED'}
-end
-local d = redis.call('HMGET', KEYS[1], 'starts', 'access', 'closes', 'cancelled', 'sized')
-if not d[1] then
-  return {'DROP_NOT_FOUND'}
-end
-if d[2] ~= 'draw' then
-  return {'ACCESS_MODE_MISMATCH'}
+local d, refused = access_drop(KEYS[6], KEYS[1], 'draw', 'closes', 'cancelled', 'sized')
+if refused then
+  return refused
 end
 local existing = redis.call('HGET', KEYS[3], user)
 if existing then

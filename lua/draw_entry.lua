@@ -8,15 +8,9 @@
 --      or {'REVOKED'} (the session signed out)
 --      or {'DROP_NOT_FOUND'}, {'ACCESS_MODE_MISMATCH'}, {'NOT_ENTERED'}
 local k = {ent = KEYS[4], sizes = KEYS[2]}
-if KEYS[5] and redis.call('EXISTS', KEYS[5]) == 1 then
-  return {'REVOKED'}
-end
-local d = redis.call('HMGET', KEYS[1], 'starts', 'access')
-if not d[1] then
-  return {'DROP_NOT_FOUND'}
-end
-if d[2] ~= 'draw' then
-  return {'ACCESS_MODE_MISMATCH'}
+local _, refused = access_drop(KEYS[5], KEYS[1], 'draw')
+if refused then
+  return refused
 end
 local entry_id = redis.call('HGET', KEYS[3], ARGV[1])
 if not entry_id then

@@ -25,15 +25,9 @@ local k = {drop = KEYS[1], holds = KEYS[2], meta = KEYS[3], tix = KEYS[5], pre =
 local user, entry_id, rank = ARGV[1], ARGV[2], ARGV[3]
 local now = now_ms()
 
-if KEYS[8] and redis.call('EXISTS', KEYS[8]) == 1 then
-  return {'REVOKED'}
-end
-local d = redis.call('HMGET', KEYS[1], 'starts', 'access', 'ends', 'cancelled')
-if not d[1] then
-  return {'DROP_NOT_FOUND'}
-end
-if d[2] ~= 'queue' then
-  return {'ACCESS_MODE_MISMATCH'}
+local d, refused = access_drop(KEYS[8], KEYS[1], 'queue', 'ends', 'cancelled')
+if refused then
+  return refused
 end
 local existing = redis.call('HGET', KEYS[4], user)
 if existing then

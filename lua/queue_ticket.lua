@@ -9,15 +9,9 @@
 --      or {'REVOKED'} (the session signed out)
 --      or {'DROP_NOT_FOUND'}, {'ACCESS_MODE_MISMATCH'}, {'NOT_IN_QUEUE'}
 local k = {drop = KEYS[1], holds = KEYS[2], meta = KEYS[3], tix = KEYS[5], pre = KEYS[6]}
-if KEYS[7] and redis.call('EXISTS', KEYS[7]) == 1 then
-  return {'REVOKED'}
-end
-local d = redis.call('HMGET', KEYS[1], 'starts', 'access')
-if not d[1] then
-  return {'DROP_NOT_FOUND'}
-end
-if d[2] ~= 'queue' then
-  return {'ACCESS_MODE_MISMATCH'}
+local _, refused = access_drop(KEYS[7], KEYS[1], 'queue')
+if refused then
+  return refused
 end
 local entry_id = redis.call('HGET', KEYS[4], ARGV[1])
 if not entry_id then

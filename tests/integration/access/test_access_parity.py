@@ -116,3 +116,37 @@ def test_the_lean_path_takes_exactly_the_storm_routes_of_queues_and_draws() -> N
     assert route_of("GET", f"/api/drops/{drop}/entries") is None
     assert route_of("DELETE", f"/api/drops/{drop}/queue/me") is None
     assert route_of("POST", f"/api/drops/{drop}/x/queue") is None
+
+
+async def test_a_signed_out_session_is_refused_on_every_storm_route(
+    client: httpx.AsyncClient, container: Container
+) -> None:
+    """The sign-out check rides on each script (an optional last KEY): a revoked access
+    token is 401 at once, on both entry points, before anything is read or written."""
+    admin = await admin_token(client, container)
+    queue = await create_drop(client, admin, startsAt=in_future(3600), access="queue")
+    draw = await create_drop(
+        client,
+        admin,
+        access="draw",
+        draw={"closesAt": in_future(3600).isoformat().replace("+00:00", "Z")},
+    )
+    session = await signup(client)
+    shopper = auth(session["accessToken"])
+    joined = await client.post(f"/api/drops/{queue['id']}/queue", headers=shopper)
+    assert joined.status_code == 201
+    out = await client.post(
+        "/api/auth/logout", json={"refreshToken": session["refreshToken"]}, headers=shopper
+    )
+    assert out.status_code == 204
+    for method, path in [
+        ("POST", f"/api/drops/{queue['id']}/queue"),
+        ("GET", f"/api/drops/{queue['id']}/queue/me"),
+        ("POST", f"/api/drops/{draw['id']}/entries"),
+        ("GET", f"/api/drops/{draw['id']}/entries/me"),
+    ]:
+        for suffix in ("", FRAMEWORK):
+            refused = await client.request(method, path + suffix, headers=shopper)
+            assert refused.status_code == 401, (method, path, suffix, refused.text)
+            assert refused.json()["code"] == "UNAUTHORIZED"
+    assert await container.redis.hlen(f"{{d:{draw['id']}}}:e:users") == 0  # nothing entered
