@@ -1,20 +1,19 @@
 """Reserve outcomes per drop, counted in this process for the operator console's chart.
 
-Counting is a dict increment on the reserve path (no Redis round trip); `flush_forever`
-adds the counts to Redis once a second (app/store/tally.py), where every process's
-share meets, and `recent` reads a drop's last seconds back for the admin stats route.
+Counting is a dict increment on the reserve path (no Redis round trip); the flush loop
+(app/background/tally_flush.py) adds the counts to Redis once a second
+(app/store/tally.py), where every process's share meets, and `recent` reads a drop's
+last seconds back for the admin stats route.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import Counter
 
 from redis.exceptions import RedisError
 
-from app.background.stopping import pause
 from app.store.tally import TallyStore
 
 log = logging.getLogger(__name__)
@@ -49,21 +48,6 @@ async def flush_once(store: TallyStore, second: int | None = None) -> None:
     except (RedisError, OSError):
         _pending.update(taken)
         raise
-
-
-async def flush_forever(store: TallyStore, stopping: asyncio.Event) -> None:
-    """Flush once a second until `stopping`, then once more (a stopping worker's last
-    second still shows on the chart)."""
-    while not stopping.is_set():
-        try:
-            await flush_once(store)
-        except (RedisError, OSError):
-            log.warning("reserve tally flush failed", exc_info=True)
-        await pause(stopping, FLUSH_SECONDS)
-    try:
-        await flush_once(store)
-    except (RedisError, OSError):
-        log.warning("reserve tally: last flush failed", exc_info=True)
 
 
 async def recent(store: TallyStore, drop_id: str, seconds: int) -> tuple[int, list[dict[str, int]]]:

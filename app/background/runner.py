@@ -17,13 +17,14 @@ from typing import Any
 import socketio
 from redis.exceptions import RedisError
 
-from app import metrics, reserve_tally
+from app import metrics
 from app.background.access_leader import AccessLeader, Notify
 from app.background.broadcaster import Broadcaster
 from app.background.expiry_cluster import expiry_listener
 from app.background.reconciler import Reconciler
 from app.background.stopping import pause
 from app.background.sweeper import Sweeper
+from app.background.tally_flush import flush_forever
 from app.container import Container
 from app.events import ACCESS_EVENT, user_room
 from app.runtime.stalls import watch_loop_lag
@@ -145,7 +146,7 @@ class BackgroundTasks:
         # Every process flushes its own reserve outcomes (the console's chart sums them).
         self.tasks.append(
             asyncio.create_task(
-                reserve_tally.flush_forever(TallyStore(self.container.redis), self.stopping),
+                flush_forever(TallyStore(self.container.redis), self.stopping),
                 name="reserve-tally",
             )
         )

@@ -1,7 +1,7 @@
 """What the operator console reads: each drop's invariant and its live figures.
 
-The invariant is the reconciler's own check (`Reconciler.check`, what `sneakerdrop
-check` prints), so the console and the command can never disagree about a drop; each
+The invariant is the reconciler's own check (app/services/invariant.py, what
+`sneakerdrop check` prints), so the console and the command can never disagree about a drop; each
 size's figures are read beside it, Redis's counters next to PostgreSQL's facts.
 The live figures are Redis's counters plus the reserve tally of the last seconds
 (app/reserve_tally.py), which sums every process's outcomes.
@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from app import reserve_tally
-from app.background.reconciler import DropCheck, Reconciler
 from app.db import drops as drop_rows
 from app.db.session import Database
 from app.domain import SizeFact
 from app.errors import DropNotFound
 from app.services.drops import DropService
+from app.services.invariant import DropCheck, check_drops
 from app.store import keys
 from app.store.drops import DropStore, SizeCount
 from app.store.holds import HoldStore
@@ -75,22 +75,21 @@ class ConsoleService:
         self.db = db
         self.drop_store = drop_store
         self.drop_service = drop_service
-        self.reconciler = Reconciler(db, drop_store, hold_store)
         self.tally = tally
 
     async def invariants(self) -> list[Invariant]:
         """Every drop's check, as `sneakerdrop check` prints it (no per-size detail)."""
         now = datetime.now(UTC)
-        return [Invariant(check, [], now) for check in await self.reconciler.check()]
+        return [Invariant(check, [], now) for check in await check_drops(self.db, self.drop_store)]
 
     async def invariant(self, drop_id: str) -> Invariant:
         """One drop's check, and each of its sizes side by side with PostgreSQL's facts.
 
-        The reconciler checks every drop in one pass (a few round trips whatever their
+        The check reads every drop in one pass (a few round trips whatever their
         number); picking one from it keeps a single definition of the check."""
         if not keys.DROP_ID_RE.match(drop_id):
             raise DropNotFound()
-        found = [c for c in await self.reconciler.check() if c.drop_id == drop_id]
+        found = [c for c in await check_drops(self.db, self.drop_store) if c.drop_id == drop_id]
         if not found:
             raise DropNotFound()
         async with self.db.begin() as session:
