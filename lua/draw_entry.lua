@@ -1,7 +1,10 @@
 -- @include access_lib
 -- draw_entry.lua: the caller's draw entry.
 --
--- KEYS[1] drop, KEYS[2] sizes, KEYS[3] users, KEYS[4] ent (as draw_enter.lua)
+-- KEYS[1] drop   hash (starts, access)
+-- KEYS[2] sizes  hash: a sized drop's counters (l:<index> -> label)
+-- KEYS[3] users  hash e:users: user id -> entry id
+-- KEYS[4] ent    hash e:ent: entry id -> entry
 -- KEYS[5] revoked optional: the caller's signed-out marker (as in reserve.lua)
 -- ARGV[1] user id
 -- Returns {'OK', entry reply...} (see entry_reply in access_lib.lua)

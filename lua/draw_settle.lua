@@ -9,7 +9,18 @@
 -- available or held (none can come back), or once the drop has ended or was cancelled.
 -- Each call touches at most ARGV[1] entries.
 --
--- KEYS[1..10] as draw_run.lua
+-- KEYS[1] drop        hash (claim, cancelled, ends, sized, avail, total, sold)
+-- KEYS[2] holds       hash: live holds
+-- KEYS[3] users       hash: user id -> live holds + purchases
+-- KEYS[4] due         zset: live holds by deadline
+-- KEYS[5] hold_sizes  hash: reservation id -> size index
+-- KEYS[6] sizes       hash: per-size counters
+-- KEYS[7] meta        hash e: done, standby_built, sb_cursor
+-- KEYS[8] ent         hash e:ent
+-- KEYS[9] pre         zset e:pre
+-- KEYS[10] changes    list e:changes
+-- Also the standby lists {d:ID}:e:sb:<size index>, and a new winner's timer and
+-- live-hold set, inside the drop's hash tag.
 -- ARGV[1] most entries to change in this call
 -- ARGV[2] stock-dirty channel
 -- ARGV[3] drop id

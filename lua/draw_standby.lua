@@ -8,7 +8,17 @@
 -- work and moves its cursor (`sb_cursor`) in the same call. Hand-overs
 -- (draw_settle.lua) wait until the lists are built.
 --
--- KEYS[1..10] as draw_run.lua; also the standby lists {d:ID}:e:sb:<size index>
+-- KEYS[1] drop        hash (claim, cancelled, ends, sized, avail, total, sold)
+-- KEYS[2] holds       hash: live holds
+-- KEYS[3] users       hash: user id -> live holds + purchases
+-- KEYS[4] due         zset: live holds by deadline
+-- KEYS[5] hold_sizes  hash: reservation id -> size index
+-- KEYS[6] sizes       hash: per-size counters
+-- KEYS[7] meta        hash e: done, standby_built, sb_cursor
+-- KEYS[8] ent         hash e:ent
+-- KEYS[9] pre         zset e:pre
+-- KEYS[10] changes    list e:changes
+-- Also the standby lists {d:ID}:e:sb:<size index>, inside the drop's hash tag.
 -- ARGV[1] work budget of this call, in Redis commands
 -- ARGV[2] drop id
 -- Returns {'NOT_DRAWN'} or {'BUILDING' | 'BUILT', done, entries}

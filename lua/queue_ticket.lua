@@ -1,8 +1,12 @@
 -- @include access_lib
 -- queue_ticket.lua: the caller's ticket, with its position and what is ahead, in one step.
 --
--- KEYS[1] drop, KEYS[2] holds, KEYS[3] meta, KEYS[4] users, KEYS[5] tix, KEYS[6] pre
---         (as queue_join.lua)
+-- KEYS[1] drop   hash (starts, access, pass, rate, avail, ends, cancelled)
+-- KEYS[2] holds  hash: live holds (for 'closed')
+-- KEYS[3] meta   hash q: served
+-- KEYS[4] users  hash q:users: user id -> entry id
+-- KEYS[5] tix    hash q:tix: entry id -> ticket
+-- KEYS[6] pre    zset q:pre (a pre-queue ticket's position is its rank here)
 -- KEYS[7] revoked optional: the caller's signed-out marker (as in reserve.lua)
 -- ARGV[1] user id
 -- Returns {'OK', ticket reply...} (see ticket_reply in access_lib.lua)

@@ -21,7 +21,7 @@ from tests.support.factories import (
 
 DROP_FIELDS = set(
     "id name brand imageUrl priceCents currency totalStock availableStock perUserLimit"
-    " startsAt endsAt status activeReservations recentBuyers sizes".split()
+    " startsAt endsAt status activeReservations recentBuyers sizes access queue draw".split()
 )
 ISO_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$")
 UNKNOWN_DROP = "0123456789abcdef"
@@ -79,6 +79,7 @@ async def test_create_returns_the_full_drop_shape(
     assert abs(parse(drop["endsAt"]) - ends) < timedelta(milliseconds=2)
     assert drop["status"] == "scheduled"
     assert drop["activeReservations"] == 0
+    assert (drop["access"], drop["queue"], drop["draw"]) == ("open", None, None)
     assert drop["recentBuyers"] == []
     assert drop["sizes"] == []
 
