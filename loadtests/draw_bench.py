@@ -99,8 +99,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--chunk-sweep",
         default="",
-        help="chunk sizes (e.g. 100,200,500): draw_run.lua called here on fresh drops of "
-        "--sweep-entries entries, the leader kept off them, each call timed by SLOWLOG",
+        help="work budgets (e.g. 100,300,500: draw_run.lua's ARGV[1]): draw_run.lua called "
+        "here on fresh drops of --sweep-entries entries, the leader kept off them, each call "
+        "timed by SLOWLOG",
     )
     p.add_argument("--sweep-entries", type=int, default=20_000, help="entries per sweep drop")
     p.add_argument("--database-url", default=None, help="default: DATABASE_URL, else embedded")

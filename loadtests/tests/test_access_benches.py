@@ -94,16 +94,18 @@ def test_draw_bench_draws_every_entry_and_times_the_scripts(
     assert 0 <= timeline["first_call_ms"] <= timeline["done_seen_ms"]
     assert timeline["done_seen_ms"] <= timeline["seed_seen_ms"] <= timeline["changes_drained_ms"]
     run = report["scripts"]["draw_run"]
-    assert run["calls"] >= 1  # 400 entries: one chunk of the leader's, after NOT_YET calls
+    assert run["calls"] >= 1  # 400 entries: a few budgeted calls of the leader's
     assert run["max_ms"] > 0
     assert report["scripts"]["draw_settle"]["calls"] >= 1
     sweep = report["chunk_sweep"]["50"]
     assert sweep["entries"] == 200
-    assert sweep["calls"] == 4  # 200 entries, 50 a call
+    # 200 entries at a budget of 50 (a standby entry costs 2, a winner about 23): several calls
+    assert 8 <= sweep["calls"] <= 100
     assert {t["name"].split(",")[0] for t in report["targets"]} == {
         "closesAt -> every winner's hold given (draw done)",
         "closesAt -> /fairness shows the seed",
         "longest draw_run.lua call",
+        "longest draw_standby.lua call",
         "longest draw_settle.lua call",
     }
     assert all(t["passed"] is not None for t in report["targets"])
