@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from collections import Counter
 
-from app.background.reconciler import DropCheck, Reconciler
+from app.background.reconciler import Reconciler
 from app.config import Settings
 from app.container import build_container
+from app.services.invariant import DropCheck
 
 
 async def drop_checks(database_url: str, redis_url: str) -> list[DropCheck]:

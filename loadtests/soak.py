@@ -56,8 +56,8 @@ from typing import Any
 import aiohttp
 import redis.asyncio as redis_asyncio
 
-from app.background.reconciler import DropCheck
 from app.embedded.common import free_port
+from app.services.invariant import DropCheck
 from app.store.keys import DropKeys
 from loadtests import servers
 from loadtests import soak_tally as t

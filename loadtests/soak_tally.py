@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.background.reconciler import DropCheck
+from app.services.invariant import DropCheck
 from loadtests.invariant import check_problem
 from loadtests.stats import Latency
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.background.reconciler import DropCheck
+from app.services.invariant import DropCheck
 from loadtests import soak_tally as t
 from loadtests.soak_shoppers import Pacer
 from loadtests.soak_tally import Answer, DropBook, Tally
