@@ -67,7 +67,7 @@ class Settings(BaseSettings):
 
     jwt_access_secret: str | None = None
     jwt_refresh_secret: str | None = None
-    access_token_ttl_seconds: int = Field(default=900, ge=30, le=86400)
+    access_token_ttl_seconds: int = Field(default=900, ge=10, le=86400)
     refresh_token_ttl_seconds: int = Field(default=1_209_600, ge=60, le=31_536_000)
     bcrypt_rounds: int = Field(default=12, ge=4, le=16)
 

@@ -154,7 +154,7 @@ async def test_with_the_network_cut_off_both_pages_work_and_nothing_leaves_the_o
 
 @pytest.fixture
 async def short_tokens(stores: StoreUrls, tmp_path: Path) -> AsyncIterator[Shop]:
-    async for running in start_shop(stores, tmp_path, ACCESS_TOKEN_TTL_SECONDS="30"):
+    async for running in start_shop(stores, tmp_path, ACCESS_TOKEN_TTL_SECONDS="10"):
         yield running
 
 
@@ -173,7 +173,7 @@ async def test_after_the_access_tokens_lifetime_the_shopper_still_reserves(
         me = await shop.http.get("/api/auth/me", headers=auth(first))
         return me.status_code == 401
 
-    deadline = time.monotonic() + 45
+    deadline = time.monotonic() + 25
     while not await first_token_expired():
         assert time.monotonic() < deadline, "the first access token never expired"
         await page.wait_for_timeout(500)  # a poll interval, not a synchronisation
