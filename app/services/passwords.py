@@ -4,7 +4,9 @@ bcrypt is deliberately slow (about a third of a second at cost 12 here). On the 
 loop it would stall every request; on the loop's default thread pool (up to 6 threads on
 2 cores) a login flood ran six hashes at once per worker and took the CPU from reserves
 and drop reads. So hashes run on `threads` threads per worker (PASSWORD_HASH_THREADS),
-each at a lower OS priority (nice +10: Linux applies nice per thread), and at most
+each in Linux's SCHED_IDLE class (per thread: it runs only on a core no other thread
+wants, so a flood of logins never takes a timeslice from a reserve; nice +10 where
+SCHED_IDLE is refused), and at most
 `max_waiting` more wait their turn (by default as many as the threads hash in
 MAX_QUEUE_SECONDS at the measured cost); beyond that the caller gets 429 RATE_LIMITED with a
 Retry-After of about the time the queue takes to drain (the contract's answer for "too
@@ -42,14 +44,22 @@ T = TypeVar("T")
 
 
 def lower_thread_priority() -> None:
-    """Thread initializer: this thread yields the CPU to the event loop's thread.
+    """Thread initializer: this thread runs only on a core nothing else wants.
 
-    Only on Linux, where a thread id is a valid `PRIO_PROCESS` target (elsewhere it
-    could name another process).
+    SCHED_IDLE (Linux, per thread): the scheduler gives the thread a core only when no
+    normal thread is runnable on it, and takes it back the moment one wakes, so a login
+    flood never costs a reserve a timeslice; at 70 % load the idle 30 % still hashes.
+    Where SCHED_IDLE is refused, nice +HASH_THREAD_NICE is the fallback. Only on Linux,
+    where a thread id is a valid target (elsewhere it could name another process).
     """
     if sys.platform != "linux":
         return
     thread_id = threading.get_native_id()
+    try:
+        os.sched_setscheduler(thread_id, os.SCHED_IDLE, os.sched_param(0))
+        return
+    except (OSError, AttributeError) as exc:
+        log.info("SCHED_IDLE refused for the password-hash thread (%s); lowering its nice", exc)
     try:
         nice = os.getpriority(os.PRIO_PROCESS, thread_id)
         os.setpriority(os.PRIO_PROCESS, thread_id, min(19, nice + HASH_THREAD_NICE))

@@ -26,7 +26,7 @@ from app.services.passwords import (
 
 
 class Inside:
-    """How many bcrypt checks run at once, on which threads, at which nice value."""
+    """How many bcrypt checks run at once, on which threads, in which scheduling class."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -34,6 +34,7 @@ class Inside:
         self.most = 0
         self.threads: set[int] = set()
         self.nice: set[int] = set()
+        self.policies: set[int] = set()
 
 
 @pytest.fixture
@@ -49,6 +50,7 @@ def inside(monkeypatch: pytest.MonkeyPatch) -> Inside:
             seen.threads.add(thread)
             if sys.platform == "linux":
                 seen.nice.add(os.getpriority(os.PRIO_PROCESS, thread))
+                seen.policies.add(os.sched_getscheduler(thread))
         try:
             return original(password, hashed)
         finally:
@@ -75,14 +77,32 @@ async def test_at_most_threads_hashes_run_at_once(inside: Inside, threads: int) 
     assert threading.get_native_id() not in inside.threads  # never on the event loop
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="scheduling is per thread on Linux only")
+async def test_hashes_run_only_on_cores_nothing_else_wants(inside: Inside) -> None:
+    hasher = PasswordHasher(rounds=4, threads=1)
+    try:
+        await hasher.verify("any-password", None)
+    finally:
+        hasher.close()
+    assert inside.policies == {os.SCHED_IDLE}
+    assert os.sched_getscheduler(0) != os.SCHED_IDLE  # the event loop's thread is untouched
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="nice is per thread on Linux only")
-async def test_hashes_run_below_the_event_loops_priority(inside: Inside) -> None:
+async def test_where_sched_idle_is_refused_hashes_run_below_the_loops_priority(
+    inside: Inside, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refused(*_: object) -> None:
+        raise PermissionError("SCHED_IDLE not allowed here")
+
+    monkeypatch.setattr(os, "sched_setscheduler", refused)
     hasher = PasswordHasher(rounds=4, threads=1)
     try:
         await hasher.verify("any-password", None)
     finally:
         hasher.close()
     loop_nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    assert inside.policies == {os.SCHED_OTHER}
     assert inside.nice == {min(19, loop_nice + HASH_THREAD_NICE)}
 
 
