@@ -19,18 +19,18 @@ end
 -- is spent. (A budget counts work, not time: Redis shows a script one frozen clock.)
 local BLOCK = 64
 
--- Whether a waiting ticket reads 'closed': the drop was cancelled or has ended, or it has
--- started with nothing available and no live hold that could come back.
-local function waiting_closed(drop_key, holds_key, now)
-  local d = redis.call('HMGET', drop_key, 'avail', 'starts', 'ends', 'cancelled')
-  if d[4] == '1' then
+-- Whether a waiting ticket reads 'closed', from the drop's fields as HMGET gives them: the
+-- drop was cancelled or has ended, or it has started with nothing available and no live
+-- hold that could come back.
+local function waiting_closed(holds_key, now, starts, avail, ends, cancelled)
+  if cancelled == '1' then
     return true
   end
-  local ends = tonumber(d[3] or '0')
+  ends = tonumber(ends or '0')
   if ends > 0 and now >= ends then
     return true
   end
-  return now >= tonumber(d[2]) and tonumber(d[1]) <= 0 and redis.call('HLEN', holds_key) == 0
+  return now >= tonumber(starts) and tonumber(avail) <= 0 and redis.call('HLEN', holds_key) == 0
 end
 
 -- The drop's fields a queue or draw script needs (`starts` and `access` first), or the
@@ -66,18 +66,23 @@ local function ticket_position(pre_key, entry_id, rank, late_position, now, star
   return tonumber(late_position)
 end
 
+-- The drop's fields a ticket reply reads, after access_drop's `starts` and `access`: a
+-- queue script passes them to access_drop, so one HMGET serves both.
+local TICKET_FIELDS = {'pass', 'rate', 'avail', 'ends', 'cancelled'}
+
 -- The reply for one ticket: {entryId, position or -1, servingPosition, admittedMs,
--- passMs, admitPerMinute, closed (0/1), nowMs}
-local function ticket_reply(k, entry_id, now)
+-- passMs, admitPerMinute, closed (0/1), nowMs}. `d`: access_drop's fields, TICKET_FIELDS
+-- after `starts` and `access`.
+local function ticket_reply(k, entry_id, now, d)
+  local starts, pass, rate, avail, ends, cancelled = d[1], d[3], d[4], d[5], d[6], d[7]
   local user, rank, late_position, admitted = split_ticket(redis.call('HGET', k.tix, entry_id))
-  local d = redis.call('HMGET', k.drop, 'starts', 'pass', 'rate')
-  local position = ticket_position(k.pre, entry_id, rank, late_position, now, tonumber(d[1]))
+  local position = ticket_position(k.pre, entry_id, rank, late_position, now, tonumber(starts))
   local served = tonumber(redis.call('HGET', k.meta, 'served') or '0')
   local closed = 0
-  if waiting_closed(k.drop, k.holds, now) then
+  if waiting_closed(k.holds, now, starts, avail, ends, cancelled) then
     closed = 1
   end
-  return {entry_id, position or -1, served, tonumber(admitted), tonumber(d[2]), tonumber(d[3]),
+  return {entry_id, position or -1, served, tonumber(admitted), tonumber(pass), tonumber(rate),
     closed, now}
 end
 

@@ -22,7 +22,7 @@
 --          entryId, userId, ...}; state 'NOT_STARTED', 'CLOSED' or 'OPEN'
 local most = tonumber(ARGV[1])
 local now = now_ms()
-local d = redis.call('HMGET', KEYS[1], 'starts', 'rate', 'pass')
+local d = redis.call('HMGET', KEYS[1], 'starts', 'rate', 'pass', 'avail', 'ends', 'cancelled')
 local starts, rate, pass_ms = tonumber(d[1]), tonumber(d[2]), tonumber(d[3])
 if now < starts then
   return {'NOT_STARTED', now, 0, 0, 0}
@@ -54,7 +54,7 @@ local function reply(state, admitted)
   return out
 end
 
-if waiting_closed(KEYS[1], KEYS[2], now) then
+if waiting_closed(KEYS[2], now, d[1], d[4], d[5], d[6]) then
   redis.call('HSET', KEYS[3], 'clock', now, 'carry', 0)
   return reply('CLOSED', {})
 end

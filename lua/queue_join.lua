@@ -21,20 +21,20 @@
 -- Returns {'CREATED' | 'EXISTS', ticket reply...} (see ticket_reply in access_lib.lua)
 --      or {'REVOKED'} (the session signed out)
 --      or {'DROP_NOT_FOUND'}, {'ACCESS_MODE_MISMATCH'}, {'DROP_NOT_LIVE'}
-local k = {drop = KEYS[1], holds = KEYS[2], meta = KEYS[3], tix = KEYS[5], pre = KEYS[6]}
+local k = {holds = KEYS[2], meta = KEYS[3], tix = KEYS[5], pre = KEYS[6]}
 local user, entry_id, rank = ARGV[1], ARGV[2], ARGV[3]
 local now = now_ms()
 
-local d, refused = access_drop(KEYS[8], KEYS[1], 'queue', 'ends', 'cancelled')
+local d, refused = access_drop(KEYS[8], KEYS[1], 'queue', unpack(TICKET_FIELDS))
 if refused then
   return refused
 end
 local existing = redis.call('HGET', KEYS[4], user)
 if existing then
-  return {'EXISTS', unpack(ticket_reply(k, existing, now))}
+  return {'EXISTS', unpack(ticket_reply(k, existing, now, d))}
 end
-local ends = tonumber(d[3])
-if d[4] == '1' or (ends > 0 and now >= ends) then
+local ends = tonumber(d[6])  -- d: starts, access, then TICKET_FIELDS (access_lib.lua)
+if d[7] == '1' or (ends > 0 and now >= ends) then
   return {'DROP_NOT_LIVE'}
 end
 
@@ -47,4 +47,4 @@ else
   redis.call('HSET', KEYS[5], entry_id, user .. '||' .. position .. '|0')
 end
 redis.call('HSET', KEYS[4], user, entry_id)
-return {'CREATED', unpack(ticket_reply(k, entry_id, now))}
+return {'CREATED', unpack(ticket_reply(k, entry_id, now, d))}

@@ -12,8 +12,8 @@
 -- Returns {'OK', ticket reply...} (see ticket_reply in access_lib.lua)
 --      or {'REVOKED'} (the session signed out)
 --      or {'DROP_NOT_FOUND'}, {'ACCESS_MODE_MISMATCH'}, {'NOT_IN_QUEUE'}
-local k = {drop = KEYS[1], holds = KEYS[2], meta = KEYS[3], tix = KEYS[5], pre = KEYS[6]}
-local _, refused = access_drop(KEYS[7], KEYS[1], 'queue')
+local k = {holds = KEYS[2], meta = KEYS[3], tix = KEYS[5], pre = KEYS[6]}
+local d, refused = access_drop(KEYS[7], KEYS[1], 'queue', unpack(TICKET_FIELDS))
 if refused then
   return refused
 end
@@ -21,4 +21,4 @@ local entry_id = redis.call('HGET', KEYS[4], ARGV[1])
 if not entry_id then
   return {'NOT_IN_QUEUE'}
 end
-return {'OK', unpack(ticket_reply(k, entry_id, now_ms()))}
+return {'OK', unpack(ticket_reply(k, entry_id, now_ms(), d))}
