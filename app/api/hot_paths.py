@@ -154,7 +154,11 @@ class HotPaths:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            self.poller.kick()
+            if not scope["path"].endswith("/purchase"):
+                # A purchase waits on PostgreSQL, which needs these cores meanwhile: a
+                # loop spinning through its round trips cost a purchase storm a quarter
+                # of its throughput (docs/RUNTIME.md, "Busy polling").
+                self.poller.kick()
             route = self._route_of(scope)
             if route is not None:
                 scope["route"] = route

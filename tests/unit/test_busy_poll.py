@@ -128,5 +128,28 @@ async def test_every_http_request_through_the_app_keeps_its_worker_polling() -> 
     assert hot.poller.spinning
 
 
+async def test_a_purchase_leaves_its_worker_sleeping_while_postgresql_answers() -> None:
+    """A purchase spends its time waiting on PostgreSQL, which needs the cores the
+    spinning loop would take: it does not start the poll (keyed, so the stand-in app
+    below serves it; the lean path sees the same path)."""
+    reached: list[str] = []
+
+    async def api(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        reached.append(scope["path"])
+
+    hot = HotPaths(cast(FastAPI, api), load_settings(_env_file=None, busy_poll_ms=50))
+    for path in ("/api/reservations/d1.u1.abc/purchase", "/api/drops/d1.u1.abc/purchase"):
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": path,
+            "query_string": b"",
+            "headers": [(b"idempotency-key", b"key-1")],
+        }
+        await hot(scope, _never_called, _never_called)
+    assert len(reached) == 2
+    assert not hot.poller.spinning
+
+
 async def _never_called(*_: Any) -> Any:
     raise AssertionError("not expected")
