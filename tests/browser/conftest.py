@@ -25,7 +25,9 @@ from tests.support.serve import running_serve
 from tests.support.stores import StoreUrls
 
 ROOT = Path(__file__).resolve().parents[2]
-SHOTS = ROOT / "docs" / "img"
+# The pictures land in build/ (git-ignored) on every run; `SCREENSHOTS_DIR=docs/img`
+# refreshes the README's, so a test run never leaves the checkout changed.
+SHOTS = ROOT / os.environ.get("SCREENSHOTS_DIR", "build/screenshots")
 ADMIN_EMAIL = "console-admin@example.com"
 PHONE = {"width": 390, "height": 844}
 LAPTOP = {"width": 1366, "height": 900}
@@ -147,6 +149,6 @@ async def sign_in(page: Page, email: str) -> None:
 
 
 async def screenshot(page: Page, name: str) -> None:
-    """docs/img/<name>.png, made by the tests so the pictures show the pages as they are."""
+    """<SHOTS>/<name>.png, made by the tests so the pictures show the pages as they are."""
     SHOTS.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
