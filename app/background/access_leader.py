@@ -144,15 +144,15 @@ class AccessLeader:
 
     async def _report_queue_changes(self, drop_id: str) -> bool:
         """Push the tickets admitted or whose pass ended (queue_admit.lua lists them), then
-        take them off the list; True when a page was full."""
-        changed = await self.store.changes(drop_id, PUSH_PAGE)
-        if not changed:
+        mark them pushed (the list drops them); True when a page was full."""
+        page = await self.store.queue_log(drop_id, PUSH_PAGE)
+        if not page.entry_ids:
             return False
-        owners = await self.store.ticket_owners(drop_id, changed)
+        owners = await self.store.ticket_owners(drop_id, page.entry_ids)
         users = list(dict.fromkeys(user for user in owners if user is not None))
         await self._push_tickets(drop_id, users, waiting_only=False)
-        await self.store.forget_changes(drop_id, len(changed))
-        return len(changed) == PUSH_PAGE
+        await self.store.queue_log_read(drop_id, page.end)
+        return len(page.entry_ids) == PUSH_PAGE
 
     async def _push_tickets(self, drop_id: str, users: list[str], waiting_only: bool) -> None:
         """Each user's ticket as it is now, to their sockets; read PUSH_PAGE at a time."""
@@ -215,37 +215,41 @@ class AccessLeader:
         if self._entries_done(drop.id):
             while await self._record_draw_outcomes(drop.id):
                 pass
-            if self._over(drop) and not await self.store.draw_log(drop.id, "recorded", 1):
+            if self._over(drop) and not await self._unrecorded(drop.id):
                 await self.store.done_with(drop.id)
 
     async def _report_draw_changes(self, drop_id: str) -> bool:
         """Push the entries whose status changed; True when a page was full."""
-        changed = await self.store.draw_log(drop_id, "pushed", PUSH_PAGE)
-        if not changed:
+        page = await self.store.draw_log(drop_id, "pushed", PUSH_PAGE)
+        if not page.entry_ids:
             return False
         if self.notify is not None:
-            entries = await self.store.entries_of(drop_id, changed)
-            for entry_id in dict.fromkeys(changed):
+            entries = await self.store.entries_of(drop_id, page.entry_ids)
+            for entry_id in dict.fromkeys(page.entry_ids):
                 user, facts = entries[entry_id]
                 entry = entry_of(drop_id, facts).to_wire()
                 await self.notify(user, {"dropId": drop_id, "kind": "draw", "entry": entry})
-        await self.store.draw_log_read(drop_id, "pushed", len(changed))
-        return len(changed) == PUSH_PAGE
+        await self.store.draw_log_read(drop_id, "pushed", page.end)
+        return len(page.entry_ids) == PUSH_PAGE
+
+    async def _unrecorded(self, drop_id: str) -> bool:
+        """Whether a draw change waits to be recorded in PostgreSQL."""
+        return bool((await self.store.draw_log(drop_id, "recorded", 1)).entry_ids)
 
     async def _record_draw_outcomes(self, drop_id: str) -> bool:
         """Record in PostgreSQL the outcomes of the entries whose status changed since their
         rows were written; True when a page was full."""
-        changed = await self.store.draw_log(drop_id, "recorded", PUSH_PAGE)
-        if not changed:
+        page = await self.store.draw_log(drop_id, "recorded", PUSH_PAGE)
+        if not page.entry_ids:
             return False
-        entries = await self.store.entries_of(drop_id, changed)
+        entries = await self.store.entries_of(drop_id, page.entry_ids)
         outcomes = []
-        for entry_id in dict.fromkeys(changed):
+        for entry_id in dict.fromkeys(page.entry_ids):
             entry = entry_of(drop_id, entries[entry_id][1])
             outcomes.append((entry_id, entry.status, entry.reservation_id))
         await access_rows.record_outcomes(self.db, drop_id, outcomes)
-        await self.store.draw_log_read(drop_id, "recorded", len(changed))
-        return len(changed) == PUSH_PAGE
+        await self.store.draw_log_read(drop_id, "recorded", page.end)
+        return len(page.entry_ids) == PUSH_PAGE
 
     # --- both ---------------------------------------------------------------------------
 
@@ -296,7 +300,7 @@ class AccessLeader:
                 labels = {} if queue else await self.drops.size_labels(drop_id)
                 entries = [_ordered(row, labels, queue) for row in rows]
                 if await access_rows.record_entries(self.db, drop_id, entries) and not queue:
-                    await self.store.draw_log_skip(drop_id, "recorded", covered)
+                    await self.store.draw_log_read(drop_id, "recorded", covered)
             self._recorded.add(drop_id)
         except Exception:
             metrics.BACKGROUND_ERRORS.labels(task="access").inc()

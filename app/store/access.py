@@ -19,6 +19,10 @@ from app.store.keys import ACCESS_DROPS, DropKeys, revoked_session
 from app.store.scripts import ScriptName, Scripts
 
 ORDER_READ_CHUNK = 5000  # ordered entries read per round trip when the order is recorded
+# The readers of each change log (lua/change_log.lua): the queue's pushes; the draw's
+# pushes and its outcome records in PostgreSQL.
+QUEUE_LOG_READERS = ("pushed",)
+DRAW_LOG_READERS = ("pushed", "recorded")
 
 
 class AccessReply(StrEnum):
@@ -84,6 +88,20 @@ class DrawStep:
     drawn: int = 0
     entries: int = 0
     drawn_at_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LogPage:
+    """A reader's next entries of a change log (lua/change_log.lua)."""
+
+    start: int  # the absolute index of the first entry: the reader's place
+    entry_ids: list[str]
+
+    @property
+    def end(self) -> int:
+        """The index to mark read once the page is dealt with: absolute, not a count, so
+        two leaders that both deal with the page move the reader past it once."""
+        return self.start + len(self.entry_ids)
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,59 +322,6 @@ class AccessStore:
             return False, 0, False
         return True, int(reply[1]), int(reply[2]) == 1
 
-    async def changes(self, drop_id: str, most: int) -> list[str]:
-        """Queue tickets admitted or whose pass ended, oldest first; left on the list until
-        `forget_changes`, so a leader that dies before pushing them leaves them to the next."""
-        found = await self.redis.lrange(DropKeys(drop_id).q_changes, 0, most - 1)
-        return [str(entry_id) for entry_id in found]
-
-    async def forget_changes(self, drop_id: str, count: int) -> None:
-        await self.redis.ltrim(DropKeys(drop_id).q_changes, count, -1)
-
-    async def draw_log(self, drop_id: str, reader: str, most: int) -> list[str]:
-        """The next draw entries whose status changed, for one of the log's two readers:
-        'pushed' (access_update) or 'recorded' (PostgreSQL's outcomes). The scripts append
-        to e:changes; each reader keeps its place in the draw's hash (`log_<reader>`, an
-        absolute index; `log_base` is the absolute index of the list's head), so each
-        reads every change at least once, across failovers, at its own pace."""
-        k = DropKeys(drop_id)
-        base, done = await self.redis.hmget(k.draw, ["log_base", f"log_{reader}"])
-        start = int(done or 0) - int(base or 0)
-        found = await self.redis.lrange(k.draw_changes, start, start + most - 1)
-        return [str(entry_id) for entry_id in found]
-
-    async def draw_log_end(self, drop_id: str) -> int:
-        """The absolute index just past the draw's last change so far."""
-        k = DropKeys(drop_id)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hget(k.draw, "log_base")
-        pipe.llen(k.draw_changes)
-        base, length = await pipe.execute()
-        return int(base or 0) + int(length)
-
-    async def draw_log_skip(self, drop_id: str, reader: str, to: int) -> None:
-        """`reader` needs nothing before absolute index `to`."""
-        k = DropKeys(drop_id)
-        done = int(await self.redis.hget(k.draw, f"log_{reader}") or 0)
-        if to > done:
-            await self.draw_log_read(drop_id, reader, to - done)
-
-    async def draw_log_read(self, drop_id: str, reader: str, count: int) -> None:
-        """`reader` has dealt with `count` more changes; the list keeps only what either
-        reader has yet to read."""
-        k = DropKeys(drop_id)
-        await self.redis.hincrby(k.draw, f"log_{reader}", count)
-        base, pushed, recorded = (
-            int(v or 0)
-            for v in await self.redis.hmget(k.draw, ["log_base", "log_pushed", "log_recorded"])
-        )
-        drop = min(pushed, recorded) - base
-        if drop > 0:
-            pipe = self.redis.pipeline(transaction=True)
-            pipe.ltrim(k.draw_changes, drop, -1)
-            pipe.hincrby(k.draw, "log_base", drop)
-            await pipe.execute()
-
     async def ticket_owners(self, drop_id: str, entry_ids: Sequence[str]) -> list[str | None]:
         """The user of each queue ticket (None for an unknown id)."""
         if not entry_ids:
@@ -403,6 +368,54 @@ class AccessStore:
                     )
                 )
         return rows
+
+    # --- the change logs -----------------------------------------------------------
+
+    async def _log_step(
+        self, meta: str, log: str, readers: Sequence[str], reader: str, dealt: int, most: int
+    ) -> LogPage:
+        """One change_log.lua call: `reader` has dealt with every entry before absolute
+        index `dealt`; the log is trimmed behind every reader, and up to `most` entries
+        from the reader's place are read, in the same step."""
+        reply = await self.scripts.run(
+            ScriptName.CHANGE_LOG, [meta, log], [reader, dealt, most, *readers]
+        )
+        return LogPage(int(reply[0]), [str(entry_id) for entry_id in reply[1:]])
+
+    async def queue_log(self, drop_id: str, most: int) -> LogPage:
+        """Queue tickets admitted or whose pass ended, oldest first (queue_admit.lua appends
+        them to q:changes); kept until `queue_log_read`, so a leader that dies before
+        pushing them leaves them to the next."""
+        k = DropKeys(drop_id)
+        return await self._log_step(k.q, k.q_changes, QUEUE_LOG_READERS, "pushed", 0, most)
+
+    async def queue_log_read(self, drop_id: str, to: int) -> None:
+        """The queue's changes before absolute index `to` are pushed."""
+        k = DropKeys(drop_id)
+        await self._log_step(k.q, k.q_changes, QUEUE_LOG_READERS, "pushed", to, 0)
+
+    async def draw_log(self, drop_id: str, reader: str, most: int) -> LogPage:
+        """The next draw entries whose status changed, for one of the log's two readers:
+        'pushed' (access_update) or 'recorded' (PostgreSQL's outcomes). The scripts append
+        to e:changes; each reader keeps its place in the draw's hash, so each reads every
+        change at least once, across failovers, at its own pace."""
+        k = DropKeys(drop_id)
+        return await self._log_step(k.draw, k.draw_changes, DRAW_LOG_READERS, reader, 0, most)
+
+    async def draw_log_end(self, drop_id: str) -> int:
+        """The absolute index just past the draw's last change so far."""
+        k = DropKeys(drop_id)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hget(k.draw, "log_base")
+        pipe.llen(k.draw_changes)
+        base, length = await pipe.execute()
+        return int(base or 0) + int(length)
+
+    async def draw_log_read(self, drop_id: str, reader: str, to: int) -> None:
+        """`reader` has dealt with (or needs nothing of) every change before absolute index
+        `to`; the list keeps only what either reader has yet to read."""
+        k = DropKeys(drop_id)
+        await self._log_step(k.draw, k.draw_changes, DRAW_LOG_READERS, reader, to, 0)
 
     # --- the leader's work list -------------------------------------------------
 

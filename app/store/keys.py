@@ -104,7 +104,7 @@ class DropKeys:
         self.sizes = f"{self.tag}:sizes"  # a sized drop's per-size counters (reserve.lua)
         self.hold_sizes = f"{self.tag}:hold_sizes"  # reservation id -> size index
         # A queue drop's waiting room (lua/queue_join.lua, lua/queue_admit.lua).
-        self.q = f"{self.tag}:q"  # hash: served, late, clock, carry
+        self.q = f"{self.tag}:q"  # hash: served, late, clock, carry, log_* (change_log.lua)
         self.q_users = f"{self.tag}:q:users"  # user id -> entry id
         self.q_tix = f"{self.tag}:q:tix"  # entry id -> ticket
         self.q_pre = f"{self.tag}:q:pre"  # the pre-queue, ordered by rank key
@@ -112,7 +112,7 @@ class DropKeys:
         self.q_passes = f"{self.tag}:q:passes"  # entry id -> pass end (ms)
         self.q_changes = f"{self.tag}:q:changes"  # entry ids admitted or whose pass ended
         # A draw drop's entries (lua/draw_enter.lua, lua/draw_run.lua, lua/draw_settle.lua).
-        self.draw = f"{self.tag}:e"  # hash: cursor, drawn_at, done
+        self.draw = f"{self.tag}:e"  # hash: cursor, drawn_at, done, log_* (change_log.lua)
         self.draw_users = f"{self.tag}:e:users"  # user id -> entry id
         self.draw_entries = f"{self.tag}:e:ent"  # entry id -> entry
         self.draw_order = f"{self.tag}:e:pre"  # every entry, ordered by rank key

@@ -49,6 +49,7 @@ class ScriptName(StrEnum):
     DRAW_RUN = "draw_run"
     DRAW_STANDBY = "draw_standby"
     DRAW_SETTLE = "draw_settle"
+    CHANGE_LOG = "change_log"
 
 
 INCLUDE = "-- @include "
