@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import getpass
 import importlib
 import logging
@@ -138,7 +139,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         logger.info("serving on http://%s:%d with %d worker(s)", host, port, args.workers)
         if args.workers > 1:
             _share_metrics(settings.data_dir / "metrics")
-        uvicorn.run(
+        config = uvicorn.Config(
             "app.cli:worker_app",
             factory=True,
             host=host,
@@ -159,7 +160,32 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             log_level=settings.log_level.lower(),
             timeout_graceful_shutdown=settings.shutdown_grace_seconds,
         )
-    # uvicorn returns after a graceful stop on SIGINT / SIGTERM: a normal end.
+        return _run_workers(config)
+
+
+def _run_workers(config: Any) -> int:
+    """uvicorn.run's own two cases, with an exit code that says how they ended.
+
+    0 after a graceful stop (SIGINT / SIGTERM); STARTUP_FAILURE (3) when the app could
+    not start: with one worker uvicorn exits so itself, but with several its supervisor
+    stops when a worker fails to start and returns as if all were well, so a process
+    manager would see a clean exit and not restart it.
+    """
+    from uvicorn import Server
+    from uvicorn.config import STARTUP_FAILURE
+    from uvicorn.supervisors import Multiprocess
+
+    if config.workers <= 1:
+        server = Server(config=config)
+        with contextlib.suppress(KeyboardInterrupt):
+            server.run()
+        return 0 if server.started else STARTUP_FAILURE
+    supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+    supervisor.run()
+    failed = [p.pid for p in supervisor.processes if p.exitcode == STARTUP_FAILURE]
+    if failed:
+        logger.critical("a worker could not start; serve stops", extra={"workers": failed})
+        return STARTUP_FAILURE
     return 0
 
 
@@ -172,7 +198,10 @@ def worker_app() -> Any:
         return create_app()
     except Exception:
         logger.critical("the app could not be created", exc_info=True)
-        raise SystemExit(1) from None
+        from uvicorn.config import STARTUP_FAILURE
+
+        # uvicorn's supervisor restarts a worker that dies, except with this code.
+        raise SystemExit(STARTUP_FAILURE) from None
 
 
 def _share_metrics(folder: Path) -> None:
