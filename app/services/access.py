@@ -11,10 +11,10 @@ hands units over and records the order.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -49,6 +49,9 @@ _REFUSALS = {
     AccessReply.UNKNOWN_SIZE: UnknownSize,
     AccessReply.ENTRIES_CLOSED: EntriesClosed,
 }
+
+# What a store call read of a ticket or an entry.
+Facts = TypeVar("Facts", TicketFacts, EntryFacts)
 
 SETTLE_STEP = 500  # entries one draw_settle.lua call may change
 
@@ -192,9 +195,17 @@ class AccessService:
             raise AccessModeMismatch(f"This drop's access is {access.value!r}")
         return seed
 
-    async def _retry_unmirrored(self, drop_id: str, outcome: AccessReply) -> bool:
-        """Redis lacks the drop (a flush): rebuild it once and say so."""
-        return outcome is AccessReply.DROP_NOT_FOUND and await self.drops.ensure_mirrored(drop_id)
+    async def _answer(
+        self, drop_id: str, call: Callable[[], Awaitable[tuple[AccessReply, Facts | None]]]
+    ) -> tuple[AccessReply, Facts]:
+        """One store call's outcome and facts, a refusal raised as its error. When Redis
+        lacks the drop (a flush), the drop is rebuilt once and the call made again."""
+        outcome, facts = await call()
+        if outcome is AccessReply.DROP_NOT_FOUND and await self.drops.ensure_mirrored(drop_id):
+            outcome, facts = await call()
+        _refuse(outcome)
+        assert facts is not None
+        return outcome, facts
 
     # --- queue ----------------------------------------------------------------
 
@@ -206,12 +217,9 @@ class AccessService:
         seed = await self._seed_of(drop_id, Access.QUEUE)
         entry_id = fairness.new_entry_id()
         rank = fairness.rank_key(seed, entry_id)
-        args = (drop_id, user_id, entry_id, rank, unchecked_session)
-        outcome, facts = await self.store.join(*args)
-        if await self._retry_unmirrored(drop_id, outcome):
-            outcome, facts = await self.store.join(*args)
-        _refuse(outcome)
-        assert facts is not None
+        outcome, facts = await self._answer(
+            drop_id, lambda: self.store.join(drop_id, user_id, entry_id, rank, unchecked_session)
+        )
         return ticket_of(drop_id, facts), outcome is AccessReply.CREATED
 
     async def ticket(
@@ -219,11 +227,9 @@ class AccessService:
     ) -> Ticket:
         if not keys.DROP_ID_RE.match(drop_id):
             raise DropNotFound()
-        outcome, facts = await self.store.ticket(drop_id, user_id, unchecked_session)
-        if await self._retry_unmirrored(drop_id, outcome):
-            outcome, facts = await self.store.ticket(drop_id, user_id, unchecked_session)
-        _refuse(outcome)
-        assert facts is not None
+        _, facts = await self._answer(
+            drop_id, lambda: self.store.ticket(drop_id, user_id, unchecked_session)
+        )
         return ticket_of(drop_id, facts)
 
     async def queue_state(self, drop_id: str) -> QueueState:
@@ -255,12 +261,10 @@ class AccessService:
         seed = await self._seed_of(drop_id, Access.DRAW)
         entry_id = fairness.new_entry_id()
         rank = fairness.rank_key(seed, entry_id)
-        args = (drop_id, user_id, entry_id, rank, sizes, unchecked_session)
-        outcome, facts = await self.store.enter(*args)
-        if await self._retry_unmirrored(drop_id, outcome):
-            outcome, facts = await self.store.enter(*args)
-        _refuse(outcome)
-        assert facts is not None
+        outcome, facts = await self._answer(
+            drop_id,
+            lambda: self.store.enter(drop_id, user_id, entry_id, rank, sizes, unchecked_session),
+        )
         return entry_of(drop_id, facts), outcome is AccessReply.CREATED
 
     async def entry(
@@ -268,11 +272,9 @@ class AccessService:
     ) -> Entry:
         if not keys.DROP_ID_RE.match(drop_id):
             raise DropNotFound()
-        outcome, facts = await self.store.entry(drop_id, user_id, unchecked_session)
-        if await self._retry_unmirrored(drop_id, outcome):
-            outcome, facts = await self.store.entry(drop_id, user_id, unchecked_session)
-        _refuse(outcome)
-        assert facts is not None
+        _, facts = await self._answer(
+            drop_id, lambda: self.store.entry(drop_id, user_id, unchecked_session)
+        )
         return entry_of(drop_id, facts)
 
     async def released(self, drop_id: str) -> None:

@@ -342,3 +342,29 @@ async def test_missing_tickets_and_entries_and_the_fairness_record_before_and_af
         assert shown["access"] == drop["access"]
         assert (shown["queue"] is None) == (drop["access"] == "draw")
         assert (shown["draw"] is None) == (drop["access"] == "queue")
+
+
+async def test_a_drop_redis_lost_is_rebuilt_for_a_join_an_entry_and_their_reads(
+    client: httpx.AsyncClient, container: Container
+) -> None:
+    """After a flush each of the four calls rebuilds the drop from PostgreSQL and is
+    answered: a join or an entry is made; a read finds the drop but no ticket or entry
+    (they lived in Redis alone), rather than DROP_NOT_FOUND. (The first join or entry of
+    a drop reads its seed through the drop service, which rebuilds the drop itself: the
+    calls after it are the ones that must.)"""
+    admin = await admin_token(client, container)
+    first, then = [auth((await signup(client))["accessToken"]) for _ in range(2)]
+    queued = await queue_drop(client, admin, starts_in=60)
+    drawn = await draw_drop(client, admin, closes_in=60)
+    for drop, path, missing in (
+        (queued, "queue", ("queue/me", "NOT_IN_QUEUE")),
+        (drawn, "entries", ("entries/me", "NOT_ENTERED")),
+    ):
+        made = await client.post(f"/api/drops/{drop['id']}/{path}", headers=first)
+        assert made.status_code == 201, made.text
+        await container.redis.flushdb()
+        made = await client.post(f"/api/drops/{drop['id']}/{path}", headers=then)
+        assert made.status_code == 201, made.text
+        await container.redis.flushdb()
+        read = await client.get(f"/api/drops/{drop['id']}/{missing[0]}", headers=then)
+        _problem(read, 404, missing[1])
