@@ -1,5 +1,6 @@
-"""Purchase rows: the system of record for sales. Reads here; the sale itself, and the
-sweeper's settlement of a stale attempt, are in app/db/sales.py."""
+"""Purchase rows: the system of record for sales. Reads here; the sale itself, the
+sweeper's settlement of a stale attempt and the purchase path's own lookup of a
+reservation's purchase are in app/db/sales.py."""
 
 from __future__ import annotations
 
@@ -9,11 +10,6 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import Purchase, User
-
-
-async def by_hold(session: AsyncSession, hold_id: str) -> Purchase | None:
-    stmt = select(Purchase).where(Purchase.reservation_id == hold_id)
-    return (await session.execute(stmt)).scalar_one_or_none()
 
 
 async def of_user(session: AsyncSession, user_id: str, limit: int = 200) -> list[Purchase]:

@@ -54,6 +54,13 @@ LEFT JOIN purchase_claims c ON c.claim_id = $1
 LEFT JOIN purchases p ON p.reservation_id = $2
 """
 
+SOLD = """
+SELECT p.id, p.reservation_id, p.drop_id, p.user_id, p.price_cents, p.currency,
+       p.purchased_at, p.size, u.display_name
+FROM purchases p JOIN users u ON u.id = p.user_id
+WHERE p.reservation_id = $1
+"""
+
 VOID = """
 INSERT INTO purchase_claims (claim_id, reservation_id, outcome) VALUES ($1, $2, 'voided')
 ON CONFLICT (claim_id) DO NOTHING
@@ -115,6 +122,22 @@ class SalePool:
                 await transaction.commit()
             finally:
                 await pool.release(conn)
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise ServiceUnavailable("The database is not answering; try again") from exc
+            raise
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection for single statements (each its own transaction), such as
+        the lookups behind a 410 or a replayed purchase at a deadline storm.
+
+        A lost connection or a timeout is `ServiceUnavailable` (503).
+        """
+        try:
+            pool = await self._pool()
+            async with pool.acquire(timeout=5) as conn:
+                yield conn
         except Exception as exc:
             if is_unavailable(exc):
                 raise ServiceUnavailable("The database is not answering; try again") from exc
@@ -192,6 +215,12 @@ async def void_or_find(conn: asyncpg.Connection, claim_id: str, hold_id: str) ->
     found = await conn.fetchrow(EXPLAIN, claim_id, hold_id)
     assert found is not None
     return None if found["id"] is None else _purchase(found, 1)
+
+
+async def sold(conn: asyncpg.Connection, hold_id: str) -> tuple[Purchase, str] | None:
+    """The purchase of a reservation and its buyer's display name, if it was bought."""
+    row = await conn.fetchrow(SOLD, hold_id)
+    return None if row is None else (_purchase(row, 0), row["display_name"] or "someone")
 
 
 def _purchase(row: asyncpg.Record, offset: int) -> Purchase:

@@ -293,9 +293,15 @@ class HoldService:
         return ref
 
     async def _purchased(self, ref: keys.HoldRef) -> Purchase | None:
-        async with self.db.begin() as session:
-            found = await purchase_rows.by_hold(session, ref.hold_id)
-        return found if found is not None and found.user_id == ref.user_id else None
+        found = await self._sold(ref)
+        return None if found is None else found[0]
+
+    async def _sold(self, ref: keys.HoldRef) -> tuple[Purchase, str] | None:
+        """The hold's purchase and its buyer's name, from PostgreSQL: one statement on the
+        sale pool, as every 410 and every replayed purchase asks it."""
+        async with self.db.sales.connection() as conn:
+            found = await sales.sold(conn, ref.hold_id)
+        return found if found is not None and found[0].user_id == ref.user_id else None
 
     async def _reloaded(self, ref: keys.HoldRef) -> bool:
         """Whether Redis reloaded this ACTIVE hold from disk at its last start (see top)."""
@@ -306,14 +312,13 @@ class HoldService:
 
     async def _settle_sold(self, ref: keys.HoldRef, display_name: str | None) -> Purchase | None:
         """If PostgreSQL recorded this hold's purchase, commit it in Redis and return it."""
-        async with self.db.begin() as session:
-            found = await purchase_rows.by_hold(session, ref.hold_id)
-            if found is None or found.user_id != ref.user_id:
-                return None
-            if display_name is None:
-                display_name = await purchase_rows.buyer_name(session, ref.user_id)
-        await self.hold_store.commit(ref, display_name, found.purchased_at)
-        return found
+        found = await self._sold(ref)
+        if found is None:
+            return None
+        purchase, buyer = found
+        name = buyer if display_name is None else display_name
+        await self.hold_store.commit(ref, name, purchase.purchased_at)
+        return purchase
 
     async def _expire(self, ref: keys.HoldRef) -> None:
         result = await self.hold_store.release(ref, ReleaseReason.EXPIRED)
