@@ -63,12 +63,11 @@ from loadtests.access_fixtures import (
     seed_tickets,
     with_tokens,
 )
-from loadtests.cpu import CpuMeter, machine
+from loadtests.cpu import machine
 from loadtests.fixtures import create_users
-from loadtests.invariant import invariant_problems
 from loadtests.loadgen import REUSE_ORDERS, Generators, build_request
 from loadtests.report import phase_line, target_lines, write_json
-from loadtests.scenarios import HOLD_PATH_STOCK, PER_USER_LIMIT, Bench, Endpoint
+from loadtests.scenarios import HOLD_PATH_STOCK, PER_USER_LIMIT, Bench
 from loadtests.stats import Phase, Target, ratio_target
 
 REPORTS = Path(__file__).resolve().parent / "reports"
@@ -249,27 +248,12 @@ async def run(args: argparse.Namespace, workdir: Path) -> tuple[Bench, list[str]
             (admin,) = await create_users(
                 stores.database_url, stores.access_secret, 1, prefix="admin", role="admin"
             )
-            bench = Bench(
-                args,
-                Endpoint("product", product.url),
-                None,
-                redis_url,
-                args.hold_ttl,
-                users,
-                admin,
-                http,
-                generators,
-                time.perf_counter_ns(),
-            )
-            bench.meter = CpuMeter(
-                {"product": product.process.pid}, [stores.database_url, redis_url]
+            bench = Bench.of_product(
+                args, product, stores.database_url, redis_url, users, admin, http, generators
             )
             print(f"product {product.url}, {len(users):,} shoppers", flush=True)
             await access_rounds(bench)
-            checked, problems = await invariant_problems(
-                stores.database_url, redis_url, bench.drops, bench.granted
-            )
-            print(f"invariant: {checked} drops checked, {len(problems)} problems", flush=True)
+            problems = await bench.invariant(stores.database_url)
     finally:
         generators.close()
         if product is not None and (code := await product.stop()) not in (0, None):

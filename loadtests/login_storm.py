@@ -70,7 +70,7 @@ from loadtests.cpu import CpuMeter, machine, wait_quiet
 from loadtests.fixtures import PASSWORD, User, asyncpg_dsn, create_users
 from loadtests.loadgen import REUSE_ORDERS, Generators, Plan, build_request, drive
 from loadtests.report import phase_line, write_json
-from loadtests.scenarios import HOLD_PATH_STOCK, Bench, Endpoint
+from loadtests.scenarios import HOLD_PATH_STOCK, Bench
 from loadtests.stats import Phase, Target, summarise
 
 REPORTS = Path(__file__).resolve().parent / "reports"
@@ -312,23 +312,11 @@ async def run(args: argparse.Namespace, workdir: Path) -> Storm:
             accounts = await login_accounts(
                 stores.database_url, stores.access_secret, args.login_users, args.bcrypt_rounds
             )
-            endpoint = Endpoint("product", product.url)
-            began = time.perf_counter_ns()
-            bench = Bench(
-                args,
-                endpoint,
-                None,
-                redis_url,
-                args.hold_ttl,
-                users,
-                admin,
-                http,
-                generators,
-                began,
+            bench = Bench.of_product(
+                args, product, stores.database_url, redis_url, users, admin, http, generators
             )
-            meter = CpuMeter({"product": product.process.pid}, [stores.database_url, redis_url])
-            bench.meter = meter
-            storm = Storm(bench, meter, login_requests(endpoint.host, accounts))
+            assert bench.meter is not None
+            storm = Storm(bench, bench.meter, login_requests(bench.product.host, accounts))
             print(f"product {product.url}, {len(users)} shoppers, {len(accounts)} accounts")
             await storm.run()
     finally:

@@ -46,8 +46,10 @@ import redis.asyncio as redis_asyncio
 from loadtests import worker_stalls
 from loadtests.cpu import BUSY_OTHER_CORES, CpuMeter, cores_between, wait_quiet
 from loadtests.fixtures import User, api, create_drop, seed_holds
+from loadtests.invariant import invariant_problems
 from loadtests.loadgen import Generators, Plan, build_request
 from loadtests.report import phase_line
+from loadtests.servers import ServerProcess
 from loadtests.size_curve import (
     CORE_SIZES,
     SIZE_RUN,
@@ -91,6 +93,43 @@ class Bench:
     granted: Counter[str] = field(default_factory=Counter)  # drop id -> 201s seen
     peaks: dict[str, float] = field(default_factory=dict)  # path -> product's max throughput
     meter: CpuMeter | None = None
+
+    @classmethod
+    def of_product(
+        cls,
+        args: argparse.Namespace,
+        product: ServerProcess,
+        database_url: str,
+        redis_url: str,
+        users: list[User],
+        admin: User,
+        http: aiohttp.ClientSession,
+        generators: Generators,
+    ) -> Bench:
+        """A bench on one product server and no reference, holds of `--hold-ttl` s, the
+        product's processes and both stores metered."""
+        bench = cls(
+            args,
+            Endpoint("product", product.url),
+            None,
+            redis_url,
+            args.hold_ttl,
+            users,
+            admin,
+            http,
+            generators,
+            time.perf_counter_ns(),
+        )
+        bench.meter = CpuMeter({"product": product.process.pid}, [database_url, redis_url])
+        return bench
+
+    async def invariant(self, database_url: str) -> list[str]:
+        """The app's invariant for every drop the bench made, printed; the problems."""
+        checked, problems = await invariant_problems(
+            database_url, self.redis_url, self.drops, self.granted
+        )
+        print(f"invariant: {checked} drops checked, {len(problems)} problems", flush=True)
+        return problems
 
     @property
     def servers(self) -> list[Endpoint]:

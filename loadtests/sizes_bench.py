@@ -49,7 +49,6 @@ import shutil
 import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -64,16 +63,14 @@ from app.store.drops import DropStore, RebuildMode
 from app.store.holds import HoldStore
 from app.store.scripts import ScriptName, Scripts
 from loadtests import servers, shard_bench
-from loadtests.cpu import CpuMeter, machine
+from loadtests.cpu import machine
 from loadtests.fixtures import create_users
-from loadtests.invariant import invariant_problems
 from loadtests.loadgen import REUSE_ORDERS, Generators
 from loadtests.report import phase_line, target_lines, write_json
 from loadtests.scenarios import (
     GONE,
     HOLD_PATH_STOCK,
     Bench,
-    Endpoint,
     cost_sizes,
     size_targets,
     sizes_scenario,
@@ -210,28 +207,12 @@ async def run(args: argparse.Namespace, workdir: Path) -> tuple[Bench, list[str]
             (admin,) = await create_users(
                 stores.database_url, stores.access_secret, 1, prefix="admin", role="admin"
             )
-            endpoint = Endpoint("product", product.url)
-            bench = Bench(
-                args,
-                endpoint,
-                None,
-                redis_url,
-                args.hold_ttl,
-                users,
-                admin,
-                http,
-                generators,
-                time.perf_counter_ns(),
-            )
-            bench.meter = CpuMeter(
-                {"product": product.process.pid}, [stores.database_url, redis_url]
+            bench = Bench.of_product(
+                args, product, stores.database_url, redis_url, users, admin, http, generators
             )
             print(f"product {product.url}, {len(users)} shoppers", flush=True)
             await sizes_scenario(bench)
-            checked, problems = await invariant_problems(
-                stores.database_url, redis_url, bench.drops, bench.granted
-            )
-            print(f"invariant: {checked} drops checked, {len(problems)} problems", flush=True)
+            problems = await bench.invariant(stores.database_url)
         # Stopped first: its expiry listener and sweeper would work on the Lua side's holds.
         stopped, product = product, None
         if (code := await stopped.stop()) not in (0, None):

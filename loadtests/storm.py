@@ -72,7 +72,6 @@ from app.embedded.common import free_port
 from loadtests import servers
 from loadtests.cpu import CpuMeter, machine
 from loadtests.fixtures import create_users
-from loadtests.invariant import invariant_problems
 from loadtests.loadgen import REUSE_ORDERS, Generators
 from loadtests.plots import storm as plot
 from loadtests.report import P99_LIMIT_MS, phase_line, target_lines, targets, write_json
@@ -229,10 +228,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> int:
             )
             for name in args.chosen:
                 await SCENARIOS[name](bench)
-            checked, problems = await invariant_problems(
-                stores.database_url, redis_url, bench.drops, bench.granted
-            )
-            print(f"invariant: {checked} drops checked, {len(problems)} problems", flush=True)
+            problems = await bench.invariant(stores.database_url)
     finally:
         generators.close()
         for proc in reversed(started):
