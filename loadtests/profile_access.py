@@ -28,10 +28,9 @@ from loadtests.access_fixtures import (
     seed_tickets,
     with_tokens,
 )
-from loadtests.cpu import py_spy, py_spy_record
 from loadtests.fixtures import create_users
-from loadtests.loadgen import Plan, build_request, drive
-from loadtests.profile_hot_paths import top_functions
+from loadtests.loadgen import Plan, build_request
+from loadtests.profile_hot_paths import sample_under_load
 from loadtests.servers import Stores, scratch_stores, start_product
 
 REPORTS = Path(__file__).resolve().parent / "reports"
@@ -86,27 +85,9 @@ async def profile(args: argparse.Namespace) -> int:
                 duration=args.seconds + 2,
                 count=len(requests),
             )
-            load = asyncio.create_task(drive(plan))
-            await asyncio.sleep(1.0)
-            spy = py_spy()
-            if spy is None:
-                raise SystemExit("py-spy is not installed: pip install py-spy")
-            recorder = await py_spy_record(spy, server.process.pid, args.seconds, raw, 250)
-            await recorder.wait()
-            recorded = await load
-            seconds = (recorded.ended_ns - recorded.began_ns) / 1e9
-            print(
-                f"{args.path}: {len(recorded.latencies)} requests in {seconds:.1f} s = "
-                f"{len(recorded.latencies) / seconds:,.0f}/s; {dict(recorded.outcomes)}"
+            await sample_under_load(
+                plan, server.process.pid, args.seconds, raw, args.path, args.top
             )
-            own, inclusive, ((_, total),) = top_functions(raw.read_text(), args.top)
-            print(f"\n{total} samples. Own time:")
-            for name, n in own:
-                print(f"  {100 * n / total:5.1f}%  {name}")
-            print("\nInclusive time:")
-            for name, n in inclusive:
-                print(f"  {100 * n / total:5.1f}%  {name}")
-            print(f"\nwrote {raw}")
         finally:
             await server.stop()
     return 0

@@ -87,6 +87,35 @@ async def prepare(path: str, url: str, stores: Stores) -> list[bytes]:
     return requests
 
 
+async def sample_under_load(
+    plan: Plan, pid: int, seconds: int, raw: Path, label: str, top: int
+) -> None:
+    """Drive `plan` and, once the server is warm, sample process `pid` with py-spy for
+    `seconds`; print the throughput and the `top` functions by own and inclusive time."""
+    load = asyncio.create_task(drive(plan))
+    await asyncio.sleep(1.0)  # connections open and the server warm before sampling
+    spy = py_spy()
+    if spy is None:
+        raise SystemExit("py-spy is not installed: pip install py-spy")
+    collapsed = await py_spy_record(spy, pid, seconds, raw, 250)
+    await collapsed.wait()
+    recorded = await load
+    elapsed = (recorded.ended_ns - recorded.began_ns) / 1e9
+    count = len(recorded.latencies)
+    print(
+        f"{label}: {count} requests in {elapsed:.1f} s = {count / elapsed:,.0f}/s; "
+        f"{dict(recorded.outcomes)}"
+    )
+    own, inclusive, ((_, total),) = top_functions(await asyncio.to_thread(raw.read_text), top)
+    print(f"\n{total} samples. Own time:")
+    for name, n in own:
+        print(f"  {100 * n / total:5.1f}%  {name}")
+    print("\nInclusive time:")
+    for name, n in inclusive:
+        print(f"  {100 * n / total:5.1f}%  {name}")
+    print(f"\nwrote {raw}")
+
+
 async def profile(args: argparse.Namespace) -> int:
     async with scratch_stores("profile-") as (stores, workdir):
         return await profile_in(args, stores, workdir)
@@ -109,26 +138,7 @@ async def profile_in(args: argparse.Namespace, stores: Stores, workdir: Path) ->
             rate=args.rate,
             duration=args.seconds + 2,
         )
-        load = asyncio.create_task(drive(plan))
-        await asyncio.sleep(1.0)  # connections open and the server warm before sampling
-        spy = py_spy()
-        if spy is None:
-            raise SystemExit("py-spy is not installed: pip install py-spy")
-        collapsed = await py_spy_record(spy, server.process.pid, args.seconds, raw, 250)
-        await collapsed.wait()
-        recorded = await load
-        seconds = (recorded.ended_ns - recorded.began_ns) / 1e9
-        print(
-            f"{args.path}: {len(recorded.latencies)} requests in {seconds:.1f} s = {len(recorded.latencies) / seconds:,.0f}/s; {dict(recorded.outcomes)}"
-        )
-        own, inclusive, ((_, total),) = top_functions(raw.read_text(), args.top)
-        print(f"\n{total} samples. Own time:")
-        for name, n in own:
-            print(f"  {100 * n / total:5.1f}%  {name}")
-        print("\nInclusive time:")
-        for name, n in inclusive:
-            print(f"  {100 * n / total:5.1f}%  {name}")
-        print(f"\nwrote {raw}")
+        await sample_under_load(plan, server.process.pid, args.seconds, raw, args.path, args.top)
     finally:
         await server.stop()
     return 0
