@@ -19,6 +19,24 @@ end
 -- is spent. (A budget counts work, not time: Redis shows a script one frozen clock.)
 local BLOCK = 64
 
+-- Walk the draw's ordered entries from `cursor` (how many are done), calling
+-- visit(entry_id, position) on each in order; visit returns the work it did. Stops after
+-- the entry that spends `budget`, or at the end. Returns the new cursor.
+local function budgeted_walk(k, cursor, budget, visit)
+  local work = 0
+  repeat
+    local members = redis.call('ZRANGE', k.pre, cursor, cursor + BLOCK - 1)
+    for _, member in ipairs(members) do
+      cursor = cursor + 1
+      work = work + visit(string.sub(member, 65), cursor)
+      if work >= budget then
+        return cursor
+      end
+    end
+  until #members < BLOCK
+  return cursor
+end
+
 -- Whether a waiting ticket reads 'closed', from the drop's fields as HMGET gives them: the
 -- drop was cancelled or has ended, or it has started with nothing available and no live
 -- hold that could come back.

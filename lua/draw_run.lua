@@ -32,7 +32,6 @@
 -- Returns {'NOT_YET'} before closesAt, or {'DRAWING' | 'DONE', drawn, entries, drawnAtMs}
 local k = draw_keys(ARGV[3])
 local budget = tonumber(ARGV[1])
-local work = 0
 local now = now_ms()
 local d = redis.call('HMGET', k.drop, 'closes', 'claim', 'cancelled', 'avail')
 if now < tonumber(d[1]) then
@@ -50,13 +49,16 @@ local cancelled = d[3] == '1'
 local left = tonumber(d[4])
 local size_left = {}  -- units left per size index, read once per call
 
+local gave = false
+
+-- Draw one entry; returns the work it did.
 local function draw_one(entry_id, position)
   local user, _, sizes = split_entry(redis.call('HGET', k.ent, entry_id))
-  work = work + 2
+  local work = 2
   if cancelled then
     redis.call('HSET', k.ent, entry_id, join_entry(user, 'L', sizes, '', position))
     redis.call('RPUSH', k.changes, entry_id)
-    return false
+    return work
   end
   if left > 0 then
     for _, index in ipairs(entry_sizes(sizes)) do
@@ -71,27 +73,16 @@ local function draw_one(entry_id, position)
         left = left - 1
         redis.call('HSET', k.ent, entry_id, join_entry(user, 'W', sizes, hold_id, position))
         redis.call('RPUSH', k.changes, entry_id)
-        return true
+        gave = true
+        return work
       end
     end
   end
   redis.call('HSET', k.ent, entry_id, join_entry(user, 'S', sizes, '', position))
-  return false
+  return work
 end
 
-local gave = false
-local spent = false
-repeat
-  local members = redis.call('ZRANGE', k.pre, cursor, cursor + BLOCK - 1)
-  for _, member in ipairs(members) do
-    cursor = cursor + 1
-    gave = draw_one(string.sub(member, 65), cursor) or gave
-    spent = work >= budget
-    if spent then
-      break
-    end
-  end
-until spent or #members < BLOCK
+cursor = budgeted_walk(k, cursor, budget, draw_one)
 
 local state = 'DRAWING'
 if cursor >= count then

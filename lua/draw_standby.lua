@@ -24,7 +24,6 @@
 -- Returns {'NOT_DRAWN'} or {'BUILDING' | 'BUILT', done, entries}
 local k = draw_keys(ARGV[2])
 local budget = tonumber(ARGV[1])
-local work = 0
 local m = redis.call('HMGET', k.meta, 'done', 'sb_cursor', 'standby_built')
 local count = redis.call('ZCARD', k.pre)
 if m[1] ~= '1' then
@@ -35,28 +34,22 @@ if m[3] == '1' then
   return {'BUILT', cursor, count}
 end
 
-local spent = false
-repeat
-  local members = redis.call('ZRANGE', k.pre, cursor, cursor + BLOCK - 1)
-  for _, member in ipairs(members) do
-    cursor = cursor + 1
-    local entry_id = string.sub(member, 65)
-    local _, status, sizes = split_entry(redis.call('HGET', k.ent, entry_id))
-    work = work + 1
-    if status == 'S' then
-      work = work + 2
-      for _, index in ipairs(entry_sizes(sizes)) do
-        redis.call('ZADD', k.tag .. ':e:sb:' .. index, cursor, entry_id)
-        work = work + 1
-      end
-      redis.call('RPUSH', k.changes, entry_id)
+-- Put one entry, if standby, on its sizes' lists; returns the work it did.
+local function list_one(entry_id, position)
+  local _, status, sizes = split_entry(redis.call('HGET', k.ent, entry_id))
+  local work = 1
+  if status == 'S' then
+    work = work + 2
+    for _, index in ipairs(entry_sizes(sizes)) do
+      redis.call('ZADD', k.tag .. ':e:sb:' .. index, position, entry_id)
+      work = work + 1
     end
-    spent = work >= budget
-    if spent then
-      break
-    end
+    redis.call('RPUSH', k.changes, entry_id)
   end
-until spent or #members < BLOCK
+  return work
+end
+
+cursor = budgeted_walk(k, cursor, budget, list_one)
 
 local state = 'BUILDING'
 if cursor >= count then
