@@ -2,8 +2,8 @@
 
 The failed-login counts live in Redis, so they hold whichever worker answers; a
 stranger's guesses from one address never lock the owner (an admin here) out from
-another; and each worker hashes on at most PASSWORD_HASH_THREADS threads below the
-event loop's priority, read from the kernel (`/proc`) for the live worker processes.
+another; and each worker hashes on at most PASSWORD_HASH_THREADS threads in the
+SCHED_IDLE class, read from the kernel for the live worker processes.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import psutil
 import pytest
 
 from app.embedded.common import free_port
-from app.services.passwords import HASH_THREAD_NICE
 from tests.support.factories import PASSWORD
 from tests.support.realtime_server import (
     log_text,
@@ -53,14 +52,14 @@ async def _login(http: httpx.AsyncClient, password: str, address: str) -> httpx.
 
 
 def _lowered_threads(pid: int) -> int:
-    """Threads of process `pid` running at the password-hash threads' nice value."""
+    """Threads of process `pid` in the password-hash threads' scheduling class."""
     lowered = 0
     for thread in psutil.Process(pid).threads():
         try:
-            nice = os.getpriority(os.PRIO_PROCESS, thread.id)
+            policy = os.sched_getscheduler(thread.id)
         except OSError:  # the thread ended meanwhile
             continue
-        lowered += nice >= HASH_THREAD_NICE
+        lowered += policy == os.SCHED_IDLE
     return lowered
 
 
