@@ -2,14 +2,16 @@
 
 A worker costs ~2 s to start from nothing (the imports), so this is a fork server: run
 as `python -m tests.support.failpoint_server` with the settings in its environment, as
-`sneakerdrop serve` reads them, it imports the app once, then forks one worker per
-request. A worker is the real thing: `app.main.create_app()` served by uvicorn (the
-loop and HTTP protocol `serve` uses, lifespan on, background loops running), with real
-stores. Its `container.hold_service.fault_hook` kills the process (SIGKILL, from the
-process itself) when the k-th purchase reaches the chosen failpoint, while the others
-are wherever they are.
+`sneakerdrop serve` reads them, it imports the app and makes it once (as a preloading
+server does), then forks one worker per request. A worker is the real thing:
+`app.main.create_app()` served by uvicorn (the loop and HTTP protocol `serve` uses),
+its lifespan run in the worker (the container: pools, scripts, the drops mirrored, the
+background loops), with real stores. Its `container.hold_service.fault_hook` kills the
+process (SIGKILL, from the process itself) when the k-th purchase reaches the chosen
+failpoint, while the others are wherever they are.
 
-Lines on stdin (one worker at a time; the next after the last one exited):
+Lines on stdin (each forks a worker at once: several may run side by side, each on
+its own holds):
     <failpoint> <k>
 Lines on stdout:
     worker <pid> <port>             its socket listens; requests queue until it serves
@@ -18,7 +20,7 @@ Lines on stdout:
     exit <pid> <status>             -<signal> or the exit code
 
 The listening socket is made here and handed to the worker alone, so a request still in
-its backlog when the worker dies is refused (reset) and never served by the next one.
+its backlog when the worker dies is refused (reset) and never served by another one.
 
 `FailpointServer` drives one from the tests.
 """
@@ -29,6 +31,7 @@ import asyncio
 import contextlib
 import os
 import re
+import selectors
 import signal
 import socket
 import sys
@@ -64,36 +67,58 @@ class _NamesTheReservation:
         await self.app(scope, receive, send)
 
 
-def _run_worker(sock: socket.socket, failpoint: str, k: int) -> None:
+@dataclass
+class _Armed:
+    """The failpoint of this worker (set in it after the fork), and how often a purchase
+    reached it so far."""
+
+    failpoint: str = ""
+    k: int = 0
+    reached: int = 0
+
+
+_armed = _Armed()
+
+
+async def _kill_at(point: str) -> None:
+    """The fault hook: SIGKILL this process when the k-th purchase reaches the failpoint."""
+    if point != _armed.failpoint:
+        return
+    _armed.reached += 1
+    if _armed.reached == _armed.k:
+        _say(f"victim {os.getpid()} {point} {_reservation.get()}")
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _load() -> Any:
+    """The uvicorn config every worker serves: `create_app()` made once, here, before
+    the forks. Made in each worker, the app's route models (FastAPI builds them at the
+    first request) and the ORM's mappers were built anew each time: about 40 % of a
+    worker's CPU."""
     import uvicorn
+    from fastapi.routing import iter_route_contexts
+    from sqlalchemy.orm import configure_mappers
 
     import app.main
     from app.config import get_settings
     from app.runtime.event_loop import LOOP_FACTORY
     from app.runtime.http_limits import serve_protocol
 
-    reached = 0
-
-    async def kill_at(point: str) -> None:
-        nonlocal reached
-        if point != failpoint:
-            return
-        reached += 1
-        if reached == k:
-            _say(f"victim {os.getpid()} {point} {_reservation.get()}")
-            os.kill(os.getpid(), signal.SIGKILL)
-
     build = app.main.build_container
 
     async def build_armed(settings: Any) -> Any:
         container = await build(settings)
-        container.hold_service.fault_hook = kill_at
+        container.hold_service.fault_hook = _kill_at
         return container
 
     app.main.build_container = build_armed  # the lifespan builds it: armed before serving
     settings = get_settings()
+    application = app.main.create_app(settings)
+    assert application.api is not None
+    list(iter_route_contexts(application.api.router.routes))  # what a first request builds
+    configure_mappers()
     config = uvicorn.Config(
-        _NamesTheReservation(app.main.create_app(settings)),
+        _NamesTheReservation(application),
         lifespan="on",
         loop=LOOP_FACTORY if settings.event_loop == "batch-accept" else "uvloop",
         http=serve_protocol(enabled=settings.http_limits == "on"),
@@ -102,10 +127,21 @@ def _run_worker(sock: socket.socket, failpoint: str, k: int) -> None:
         server_header=False,
         timeout_graceful_shutdown=1,
     )
+    config.load()  # uvicorn imports its protocols and lifespan as it loads a config
+    return config
+
+
+def _serve(config: Any, sock: socket.socket, failpoint: str, k: int) -> None:
+    """The worker: the app's lifespan, then serving on `sock` until it dies."""
+    import uvicorn
+
+    _armed.failpoint, _armed.k = failpoint, k
     uvicorn.Server(config).run(sockets=[sock])
 
 
-def _fork_worker(failpoint: str, k: int) -> int:
+def _fork_worker(config: Any, failpoint: str, k: int, inherited: list[int]) -> int:
+    """Fork one worker; `inherited` are this process's descriptors a worker has no use
+    for (the selector's, the other workers' pidfds), closed in the child."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -115,9 +151,11 @@ def _fork_worker(failpoint: str, k: int) -> int:
     if pid == 0:
         code = 1
         try:
+            for fd in inherited:
+                os.close(fd)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             signal.alarm(WORKER_SECONDS)  # whatever happens to the test, it ends
-            _run_worker(sock, failpoint, k)
+            _serve(config, sock, failpoint, k)
             code = 0
         except BaseException as exc:  # reported, then the child ends
             print(f"worker failed: {exc!r}", file=sys.stderr, flush=True)
@@ -128,42 +166,60 @@ def _fork_worker(failpoint: str, k: int) -> int:
     return pid
 
 
-def _prepare() -> None:
-    """Import here what every worker would import (~2 s), and freeze it all out of the
-    garbage collector's way: a worker's collections then do not touch (and copy) the
-    pages it shares with this process. A fork then starts in milliseconds."""
+def _prepare() -> Any:
+    """Import what every worker would import (~2 s), build the app (`_load`), and freeze
+    it all out of the garbage collector's way: a worker's collections then do not touch
+    (and copy) the pages it shares with this process. A fork then starts in
+    milliseconds."""
     import gc
 
     import fastapi.telemetry._runtime  # noqa: F401
-    import uvicorn
 
-    import app.main  # noqa: F401
-    from app.config import get_settings
-    from app.runtime import event_loop  # noqa: F401
-    from app.runtime.http_limits import serve_protocol
-
-    settings = get_settings()
-    # uvicorn imports its protocols and lifespan as it loads a config.
-    uvicorn.Config(
-        lambda: None,
-        lifespan="on",
-        http=serve_protocol(enabled=settings.http_limits == "on"),
-        log_config=None,
-    ).load()
+    config = _load()
     gc.collect()
     gc.freeze()
+    return config
+
+
+def _reap(pid: int) -> None:
+    """Collect an ended worker and say how it ended."""
+    _, status = os.waitpid(pid, 0)
+    code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+    _say(f"exit {pid} {code}")
 
 
 def serve_forever() -> None:
-    _prepare()
+    """Fork a worker per line on stdin, report each exit as it happens; once stdin is
+    closed, wait for the workers still running and end."""
+    config = _prepare()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # stopped by closing stdin
-    for line in sys.stdin:
-        failpoint, k = line.split()
-        assert failpoint in FAILPOINTS, failpoint
-        pid = _fork_worker(failpoint, int(k))
-        _, status = os.waitpid(pid, 0)
-        code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
-        _say(f"exit {pid} {code}")
+    stdin = sys.stdin.fileno()
+    pending = b""
+    running: dict[int, int] = {}  # pidfd -> pid
+    with selectors.DefaultSelector() as selector:
+        selector.register(stdin, selectors.EVENT_READ)
+        reading = True
+        while reading or running:
+            for key, _ in selector.select():
+                if key.fd != stdin:  # a pidfd: that worker ended
+                    selector.unregister(key.fd)
+                    os.close(key.fd)
+                    _reap(running.pop(key.fd))
+                    continue
+                chunk = os.read(stdin, 4096)
+                if not chunk:
+                    selector.unregister(stdin)
+                    reading = False
+                    continue
+                *lines, pending = (pending + chunk).split(b"\n")
+                for line in lines:
+                    failpoint, k = line.decode().split()
+                    assert failpoint in FAILPOINTS, failpoint
+                    inherited = [selector.fileno(), *running]
+                    pid = _fork_worker(config, failpoint, int(k), inherited)
+                    pidfd = os.pidfd_open(pid)
+                    running[pidfd] = pid
+                    selector.register(pidfd, selectors.EVENT_READ)
 
 
 # --- the driver (in the test process) -------------------------------------------------
@@ -182,26 +238,50 @@ class Death:
     reservation_id: str | None  # the purchase that was there
 
 
+@dataclass
+class _Running:
+    """What the fork server said of one worker so far."""
+
+    ended: asyncio.Future[int]  # its exit status
+    victim: tuple[str, str] | None = None  # (failpoint, reservation id)
+
+
 class FailpointServer:
-    """A running fork server; one worker at a time."""
+    """A running fork server; any number of workers at once, each started, served and
+    awaited by whoever started it."""
 
     def __init__(self, process: asyncio.subprocess.Process, log: Path) -> None:
         self.process = process
         self.log = log
-        self.running: Worker | None = None  # started, its exit not seen yet
+        self.running: dict[int, _Running] = {}  # pid -> started, its exit not seen yet
+        self._starting: list[asyncio.Future[Worker]] = []  # in the order they were asked
+        self._lock = asyncio.Lock()  # a request written and its future queued, as one step
+        self._reader = asyncio.create_task(self._read())
 
-    async def _line(self, within: float) -> list[str]:
+    async def _read(self) -> None:
+        """Hand each line of the fork server to the worker it is about. When the server
+        ends (or says something unexpected), whoever still waits fails."""
         assert self.process.stdout is not None
-        try:
-            async with asyncio.timeout(within):
-                raw = await self.process.stdout.readline()
-        except TimeoutError:
-            raise AssertionError(
-                f"the fork server said nothing for {within}s\n{self.tail()}"
-            ) from None
-        if not raw:
-            raise AssertionError(f"the fork server ended\n{self.tail()}")
-        return raw.decode().split()
+        problem = "the fork server ended"
+        while raw := await self.process.stdout.readline():
+            words = raw.decode().split() or [""]
+            if words[0] == "worker":
+                pid = int(words[1])
+                self.running[pid] = _Running(asyncio.get_running_loop().create_future())
+                self._starting.pop(0).set_result(Worker(pid, f"http://127.0.0.1:{words[2]}"))
+            elif words[0] == "victim" and int(words[1]) in self.running:
+                self.running[int(words[1])].victim = (words[2], words[3])
+            elif words[0] == "exit" and int(words[1]) in self.running:
+                self.running[int(words[1])].ended.set_result(int(words[2]))
+            else:
+                problem = f"unexpected line {words}"
+                break
+        failure = AssertionError(f"{problem}\n{self.tail()}")
+        waiting: list[asyncio.Future[Any]] = [*self._starting]
+        waiting += [running.ended for running in self.running.values()]
+        for future in waiting:
+            if not future.done():
+                future.set_exception(failure)
 
     def tail(self) -> str:
         return self.log.read_text(errors="replace")[-3000:]
@@ -209,37 +289,50 @@ class FailpointServer:
     async def start_worker(self, failpoint: str, k: int, within: float = 20.0) -> Worker:
         """A worker that kills itself when the k-th purchase reaches `failpoint`."""
         assert self.process.stdin is not None
-        self.process.stdin.write(f"{failpoint} {k}\n".encode())
-        await self.process.stdin.drain()
-        words = await self._line(within)
-        assert words[0] == "worker", words
-        self.running = Worker(int(words[1]), f"http://127.0.0.1:{words[2]}")
-        return self.running
+        started: asyncio.Future[Worker] = asyncio.get_running_loop().create_future()
+        async with self._lock:
+            if self._reader.done():
+                raise AssertionError(f"the fork server ended\n{self.tail()}")
+            self._starting.append(started)
+            self.process.stdin.write(f"{failpoint} {k}\n".encode())
+            await self.process.stdin.drain()
+        try:
+            async with asyncio.timeout(within):
+                return await started
+        except TimeoutError:
+            raise AssertionError(f"no worker started in {within}s\n{self.tail()}") from None
 
     async def death(self, worker: Worker, within: float = 20.0) -> Death:
         """Wait for the worker to end; it is killed (and the test fails) if it outlives
         `within` seconds."""
-        failpoint = reservation_id = None
+        found = self.running[worker.pid]
         try:
-            while True:
-                words = await self._line(within)
-                if words[0] == "victim" and int(words[1]) == worker.pid:
-                    failpoint, reservation_id = words[2], words[3]
-                elif words[0] == "exit" and int(words[1]) == worker.pid:
-                    self.running = None
-                    return Death(int(words[2]), failpoint, reservation_id)
-                else:
-                    raise AssertionError(f"unexpected line {words}")
-        except AssertionError:
-            self.kill_running()
-            raise
+            async with asyncio.timeout(within):
+                status = await asyncio.shield(found.ended)
+        except TimeoutError:
+            self.kill(worker.pid)
+            raise AssertionError(f"worker {worker.pid} still ran after {within}s") from None
+        del self.running[worker.pid]
+        failpoint, reservation_id = found.victim or (None, None)
+        return Death(status, failpoint, reservation_id)
+
+    def kill(self, pid: int) -> None:
+        """SIGKILL a worker (the fork server's child, by its id) if it still runs."""
+        if pid in self.running and not self.running[pid].ended.done():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     def kill_running(self) -> None:
-        """SIGKILL the worker still running, if any (the fork server's child, by its id)."""
-        if self.running is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.running.pid, signal.SIGKILL)
-            self.running = None
+        """SIGKILL every worker still running."""
+        for pid in list(self.running):
+            self.kill(pid)
+
+    async def stop_reading(self) -> None:
+        """Once the fork server has ended (a worker still alive would keep its stdout
+        open): what it said last is of no use now."""
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
 
 
 @contextlib.asynccontextmanager
@@ -268,6 +361,7 @@ async def failpoint_server(env: dict[str, str], log: Path) -> AsyncIterator[Fail
         except TimeoutError:
             process.kill()
             await process.wait()
+        await server.stop_reading()
 
 
 if __name__ == "__main__":
