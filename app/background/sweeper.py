@@ -29,7 +29,6 @@ from __future__ import annotations
 import logging
 
 from app import metrics
-from app.db import purchases as purchase_rows
 from app.db import sales
 from app.db.session import Database
 from app.errors import ServiceUnavailable
@@ -186,11 +185,10 @@ class Sweeper:
             return False  # settled meanwhile
         claim_id = parse_entry(raw).extra
         async with self.db.sales.transaction() as conn:
-            purchase = await sales.void_or_find(conn, claim_id, ref.hold_id)
-        if purchase is not None:
-            async with self.db.begin() as session:
-                name = await purchase_rows.buyer_name(session, ref.user_id)
-            await self.hold_store.commit(ref, name, purchase.purchased_at)
+            sold = await sales.void_or_find(conn, claim_id, ref.hold_id)
+        if sold is not None:
+            purchase, buyer = sold
+            await self.hold_store.commit(ref, buyer, purchase.purchased_at)
             metrics.CLAIMS_RESOLVED.labels(outcome="committed").inc()
             log.info("stale claim committed", extra={"reservation": ref.hold_id})
             return True

@@ -208,13 +208,14 @@ async def record(
     raise LookupError(f"drop {drop_id} of reservation {hold_id} is not in PostgreSQL")
 
 
-async def void_or_find(conn: asyncpg.Connection, claim_id: str, hold_id: str) -> Purchase | None:
-    """The sweeper's decision on a stale attempt: the hold's purchase if one exists, else
-    the attempt is voided for good (its late insert will do nothing)."""
+async def void_or_find(
+    conn: asyncpg.Connection, claim_id: str, hold_id: str
+) -> tuple[Purchase, str] | None:
+    """The sweeper's decision on a stale attempt: the hold's purchase (and its buyer's
+    name) if one exists, else the attempt is voided for good (its late insert will do
+    nothing)."""
     await conn.execute(VOID, claim_id, hold_id)
-    found = await conn.fetchrow(EXPLAIN, claim_id, hold_id)
-    assert found is not None
-    return None if found["id"] is None else _purchase(found, 1)
+    return await sold(conn, hold_id)
 
 
 async def sold(conn: asyncpg.Connection, hold_id: str) -> tuple[Purchase, str] | None:
