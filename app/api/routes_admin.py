@@ -92,7 +92,6 @@ def _console(container: Container) -> ConsoleService:
     return ConsoleService(
         container.db,
         container.drop_store,
-        container.hold_store,
         container.drop_service,
         TallyStore(container.redis),
     )

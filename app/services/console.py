@@ -1,8 +1,9 @@
 """What the operator console reads: each drop's invariant and its live figures.
 
 The invariant is the reconciler's own check (app/services/invariant.py, what
-`sneakerdrop check` prints), so the console and the command can never disagree about a drop; each
-size's figures are read beside it, Redis's counters next to PostgreSQL's facts.
+`sneakerdrop check` prints), so the console and the command can never disagree about a
+drop; each size's figures are read beside it, Redis's counters next to PostgreSQL's
+facts.
 The live figures are Redis's counters plus the reserve tally of the last seconds
 (app/reserve_tally.py), which sums every process's outcomes.
 """
@@ -21,7 +22,6 @@ from app.services.drops import DropService
 from app.services.invariant import DropCheck, check_drops
 from app.store import keys
 from app.store.drops import DropStore, SizeCount
-from app.store.holds import HoldStore
 from app.store.tally import TallyStore
 
 
@@ -68,7 +68,6 @@ class ConsoleService:
         self,
         db: Database,
         drop_store: DropStore,
-        hold_store: HoldStore,
         drop_service: DropService,
         tally: TallyStore,
     ) -> None:
@@ -89,7 +88,8 @@ class ConsoleService:
         number); picking one from it keeps a single definition of the check."""
         if not keys.DROP_ID_RE.match(drop_id):
             raise DropNotFound()
-        found = [c for c in await check_drops(self.db, self.drop_store) if c.drop_id == drop_id]
+        checks = await check_drops(self.db, self.drop_store)
+        found = [c for c in checks if c.drop_id == drop_id]
         if not found:
             raise DropNotFound()
         async with self.db.begin() as session:
