@@ -7,7 +7,7 @@ what is ahead of it come back in one round trip.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -342,32 +342,33 @@ class AccessStore:
         """The queue's pre-queue (or the draw's entries) in rank order: (entry id, rank key).
         Only the sorted set is read: what the fairness record needs, and nothing more."""
         k = DropKeys(drop_id)
-        order_key = k.q_pre if queue else k.draw_order
         ranked: list[tuple[str, str]] = []
-        total = int(await self.redis.zcard(order_key))
-        for first in range(0, total, ORDER_READ_CHUNK):
-            members = await self.redis.zrange(order_key, first, first + ORDER_READ_CHUNK - 1)
-            ranked.extend((str(m)[64:], str(m)[:64]) for m in members)
+        async for _, members in self._ranked_chunks(k.q_pre if queue else k.draw_order):
+            ranked.extend((member[64:], member[:64]) for member in members)
         return ranked
 
     async def _order(self, order_key: str, values_key: str) -> list[OrderRow]:
         """Each ranked entry with its owner and value (ticket or entry), for the audit rows."""
         rows: list[OrderRow] = []
-        total = int(await self.redis.zcard(order_key))
-        for first in range(0, total, ORDER_READ_CHUNK):
-            members = await self.redis.zrange(order_key, first, first + ORDER_READ_CHUNK - 1)
-            ids = [str(m)[64:] for m in members]
+        async for first, members in self._ranked_chunks(order_key):
+            ids = [member[64:] for member in members]
             values = await self.redis.hmget(values_key, ids) if ids else []
             for offset, (member, entry_id, value) in enumerate(
                 zip(members, ids, values, strict=True)
             ):
                 raw = str(value)
                 rows.append(
-                    OrderRow(
-                        entry_id, raw.split("|", 1)[0], str(member)[:64], first + offset + 1, raw
-                    )
+                    OrderRow(entry_id, raw.split("|", 1)[0], member[:64], first + offset + 1, raw)
                 )
         return rows
+
+    async def _ranked_chunks(self, order_key: str) -> AsyncIterator[tuple[int, list[str]]]:
+        """A rank-ordered set's members (rank key + entry id), ORDER_READ_CHUNK a round
+        trip, each chunk with the 0-based rank of its first member."""
+        total = int(await self.redis.zcard(order_key))
+        for first in range(0, total, ORDER_READ_CHUNK):
+            members = await self.redis.zrange(order_key, first, first + ORDER_READ_CHUNK - 1)
+            yield first, [str(member) for member in members]
 
     # --- the change logs -----------------------------------------------------------
 
