@@ -95,6 +95,38 @@ class Bench:
     meter: CpuMeter | None = None
 
     @classmethod
+    def metered(
+        cls,
+        args: argparse.Namespace,
+        servers: tuple[Endpoint, Endpoint | None],
+        processes: Sequence[ServerProcess],
+        database_url: str,
+        redis_url: str,
+        users: list[User],
+        admin: User,
+        http: aiohttp.ClientSession,
+        generators: Generators,
+    ) -> Bench:
+        """A bench on (product, reference or None), holds of `--hold-ttl` s, the started
+        server `processes` (each under its own name) and both stores metered."""
+        product, reference = servers
+        bench = cls(
+            args,
+            product,
+            reference,
+            redis_url,
+            args.hold_ttl,
+            users,
+            admin,
+            http,
+            generators,
+            time.perf_counter_ns(),
+        )
+        pids = {process.name: process.process.pid for process in processes}
+        bench.meter = CpuMeter(pids, [database_url, redis_url])
+        return bench
+
+    @classmethod
     def of_product(
         cls,
         args: argparse.Namespace,
@@ -106,22 +138,11 @@ class Bench:
         http: aiohttp.ClientSession,
         generators: Generators,
     ) -> Bench:
-        """A bench on one product server and no reference, holds of `--hold-ttl` s, the
-        product's processes and both stores metered."""
-        bench = cls(
-            args,
-            Endpoint("product", product.url),
-            None,
-            redis_url,
-            args.hold_ttl,
-            users,
-            admin,
-            http,
-            generators,
-            time.perf_counter_ns(),
+        """A bench on one product server and no reference (see `metered`)."""
+        servers = (Endpoint("product", product.url), None)
+        return cls.metered(
+            args, servers, [product], database_url, redis_url, users, admin, http, generators
         )
-        bench.meter = CpuMeter({"product": product.process.pid}, [database_url, redis_url])
-        return bench
 
     async def invariant(self, database_url: str) -> list[str]:
         """The app's invariant for every drop the bench made, printed; the problems."""

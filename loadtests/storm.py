@@ -60,7 +60,6 @@ import secrets
 import shutil
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -70,7 +69,7 @@ import aiohttp
 
 from app.embedded.common import free_port
 from loadtests import servers
-from loadtests.cpu import CpuMeter, machine
+from loadtests.cpu import machine
 from loadtests.fixtures import create_users
 from loadtests.loadgen import REUSE_ORDERS, Generators
 from loadtests.plots import storm as plot
@@ -211,20 +210,16 @@ async def run(args: argparse.Namespace, workdir: Path) -> int:
                 f"{len(users)} users, database {stores.database_url.rsplit('/', 1)[-1]}",
                 flush=True,
             )
-            bench = Bench(
+            bench = Bench.metered(
                 args,
-                product,
-                reference,
+                (product, reference),
+                started,
+                stores.database_url,
                 redis_url,
-                args.hold_ttl,
                 users,
                 admin,
                 http,
                 generators,
-                time.perf_counter_ns(),
-            )
-            bench.meter = CpuMeter(
-                {proc.name: proc.process.pid for proc in started}, [stores.database_url, redis_url]
             )
             for name in args.chosen:
                 await SCENARIOS[name](bench)
