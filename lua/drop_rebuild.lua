@@ -26,7 +26,9 @@
 -- ARGV[10] stock-dirty channel
 -- ARGV[11] drop id
 -- ARGV[12] sizes JSON: [[label, total, sold], ...] in the admin's order ('[]': no sizes)
--- ARGV[13..] pairs: user id, purchases of that user in this drop
+-- ARGV[13] epoch: this rebuild's, from PostgreSQL's drop_rebuild_epochs, taken under the
+--          drop's exclusive lock; kept in the drop hash for purchase_claim.lua
+-- ARGV[14..] pairs: user id, purchases of that user in this drop
 -- Returns {'BUILT', available} | {'EXISTS'} (init, already there) | {'BUSY'} (repair, retry)
 --      or {'OVERSOLD', available} (counters built, but sold + live exceed total: a drift
 --         that must be reported; available is clamped at 0)
@@ -59,7 +61,7 @@ if mode == 'repair' and exists then
   end
 end
 
-for i = 13, #ARGV, 2 do
+for i = 14, #ARGV, 2 do
   per_user[ARGV[i]] = (per_user[ARGV[i]] or 0) + tonumber(ARGV[i + 1])
 end
 
@@ -99,7 +101,7 @@ for user, count in pairs(per_user) do
 end
 redis.call('HSET', KEYS[1], 'def', ARGV[2], 'total', total, 'avail', avail, 'sold', sold,
   'purchasing', purchasing, 'limit', ARGV[4], 'starts', ARGV[5], 'ends', ARGV[6],
-  'cancelled', ARGV[7])
+  'cancelled', ARGV[7], 'epoch', ARGV[13])
 if #sizes > 0 then
   redis.call('HSET', KEYS[1], 'sized', '1')
 end

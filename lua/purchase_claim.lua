@@ -5,7 +5,7 @@
 -- the hold; the due set carries the claim deadline instead, after which the sweeper asks
 -- PostgreSQL whether the purchase was recorded (a crash between the steps).
 --
--- KEYS[1] drop        hash (purchasing counter)
+-- KEYS[1] drop        hash (purchasing counter, rebuild epoch)
 -- KEYS[2] holds       hash: live holds
 -- KEYS[3] due         zset: live holds by deadline
 -- KEYS[4] timer       the hold's TTL key
@@ -18,10 +18,13 @@
 -- ARGV[2] user id of the caller
 -- ARGV[3] claim id (new, unique: only this claim's owner may abort it)
 -- ARGV[4] claim timeout, in milliseconds
--- Returns {'CLAIMED', expiresAtMs, claimId, sizeLabel or ''}   this call claimed it
---      or {'IN_PROGRESS', expiresAtMs, claimId, sizeLabel or ''} already PURCHASING: a concurrent purchase,
---                          or a retry after its first attempt died. The caller continues
---                          that attempt (same claim id): PostgreSQL records it at most once
+-- Returns {'CLAIMED', expiresAtMs, claimId, sizeLabel or '', epoch}   this call claimed it
+--      or {'IN_PROGRESS', expiresAtMs, claimId, sizeLabel or '', epoch} already PURCHASING:
+--                          a concurrent purchase, or a retry after its first attempt died.
+--                          The caller continues that attempt (same claim id): PostgreSQL
+--                          records it at most once
+--                          epoch: the drop's rebuild epoch (drop_rebuild.lua). PostgreSQL
+--                          refuses the sale if the drop was rebuilt since (record_sale)
 --      or {'DUE'}           ACTIVE but past its deadline: the caller releases it and answers 410
 --      or {'EXPIRED'}, {'CANCELLED'}, {'PURCHASED'}   the hold had ended
 --      or {'NOT_FOUND'}     unknown id, or another user's hold
@@ -59,8 +62,9 @@ local size_index = redis.call('HGET', KEYS[7], reservation_id)
 if size_index then
   size_label = redis.call('HGET', KEYS[6], 'l:' .. size_index) or ''
 end
+local epoch = tonumber(redis.call('HGET', KEYS[1], 'epoch') or '0')
 if state == 'PURCHASING' then
-  return {'IN_PROGRESS', tonumber(expires), claim, size_label}
+  return {'IN_PROGRESS', tonumber(expires), claim, size_label, epoch}
 end
 if now >= tonumber(expires) then
   return {'DUE'}
@@ -71,4 +75,4 @@ redis.call('HSET', KEYS[2], reservation_id,
 redis.call('DEL', KEYS[4])
 redis.call('ZADD', KEYS[3], now + claim_timeout_ms, reservation_id)
 redis.call('HINCRBY', KEYS[1], 'purchasing', 1)
-return {'CLAIMED', tonumber(expires), claim_id, size_label}
+return {'CLAIMED', tonumber(expires), claim_id, size_label, epoch}

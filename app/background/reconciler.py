@@ -17,9 +17,9 @@ import logging
 
 from app import metrics
 from app.background.sweeper import Sweeper
-from app.db import drops as drop_rows
 from app.db.session import Database
 from app.services.invariant import DropCheck, check_drops
+from app.services.rebuild import rebuild_drop
 from app.services.settlement import commit_the_sold
 from app.store import keys
 from app.store.drops import DropStore, RebuildMode, RebuildOutcome
@@ -53,46 +53,23 @@ class Reconciler:
         return checks
 
     async def _repair(self, check: DropCheck) -> None:
-        async with self.db.begin() as session:
-            row = await drop_rows.get(session, check.drop_id)
-            if row is None:
-                return
-            definition = drop_rows.to_definition(row)
         if check.total is None:
-            async with self.db.begin() as session:
-                await drop_rows.lock_for_rebuild(session, row.id)
-                sold = await drop_rows.sold_count(session, row.id)
-                by_user = await drop_rows.purchases_by_user(session, row.id)
-                sizes = await drop_rows.size_facts(session, row)
-                await self.drop_store.rebuild(
-                    RebuildMode.INIT, definition, sold, by_user, sizes=sizes
-                )
-            metrics.RECONCILER_REPAIRS.labels(kind="rebuilt").inc()
-            log.warning("drop rebuilt from PostgreSQL", extra={"drop": row.id})
+            if await rebuild_drop(self.db, self.drop_store, check.drop_id, RebuildMode.INIT):
+                metrics.RECONCILER_REPAIRS.labels(kind="rebuilt").inc()
+                log.warning("drop rebuilt from PostgreSQL", extra={"drop": check.drop_id})
             return
         if check.sold != check.sold_pg:
-            await self._commit_purchased_holds(row.id)
-        async with self.db.begin() as session:
-            await drop_rows.lock_for_rebuild(session, row.id)
-            expected_sold = (await self.drop_store.counters(row.id) or (0, 0, 0, 0))[2]
-            sold = await drop_rows.sold_count(session, row.id)
-            by_user = await drop_rows.purchases_by_user(session, row.id)
-            sizes = await drop_rows.size_facts(session, row)
-            outcome, _ = await self.drop_store.rebuild(
-                RebuildMode.REPAIR,
-                definition,
-                sold,
-                by_user,
-                expected_sold=expected_sold,
-                sizes=sizes,
-            )
+            await self._commit_purchased_holds(check.drop_id)
+        outcome = await rebuild_drop(self.db, self.drop_store, check.drop_id, RebuildMode.REPAIR)
+        if outcome is None:
+            return
         if outcome is RebuildOutcome.BUSY:
-            log.info("repair deferred: purchase in flight", extra={"drop": row.id})
+            log.info("repair deferred: purchase in flight", extra={"drop": check.drop_id})
             return
         metrics.RECONCILER_REPAIRS.labels(kind=outcome.value.lower()).inc()
         log.warning(
             "drop counters repaired",
-            extra={"drop": row.id, "drift": check.drift, "outcome": outcome.value},
+            extra={"drop": check.drop_id, "drift": check.drift, "outcome": outcome.value},
         )
 
     async def _commit_purchased_holds(self, drop_id: str) -> None:

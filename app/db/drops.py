@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import Drop, Purchase
@@ -21,14 +21,25 @@ from app.domain import (
 async def lock_for_rebuild(session: AsyncSession, drop_id: str) -> None:
     """Exclusive per-drop lock, held while a drop's Redis counters are rebuilt from here.
 
-    Purchases hold the shared side (`lock_for_sale`) from their insert to their commit,
+    Sales hold the shared side (`record_sale`, app/db/sales.py) for their one statement,
     so a rebuild counts either all of an in-flight purchase or none of it.
     """
     await session.execute(select(func.pg_advisory_xact_lock(_drop_lock_key(drop_id))))
 
 
-async def lock_for_sale(session: AsyncSession, drop_id: str) -> None:
-    await session.execute(select(func.pg_advisory_xact_lock_shared(_drop_lock_key(drop_id))))
+async def next_rebuild_epoch(session: AsyncSession) -> int:
+    """A new epoch for a rebuild, taken under its lock: larger than any before it."""
+    return int((await session.execute(select(func.nextval("drop_rebuild_epochs")))).scalar_one())
+
+
+async def record_rebuild_epoch(session: AsyncSession, drop_id: str, epoch: int) -> None:
+    """From this transaction's commit on, a sale whose claim read an older epoch is refused
+    (`record_sale`). Never moves back: a rebuild whose commit failed left Redis newer."""
+    await session.execute(
+        update(Drop)
+        .where(Drop.id == drop_id)
+        .values(redis_epoch=func.greatest(Drop.redis_epoch, epoch))
+    )
 
 
 def _drop_lock_key(drop_id: str) -> Any:

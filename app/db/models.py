@@ -127,6 +127,9 @@ class Drop(Base):
     pass_seconds: Mapped[int | None] = mapped_column(Integer)  # queue
     closes_at: Mapped[datetime | None] = mapped_column(_now())  # draw
     claim_seconds: Mapped[int | None] = mapped_column(Integer)  # draw
+    # The latest rebuild of the drop's Redis counters (a `drop_rebuild_epochs` value): a
+    # sale whose claim was read before it is refused (`record_sale`, app/db/sales.py).
+    redis_epoch: Mapped[int] = mapped_column(BigInteger, server_default="0")
     # Secret until the order is fixed (order_fixed_at), then published.
     fairness_seed: Mapped[bytes | None] = mapped_column(LargeBinary)
     order_fixed_at: Mapped[datetime | None] = mapped_column(_now())

@@ -1,11 +1,15 @@
-"""The purchase's PostgreSQL step: one statement in one short transaction.
+"""The purchase's PostgreSQL step: one statement, in its own transaction, one round trip.
 
 A sale is the hot write of a drop, so it skips the ORM and the pool's pre-ping (three
-round trips on every checkout) and runs on its own asyncpg pool: BEGIN, one statement,
-COMMIT. The statement does everything exactly-once needs:
+round trips on every checkout) and runs on its own asyncpg pool. The statement calls
+`record_sale` (migrations/versions/2026_12_07_0006_record_sale.py), which does everything
+exactly-once needs:
 
 - takes the drop's shared advisory lock, so a rebuild of the drop's Redis counters
   (`app.db.drops.lock_for_rebuild`, exclusive) counts all of an in-flight sale or none;
+- then, in a snapshot taken after the lock, refuses the sale (`stale`) when the drop was
+  rebuilt since the claim read its epoch: the rebuild may have counted the claimed unit
+  as available again;
 - records the purchase attempt (the claim id) in `purchase_claims`. The sweeper, when it
   gives up on a stale attempt, inserts the same key as `voided`: whichever insert comes
   first wins, and the other does nothing (PostgreSQL's unique index decides, and waits
@@ -14,14 +18,19 @@ COMMIT. The statement does everything exactly-once needs:
 - inserts the purchase, unique per reservation (a second attempt of the same hold finds
   the first's row), at the drop's price as PostgreSQL has it.
 
-When it inserts nothing, `explain` asks why, in a second statement (a rare path).
+The statement is idempotent: sent again with the same ids it answers what the first
+send did. So when a connection is lost with the statement in flight (it may have
+committed), it is sent once more on a fresh connection, and only if that fails too is
+the outcome unknown (`OutcomeUnknown`).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from enum import Enum
 
 import asyncpg
 from asyncpg.transaction import Transaction
@@ -31,28 +40,7 @@ from app.db.models import Purchase
 from app.db.unavailable import is_unavailable
 from app.errors import ServiceUnavailable, Unauthorized
 
-RECORD = """
-WITH sale AS (
-    SELECT pg_advisory_xact_lock_shared(hashtextextended('drop:' || $3::text, 0))
-), attempt AS (
-    INSERT INTO purchase_claims (claim_id, reservation_id, outcome)
-    SELECT $5, $2, 'recorded' FROM sale
-    ON CONFLICT (claim_id) DO NOTHING
-    RETURNING claim_id
-)
-INSERT INTO purchases (id, reservation_id, drop_id, user_id, price_cents, currency, size)
-SELECT $1, $2, d.id, $4, d.price_cents, d.currency, $6 FROM attempt, drops d WHERE d.id = $3
-ON CONFLICT (reservation_id) DO NOTHING
-RETURNING id, reservation_id, drop_id, user_id, price_cents, currency, purchased_at, size
-"""
-
-EXPLAIN = """
-SELECT c.outcome, p.id, p.reservation_id, p.drop_id, p.user_id, p.price_cents, p.currency,
-       p.purchased_at, p.size
-FROM (SELECT 1) AS one
-LEFT JOIN purchase_claims c ON c.claim_id = $1
-LEFT JOIN purchases p ON p.reservation_id = $2
-"""
+RECORD = "SELECT * FROM record_sale($1, $2, $3, $4, $5, $6, $7)"
 
 SOLD = """
 SELECT p.id, p.reservation_id, p.drop_id, p.user_id, p.price_cents, p.currency,
@@ -69,12 +57,35 @@ ON CONFLICT (claim_id) DO NOTHING
 USERS_FOREIGN_KEY = "fk_purchases_user_id_users"
 
 
+UNAVAILABLE = "The database is not answering; try again"
+
+
+class OutcomeUnknown(ServiceUnavailable):
+    """The sale statement was sent and no answer came back, even to a second send: it may
+    have committed. The claim stays; a retry continues it, or the sweeper settles it."""
+
+
+class _Lost(Exception):
+    """The connection failed with the statement in flight."""
+
+
+class SaleOutcome(Enum):
+    CREATED = "created"  # this attempt inserted the purchase
+    FOUND = "found"  # the hold's purchase was already recorded
+    VOIDED = "voided"  # the sweeper fenced this attempt first: nothing sold
+    STALE = "stale"  # the drop was rebuilt since the claim: nothing sold
+
+
 @dataclass(frozen=True, slots=True)
 class Sale:
-    """What the sale statement did. `purchase` is None exactly when the attempt was voided."""
+    """What the sale statement did. `purchase` is None exactly when nothing was sold."""
 
-    purchase: Purchase | None
-    created: bool
+    outcome: SaleOutcome
+    purchase: Purchase | None = None
+
+    @property
+    def created(self) -> bool:
+        return self.outcome is SaleOutcome.CREATED
 
 
 class SalePool:
@@ -124,8 +135,55 @@ class SalePool:
                 await pool.release(conn)
         except Exception as exc:
             if is_unavailable(exc):
-                raise ServiceUnavailable("The database is not answering; try again") from exc
+                raise ServiceUnavailable(UNAVAILABLE) from exc
             raise
+
+    async def fetchrow_idempotent(
+        self, query: str, *args: object, sent: Callable[[], Awaitable[None]] | None = None
+    ) -> asyncpg.Record | None:
+        """Run an idempotent statement in its own transaction (see the module's docstring).
+
+        ServiceUnavailable: refused before it ran (no connection, PostgreSQL refused it, or
+        answered an error and rolled back). OutcomeUnknown: sent twice, answered neither
+        time. `sent`, a test hook, is awaited with the first send on its way.
+        """
+        try:
+            return await self._fetchrow(query, args, sent)
+        except _Lost:
+            pass
+        try:
+            await (await self._pool()).expire_connections()
+            return await self._fetchrow(query, args, None)
+        except (_Lost, ServiceUnavailable) as exc:
+            raise OutcomeUnknown("The purchase may not have been recorded; try again") from exc
+
+    async def _fetchrow(
+        self, query: str, args: tuple[object, ...], sent: Callable[[], Awaitable[None]] | None
+    ) -> asyncpg.Record | None:
+        try:
+            pool = await self._pool()
+            conn = await pool.acquire(timeout=5)
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise ServiceUnavailable(UNAVAILABLE) from exc
+            raise
+        try:
+            if sent is None:
+                return await conn.fetchrow(query, *args)
+            prepared = await conn.prepare(query)  # so that what is sent next runs it
+            return await _with_hook(prepared.fetchrow(*args), sent)
+        except asyncpg.PostgresError as exc:
+            if _session_ended(exc):  # maybe after its commit
+                raise _Lost() from exc
+            if is_unavailable(exc):  # e.g. its statement timeout: rolled back
+                raise ServiceUnavailable(UNAVAILABLE) from exc
+            raise
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise _Lost() from exc
+            raise
+        finally:
+            await pool.release(conn)
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
@@ -140,7 +198,7 @@ class SalePool:
                 yield conn
         except Exception as exc:
             if is_unavailable(exc):
-                raise ServiceUnavailable("The database is not answering; try again") from exc
+                raise ServiceUnavailable(UNAVAILABLE) from exc
             raise
 
     async def close(self) -> None:
@@ -177,35 +235,65 @@ async def _nothing_to_reset(conn: asyncpg.Connection) -> None:
     """Sales leave no session state behind (their locks end with their transaction)."""
 
 
+# SQLSTATEs of errors that end the session (FATAL): connection exceptions (08, which
+# asyncpg also uses for a connection closed under a statement) and the server going away.
+SESSION_ENDED = ("08", "57P01", "57P02", "57P03", "57P04", "57P05")
+
+
+def _session_ended(exc: asyncpg.PostgresError) -> bool:
+    """An error that ended the session, as opposed to one that rolled back the statement's
+    transaction and left the session usable (nothing was written)."""
+    code = getattr(exc, "sqlstate", None)
+    return isinstance(code, str) and code.startswith(SESSION_ENDED)
+
+
+async def _with_hook(
+    statement: Awaitable[asyncpg.Record | None], sent: Callable[[], Awaitable[None]]
+) -> asyncpg.Record | None:
+    """The statement's answer, with `sent` awaited while it is on its way (a failpoint)."""
+    pending = asyncio.ensure_future(statement)
+    # One turn of the loop: the task runs until it waits for the answer, the prepared
+    # statement's Bind and Execute written to the socket.
+    await asyncio.sleep(0)
+    try:
+        await sent()
+    except BaseException:
+        await asyncio.gather(pending, return_exceptions=True)  # a crash: it still ran
+        raise
+    return await pending
+
+
 async def record(
-    conn: asyncpg.Connection,
+    pool: SalePool,
     *,
     purchase_id: str,
     claim_id: str,
     hold_id: str,
     drop_id: str,
     user_id: str,
-    size: str | None = None,
+    size: str | None,
+    epoch: int,
+    sent: Callable[[], Awaitable[None]] | None = None,
 ) -> Sale:
     """Record attempt `claim_id`'s purchase of a hold, once (see the module's docstring).
+    `epoch`: the drop's rebuild epoch as the claim read it from Redis.
 
     Unauthorized when the buyer's account no longer exists: nothing was written.
     """
     try:
-        row = await conn.fetchrow(RECORD, purchase_id, hold_id, drop_id, user_id, claim_id, size)
+        row = await pool.fetchrow_idempotent(
+            RECORD, purchase_id, hold_id, drop_id, user_id, claim_id, size, epoch, sent=sent
+        )
     except asyncpg.ForeignKeyViolationError as exc:
         if exc.constraint_name == USERS_FOREIGN_KEY:
             raise Unauthorized("Account no longer exists") from None
         raise
-    if row is not None:
-        return Sale(_purchase(row, 0), created=True)
-    found = await conn.fetchrow(EXPLAIN, claim_id, hold_id)
-    assert found is not None  # one row, always
-    if found["id"] is not None:
-        return Sale(_purchase(found, 1), created=False)
-    if found["outcome"] == "voided":
-        return Sale(None, created=False)
-    raise LookupError(f"drop {drop_id} of reservation {hold_id} is not in PostgreSQL")
+    if row is None:
+        raise LookupError(f"drop {drop_id} of reservation {hold_id} is not in PostgreSQL")
+    outcome = SaleOutcome(row[0])  # a ValueError on 'missing': a recorded claim, no row
+    if outcome in (SaleOutcome.CREATED, SaleOutcome.FOUND):
+        return Sale(outcome, _purchase(row, 1))
+    return Sale(outcome)
 
 
 async def void_or_find(

@@ -30,6 +30,7 @@ from app.domain import (
     drop_status,
 )
 from app.errors import DropNotFound, InvalidState, SizeRequired, UnknownSize, ValidationFailed
+from app.services.rebuild import rebuild_drop
 from app.services.recent_misses import RecentMisses
 from app.services.settlement import commit_the_sold
 from app.store import keys
@@ -107,20 +108,10 @@ class DropService:
         """Build a drop's Redis state from PostgreSQL if Redis lacks it. False: no such drop."""
         if drop_id in self.unknown_ids:
             return False
-        async with self.db.begin() as session:
-            row = await drop_rows.get(session, drop_id)
-            if row is None:
-                self.unknown_ids.add(drop_id)
-                return False
-            # Held until the Redis rebuild is done: no purchase commits in between.
-            await drop_rows.lock_for_rebuild(session, drop_id)
-            sold = await drop_rows.sold_count(session, drop_id)
-            by_user = await drop_rows.purchases_by_user(session, drop_id)
-            sizes = await drop_rows.size_facts(session, row)
-            definition = drop_rows.to_definition(row)
-            outcome, _ = await self.drop_store.rebuild(
-                RebuildMode.INIT, definition, sold, by_user, sizes=sizes
-            )
+        outcome = await rebuild_drop(self.db, self.drop_store, drop_id, RebuildMode.INIT)
+        if outcome is None:
+            self.unknown_ids.add(drop_id)
+            return False
         if outcome is RebuildOutcome.BUILT:
             await self.drop_store.bump_listing_version()
         return True

@@ -2,14 +2,16 @@
 
 Purchase is crash-safe across the two stores (see docs/ARCHITECTURE.md):
   1. claim in Redis (ACTIVE -> PURCHASING, timer stopped, claim deadline in `due`);
-  2. one PostgreSQL statement records the attempt and the purchase (app/db/sales.py);
+  2. one PostgreSQL statement, in its own transaction, records the attempt and the
+     purchase, unless the drop was rebuilt since the claim (app/db/sales.py);
   3. commit in Redis (hold leaves the live set, sale counted).
 A PostgreSQL failure known to have written nothing aborts the claim (the hold
-is ACTIVE again with its remaining time). A failure with an unknown outcome
-leaves the claim: a retry continues the same attempt (PostgreSQL records it at most
-once), and an attempt nobody finishes is settled by the sweeper after the claim
-timeout: committed if PostgreSQL has the purchase, else voided there and the hold is
-ACTIVE again until its own deadline.
+is ACTIVE again with its remaining time). A failure with an unknown outcome (the
+statement sent, its connection lost, and a second send unanswered too) leaves the
+claim: a retry continues the same attempt (PostgreSQL records it at most once), and an
+attempt nobody finishes is settled by the sweeper after the claim timeout: committed
+if PostgreSQL has the purchase, else voided there and the hold is ACTIVE again until
+its own deadline.
 
 Redis restarted from an older copy (a snapshot, or an append-only file missing its
 last second) can show a hold as ACTIVE, or ended, that PostgreSQL knows was bought:
@@ -29,6 +31,7 @@ from app.config import Settings
 from app.db import purchases as purchase_rows
 from app.db import sales
 from app.db.models import Purchase
+from app.db.sales import SaleOutcome
 from app.db.session import Database
 from app.domain import from_ms
 from app.errors import (
@@ -105,8 +108,9 @@ class HoldService:
         self.ensure_mirrored = ensure_mirrored
         self.ttl_ms = settings.reservation_ttl_seconds * 1000
         self.claim_timeout_ms = settings.purchase_claim_timeout_seconds * 1000
-        # Test hook: awaited at each failpoint of a purchase (after_claim, before_commit,
-        # after_record) to simulate a crash there.
+        # Test hook: awaited at each failpoint of a purchase (after_claim, statement_sent:
+        # the sale statement on its way, its answer not read, after_record) to simulate a
+        # crash there.
         self.fault_hook: Callable[[str], Awaitable[None]] | None = None
         # Awaited with the drop id after a hold is cancelled: a draw drop hands the unit
         # to its next standby entry at once (app/services/access.py `released`).
@@ -225,31 +229,32 @@ class HoldService:
         # it too: PostgreSQL records a claim once, and both answer the same purchase.
         owns_claim = claim.outcome is ClaimOutcome.CLAIMED
         await self._fault("after_claim")
-        committing = False
         try:
-            async with self.db.sales.transaction() as conn:
-                sale = await sales.record(
-                    conn,
-                    purchase_id=secrets.token_hex(16),
-                    claim_id=claim.claim_id,
-                    hold_id=ref.hold_id,
-                    drop_id=ref.drop_id,
-                    user_id=ref.user_id,
-                    size=claim.size,
-                )
-                await self._fault("before_commit")
-                if sale.created and not await self.hold_store.is_claimed(ref, claim.claim_id):
-                    # Redis lost the claim (emptied or rolled back): a rebuild may have
-                    # counted this unit as available again, so this sale must not happen.
-                    raise ServiceUnavailable("The reservation store was reset; try again")
-                committing = True  # leaving the block commits: from here the outcome is unknown
+            sale = await sales.record(
+                self.db.sales,
+                purchase_id=secrets.token_hex(16),
+                claim_id=claim.claim_id,
+                hold_id=ref.hold_id,
+                drop_id=ref.drop_id,
+                user_id=ref.user_id,
+                size=claim.size,
+                epoch=claim.epoch,
+                sent=None if self.fault_hook is None else self._sent_fault,
+            )
+        except sales.OutcomeUnknown:
+            raise  # it may have been recorded: the claim stays for a retry or the sweeper
         except (ServiceUnavailable, Unauthorized):
             # Unauthorized: the buyer's account is gone (the insert's foreign key refused it).
-            # Known to have written nothing: undo our claim now. Unknown (the commit itself
-            # failed): leave the claim; a retry continues it, or the sweeper settles it.
-            if owns_claim and not committing:
+            # Known to have written nothing: undo our claim now.
+            if owns_claim:
                 await self._abort(ref, claim.claim_id)
             raise
+        if sale.outcome is SaleOutcome.STALE:
+            # The drop was rebuilt since the claim (Redis was emptied or rolled back): the
+            # rebuild may have counted this unit as available again, so nothing was sold.
+            if owns_claim:
+                await self._abort(ref, claim.claim_id)
+            raise ServiceUnavailable("The reservation store was reset; try again")
         if sale.purchase is None:
             return None
         await self._fault("after_record")
@@ -330,6 +335,9 @@ class HoldService:
         outcome = await self.hold_store.abort(ref, claim_id)
         if outcome is AbortOutcome.RESTORED_DUE:
             await self._expire(ref)
+
+    async def _sent_fault(self) -> None:
+        await self._fault("statement_sent")
 
     async def _fault(self, point: str) -> None:
         if self.fault_hook is not None:

@@ -125,9 +125,11 @@ class DropStore:
         purchases_by_user: dict[str, int],
         expected_sold: int | None = None,
         sizes: Sequence[SizeFact] = (),
+        epoch: int = 0,
     ) -> tuple[RebuildOutcome, int]:
         """Build (or repair) a drop's counters, and its sizes' (`sizes`, in the admin's
-        order), from PostgreSQL's facts. See drop_rebuild.lua."""
+        order), from PostgreSQL's facts. `epoch`: this rebuild's (0 for a drop just
+        created). See drop_rebuild.lua."""
         keys = DropKeys(drop.id)
         pairs: list[str | int] = []
         for user_id, count in purchases_by_user.items():
@@ -155,6 +157,7 @@ class DropStore:
                 self.stock_channel,
                 drop.id,
                 orjson.dumps([[f.size, f.total, f.sold] for f in sizes]).decode(),
+                epoch,
                 *pairs,
             ],
         )

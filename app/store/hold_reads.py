@@ -46,20 +46,6 @@ class HoldReads:
         """The ids of every live hold of a drop (ACTIVE or PURCHASING)."""
         return cast(list[str], await self.redis.hkeys(DropKeys(drop_id).holds))
 
-    async def is_claimed(self, ref: HoldRef, claim_id: str) -> bool:
-        """Whether the hold is still PURCHASING by this claim in Redis (a claim is lost if
-        Redis was emptied or restored from an older copy). Asked on the scripts' pipelined
-        connection where there is one: it is asked inside every sale's transaction."""
-        pipelined = self.scripts.pipelined
-        if pipelined is not None:
-            raw = await pipelined.execute("HGET", DropKeys(ref.drop_id).holds, ref.hold_id)
-            entry = None if raw is None else str(raw)
-        else:
-            entry = await self.entry(ref)
-        return (
-            entry is not None and entry.startswith("PURCHASING|") and entry.endswith("|" + claim_id)
-        )
-
     async def live_holds_of(
         self, drop_ids: list[str], user_id: str
     ) -> list[tuple[str, str, str | None]]:

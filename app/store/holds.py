@@ -94,6 +94,7 @@ class ClaimResult:
     expires_at_ms: int = 0
     claim_id: str = ""  # CLAIMED: the caller's; IN_PROGRESS: the running attempt's
     size: str | None = None  # the size held, on a sized drop
+    epoch: int = 0  # the drop's rebuild epoch as the claim read it (drop_rebuild.lua)
 
 
 def _live_keys(keys: DropKeys, ref: HoldRef) -> list[str]:
@@ -229,7 +230,9 @@ class HoldStore(HoldReads):
         outcome = ClaimOutcome(reply[0])
         if len(reply) < 4:
             return ClaimResult(outcome)
-        return ClaimResult(outcome, int(reply[1]), str(reply[2]), str(reply[3]) or None)
+        return ClaimResult(
+            outcome, int(reply[1]), str(reply[2]), str(reply[3]) or None, int(reply[4])
+        )
 
     async def commit(
         self, ref: HoldRef, buyer_name: str, purchased_at: datetime

@@ -4,13 +4,18 @@ purchase racing expiry through the sweeper's void of its stale claim.
 Cancel against purchase: on 1,000 holds a DELETE and a purchase are fired together, and
 exactly one of them wins each hold.
 
-Abort with no time left: purchases wait inside their sale statement (a session holds the
-drop's exclusive advisory lock, as a rebuild does) while their holds' deadlines come;
-PostgreSQL then fails (tests/support/latency_proxy.py resets every connection and
-refuses new ones) just before, at or just after each deadline. The purchase answers
-503 and puts the hold back: ACTIVE with its timer re-armed for what is left, or, with
-nothing left, released at once. The sweeper is held off, so nothing but those two paths
-can return a unit: a hold left ACTIVE without a timer would stay held.
+Abort with no time left: purchases wait for PostgreSQL while their holds' deadlines come,
+a few inside their sale statement (a session holds the drop's exclusive advisory lock, as
+a rebuild does), the rest for a connection of the sales pool; PostgreSQL then fails
+(tests/support/latency_proxy.py resets every connection and refuses new ones) just
+before, at or just after each deadline. Every purchase answers 503. One refused before
+its statement ran wrote nothing and puts the hold back at once: ACTIVE with its timer
+re-armed for what is left, or, with nothing left, released at once. One whose statement
+was cut short may have committed as far as the app can tell (its backend runs on
+without its client), so its hold stays PURCHASING until the sweeper, once PostgreSQL is
+back, voids the attempt and releases the unit. The sweeper is held off until then, so
+nothing but those paths can return a unit: a hold left ACTIVE without a timer would stay
+held.
 
 Through the void: the purchaser pauses past its claim timeout (at the purchase's
 failpoints), and the sweeper settles the stale claim around the hold's deadline: it
@@ -36,6 +41,7 @@ import asyncpg
 import httpx
 import pytest
 
+from app.background.sweeper import Sweeper
 from app.container import Container
 from app.services.auth import Session
 from app.store import keys
@@ -45,6 +51,7 @@ from tests.integration.engine.helpers import (
     available,
     live_holds,
     purchase,
+    redis_time_reached,
     users,
     wait_until,
 )
@@ -215,7 +222,8 @@ async def test_cancel_against_purchase_one_winner_per_hold(
 ROUNDS = 3
 PER_ROUND = 30
 TTL_SECONDS = 2
-SALE_POOL = 20  # so some purchases wait inside the statement, others for a connection
+SALE_POOL = 5  # so a few purchases wait inside the statement, most for a connection
+CLAIM_SECONDS = 2  # the least allowed: how soon the sweeper may settle a cut-short sale
 # Each hold's deadline, from the moment PostgreSQL fails: from well before (the abort
 # finds it past due: released at once) to a little after (re-armed for what is left).
 DEADLINE_FROM_CUT_MS = (-150.0, 250.0)
@@ -243,8 +251,9 @@ return {redis.call('HGET', KEYS[1], ARGV[1]), redis.call('PTTL', KEYS[2]),
 
 async def hold_right_after(container: Container, hold_id: str) -> str:
     """How the hold stands the moment its purchase answered: ended, or ACTIVE with a
-    timer for what is left (or past its deadline, for the listener to end); never still
-    PURCHASING, never ACTIVE with time left and no timer."""
+    timer for what is left (or past its deadline, for the listener to end), or still
+    PURCHASING when the statement was cut short; never ACTIVE with time left and no
+    timer."""
     ref = keys.parse_hold_id(hold_id)
     assert ref is not None
     k = keys.DropKeys(ref.drop_id)
@@ -255,8 +264,11 @@ async def hold_right_after(container: Container, hold_id: str) -> str:
         assert str(closed).startswith("EXPIRED|"), (hold_id, closed)
         return "released at once"
     state, _, expires, _ = str(entry).split("|", 3)
-    assert state == "ACTIVE", (hold_id, entry)
     assert due is not None, (hold_id, entry)
+    if state == "PURCHASING":  # due at its claim deadline, for the sweeper
+        assert int(float(due)) > int(now_ms), (hold_id, entry, due)
+        return "purchasing, outcome unknown"
+    assert state == "ACTIVE", (hold_id, entry)
     assert int(float(due)) == int(expires), (hold_id, entry, due)
     left = int(expires) - int(now_ms)
     if int(pttl) > 0:
@@ -374,11 +386,23 @@ async def abort_round(
     right_after = await asyncio.gather(
         *(answer(task, hold_id) for task, hold_id in zip(buying, hold_ids, strict=True))
     )
-    # Nothing but the abort and the re-armed timers can end these holds now.
+    cut_short = [h for h, state in zip(hold_ids, right_after, strict=True) if "unknown" in state]
+    # PostgreSQL comes back. The sweeper settles the claims of the sales cut short once
+    # their claim deadline has passed: voided (the lock still holds their backends back),
+    # so each hold is ACTIVE again, past its deadline, and released.
+    await proxy.heal()
+    claim_due = int((cut_at + CLAIM_SECONDS) * 1000)
+    await wait_until(
+        lambda: redis_time_reached(container, claim_due),
+        within=CLAIM_SECONDS + 1,
+        what="claims due",
+    )
+    await Sweeper(container.hold_store, container.db).sweep([drop_id])
+    # Nothing but the abort, the re-armed timers and that sweep can end these holds.
     await all_ended(container, drop_id, within=2)
     await watch.stop()
-    await locker.execute(DROP_UNLOCK, drop_id)
-    await proxy.heal()
+    await locker.execute(DROP_UNLOCK, drop_id)  # the cut-short backends find their claims voided
+    assert await purchase_rows(container, drop_id) == {}, cut_short
     return Round(list(right_after), answered_in, watch.reads)
 
 
@@ -391,7 +415,8 @@ async def test_abort_with_no_time_left_returns_the_unit_once(
         reservation_ttl_seconds=TTL_SECONDS,
         reserve_cooldown_seconds=0,
         db_pool_size=SALE_POOL,
-        sweep_interval_ms=60_000,  # held off: only the abort and the timer return units
+        purchase_claim_timeout_seconds=CLAIM_SECONDS,
+        sweep_interval_ms=60_000,  # held off: only the abort, the timer and the test sweep
     )
     admin = await admin_token(client, container)
     total = ROUNDS * PER_ROUND
@@ -415,9 +440,11 @@ async def test_abort_with_no_time_left_returns_the_unit_once(
         f"503 within {slowest * 1000:.0f} ms of PostgreSQL failing; "
         f"{sum(r.reads for r in rounds)} in-step reads of the drop meanwhile"
     )
-    # Both paths ran in volume: released by the purchase itself, and re-armed timers.
+    # Both abort paths ran in volume: released by the purchase itself, and re-armed
+    # timers; and some sales were cut short in their statement.
     assert right_after["released at once"] >= total // 5, right_after
     assert right_after["re-armed"] >= total // 5, right_after
+    assert right_after["purchasing, outcome unknown"] >= ROUNDS, right_after
     ended = await closed_states(container, drop["id"])
     assert len(ended) == total
     assert set(ended.values()) == {"EXPIRED"}, Counter(ended.values())

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-FAILPOINTS = ("after_claim", "before_commit", "after_record")
+FAILPOINTS = ("after_claim", "statement_sent", "after_record")
 _PURCHASE_PATH = re.compile(r"/api/(?:reservations|drops)/([^/]+)/purchase")
 _reservation: ContextVar[str] = ContextVar("reservation", default="?")
 WORKER_SECONDS = 120  # a worker lives a second or so; SIGALRM ends one left behind

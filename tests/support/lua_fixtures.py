@@ -164,6 +164,7 @@ def mirrored_fields(
     purchasing: int = 0,
     total: int | None = None,
     dirty: bool = True,
+    epoch: int = 0,
 ) -> dict[str, str]:
     """The exact HGETALL of a mirrored drop hash."""
     fields = {
@@ -176,6 +177,7 @@ def mirrored_fields(
         "starts": str(to_ms(drop.starts_at)),
         "ends": str(to_ms(drop.ends_at) if drop.ends_at else 0),
         "cancelled": "1" if drop.cancelled else "0",
+        "epoch": str(epoch),
     }
     if dirty:
         fields["dirty"] = "1"

@@ -89,10 +89,15 @@ async def test_init_counts_the_live_holds_that_survived(
     assert (await hold_store.claim(claimed, "c", 30_000)).outcome is ClaimOutcome.CLAIMED
     keys = DropKeys(drop.id)
     await redis.delete(keys.drop, keys.users)  # Redis lost the counters, not the holds
-    outcome = await drop_store.rebuild(RebuildMode.INIT, drop, 1, {alice: 1})
+    outcome = await drop_store.rebuild(RebuildMode.INIT, drop, 1, {alice: 1}, epoch=41)
     assert outcome == (RebuildOutcome.BUILT, 7)  # 10 - 1 sold - 2 live
-    assert await drop_hash(redis, drop.id) == mirrored_fields(drop, avail=7, sold=1, purchasing=1)
+    assert await drop_hash(redis, drop.id) == mirrored_fields(
+        drop, avail=7, sold=1, purchasing=1, epoch=41
+    )
     assert await users_hash(redis, drop.id) == {alice: "2", bob: "1"}
+    # The surviving claim goes on under the new epoch, which PostgreSQL checks.
+    again = await hold_store.claim(claimed, "d", 30_000)
+    assert (again.outcome, again.claim_id, again.epoch) == (ClaimOutcome.IN_PROGRESS, "c", 41)
 
 
 async def test_init_of_a_mirrored_drop_is_exists(
@@ -118,11 +123,15 @@ async def test_repair_overwrites_drifted_counters(
     await redis.hset(keys.users, mapping={ref.user_id: "9", "ghost": "1"})
     buyer = new_id()
     async with StockChannel(redis) as channel:
-        outcome = await drop_store.rebuild(RebuildMode.REPAIR, drop, 2, {buyer: 2}, expected_sold=0)
+        outcome = await drop_store.rebuild(
+            RebuildMode.REPAIR, drop, 2, {buyer: 2}, expected_sold=0, epoch=42
+        )
         published = await channel.messages()
     assert outcome == (RebuildOutcome.BUILT, 7)  # 10 - 2 sold - 1 live
     assert published == [drop.id]  # always pushed, even with dirty already set
-    assert await drop_hash(redis, drop.id) == mirrored_fields(drop, avail=7, sold=2)
+    assert await drop_hash(redis, drop.id) == mirrored_fields(drop, avail=7, sold=2, epoch=42)
+    claim = await hold_store.claim(ref, "c", 30_000)
+    assert (claim.outcome, claim.epoch) == (ClaimOutcome.CLAIMED, 42)
     assert await users_hash(redis, drop.id) == {ref.user_id: "1", buyer: "2"}
 
 
