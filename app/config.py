@@ -110,8 +110,9 @@ class Settings(BaseSettings):
     socket_forward_host: str | None = None
     # Socket.IO connections one client address may hold open on one worker process.
     socket_connections_per_ip: int = Field(default=200, ge=1, le=1_000_000)
-    # Password hashes (bcrypt) one worker runs at once; more wait their turn.
-    password_hash_threads: int = Field(default=1, ge=1, le=64)
+    # Password hashes (bcrypt) one worker runs at once, each in a SCHED_IDLE process of its
+    # own (app/services/passwords.py); more wait their turn.
+    password_hash_processes: int = Field(default=1, ge=1, le=64)
 
     db_pool_size: int = Field(default=10, ge=1, le=200)
     db_statement_timeout_ms: int = Field(default=5000, ge=100, le=600_000)

@@ -100,7 +100,7 @@ async def build_container(settings: Settings) -> Container:
             settings,
             db,
             session_store,
-            PasswordHasher(settings.bcrypt_rounds, settings.password_hash_threads),
+            PasswordHasher(settings.bcrypt_rounds, settings.password_hash_processes),
         ),
         drop_service=drop_service,
         hold_service=hold_service,

@@ -9,11 +9,11 @@ Run it from the repository root. What it does:
    when neither is given, embedded PostgreSQL and Valkey in a temporary folder, started
    by this process (so they run at its priority: under `nice -n -10` the stores, the
    server's event loops and the generator share one priority, and the password-hash
-   threads sit 10 below it as they do in production). A scratch database for the run;
+   processes run in SCHED_IDLE as they do in production). A scratch database for the run;
    the Redis database must be empty (or `--flush-redis`); both are emptied at the end.
 2. Server: `sneakerdrop serve --workers N` (loadtests/servers.py) with RATE_LIMITS=off,
    so every login pays its bcrypt, BCRYPT_ROUNDS `--bcrypt-rounds` (the app's default,
-   12) and PASSWORD_HASH_THREADS left at its default (1 per worker).
+   12) and PASSWORD_HASH_PROCESSES left at its default (1 per worker).
 3. Users: `--users` shoppers with minted tokens (loadtests/fixtures.py) and
    `--login-users` accounts whose stored hash is a real bcrypt hash at that cost (one
    hash computed here and stored for all: checking it costs the same). Each reserve
@@ -28,7 +28,7 @@ Run it from the repository root. What it does:
    - the login storm: `--login-concurrency` connections, each sending its next login
      (the right password, a 200 with a new session row in PostgreSQL) as soon as the
      last one is answered, from just before the reserves start until they end. With
-     more logins in flight than the workers have hash threads, every thread always
+     more logins in flight than the workers have hash processes, every one always
      has a hash to run: the pool is saturated for the whole phase;
    - logins alone (`--login-duration` s): logins completed / CPU seconds the API
      processes used meanwhile = logins per second per core.
@@ -208,7 +208,7 @@ class Storm:
         seconds = LOGIN_LEAD + self.args.fixed_duration + LOGIN_TAIL
         storm = asyncio.create_task(drive(self.login_plan(seconds)))
         try:
-            await asyncio.sleep(LOGIN_LEAD)  # every hash thread busy before the first reserve
+            await asyncio.sleep(LOGIN_LEAD)  # every hash process busy before the first reserve
             phase = await self.reserves(LOGINS, rate, waited)
         finally:
             record = await storm

@@ -2,7 +2,7 @@
 
 The failed-login counts live in Redis, so they hold whichever worker answers; a
 stranger's guesses from one address never lock the owner (an admin here) out from
-another; and each worker hashes on at most PASSWORD_HASH_THREADS threads in the
+another; and each worker hashes in at most PASSWORD_HASH_PROCESSES processes in the
 SCHED_IDLE class, read from the kernel for the live worker processes.
 """
 
@@ -51,15 +51,14 @@ async def _login(http: httpx.AsyncClient, password: str, address: str) -> httpx.
     )
 
 
-def _lowered_threads(pid: int) -> int:
-    """Threads of process `pid` in the password-hash threads' scheduling class."""
+def _hash_processes(pid: int) -> int:
+    """Children of worker `pid` in the password-hash processes' scheduling class."""
     lowered = 0
-    for thread in psutil.Process(pid).threads():
+    for child in psutil.Process(pid).children():
         try:
-            policy = os.sched_getscheduler(thread.id)
-        except OSError:  # the thread ended meanwhile
+            lowered += os.sched_getscheduler(child.pid) == os.SCHED_IDLE
+        except OSError:  # it ended meanwhile
             continue
-        lowered += policy == os.SCHED_IDLE
     return lowered
 
 
@@ -93,10 +92,14 @@ async def test_a_strangers_guesses_do_not_lock_the_admin_out_of_serve(
             await asyncio.gather(*(client.aclose() for client in guesses))
 
         if sys.platform == "linux":
-            workers = psutil.Process(process.pid).children(recursive=True)
-            lowered = {worker.pid: _lowered_threads(worker.pid) for worker in workers}
+            workers = [
+                child
+                for child in psutil.Process(process.pid).children(recursive=True)
+                if os.sched_getscheduler(child.pid) != os.SCHED_IDLE
+            ]
+            lowered = {worker.pid: _hash_processes(worker.pid) for worker in workers}
             assert sum(lowered.values()) >= 1, lowered  # some worker checked a password
-            assert all(count <= 1 for count in lowered.values()), lowered  # 1 thread each
+            assert all(count <= 1 for count in lowered.values()), lowered  # 1 process each
     finally:
         codes = await stop_serve_processes([process])
     assert codes == [0], log_text(log)[-2000:]

@@ -1,115 +1,118 @@
-"""PasswordHasher's pool: at most PASSWORD_HASH_THREADS hashes at once, on low-priority
-threads of its own, and a bounded queue behind them.
+"""PasswordHasher's pool: at most PASSWORD_HASH_PROCESSES hashes at once, in low-priority
+processes of its own, and a bounded queue behind them.
 
-Concurrency is measured inside bcrypt itself: `bcrypt.checkpw` is wrapped to count the
-calls running at that moment (the real function still does the work), so the figure
-is what the CPU sees, whatever the pool's internals.
+The hash processes are read from the kernel: this process's children that appeared with
+the hasher, and their scheduling class.
 """
 
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import os
+import signal
 import sys
-import threading
+from concurrent.futures import ProcessPoolExecutor
 
-import bcrypt
+import psutil
 import pytest
 
 from app.errors import RateLimited
 from app.services.passwords import (
-    HASH_THREAD_NICE,
+    HASH_PROCESS_NICE,
     MAX_QUEUE_SECONDS,
     MIN_WAITING_HASHES,
     PasswordHasher,
+    lower_process_priority,
 )
 
 
-class Inside:
-    """How many bcrypt checks run at once, on which threads, in which scheduling class."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.now = 0
-        self.most = 0
-        self.threads: set[int] = set()
-        self.nice: set[int] = set()
-        self.policies: set[int] = set()
+def children() -> set[int]:
+    return {child.pid for child in psutil.Process().children()}
 
 
-@pytest.fixture
-def inside(monkeypatch: pytest.MonkeyPatch) -> Inside:
-    seen = Inside()
-    original = bcrypt.checkpw
-
-    def measured(password: bytes, hashed: bytes) -> bool:
-        thread = threading.get_native_id()
-        with seen.lock:
-            seen.now += 1
-            seen.most = max(seen.most, seen.now)
-            seen.threads.add(thread)
-            if sys.platform == "linux":
-                seen.nice.add(os.getpriority(os.PRIO_PROCESS, thread))
-                seen.policies.add(os.sched_getscheduler(thread))
+def idle(pids: set[int]) -> set[int]:
+    """Those of `pids` in the SCHED_IDLE class (still running)."""
+    found = set()
+    for pid in pids:
         try:
-            return original(password, hashed)
-        finally:
-            with seen.lock:
-                seen.now -= 1
-
-    monkeypatch.setattr(bcrypt, "checkpw", measured)
-    return seen
+            if os.sched_getscheduler(pid) == os.SCHED_IDLE:
+                found.add(pid)
+        except OSError:  # it ended meanwhile
+            continue
+    return found
 
 
-@pytest.mark.parametrize("threads", [1, 2])
-async def test_at_most_threads_hashes_run_at_once(inside: Inside, threads: int) -> None:
-    hasher = PasswordHasher(rounds=8, threads=threads)
+@pytest.mark.parametrize("processes", [1, 2])
+async def test_at_most_processes_hashes_run_at_once(processes: int) -> None:
+    before = children()
+    hasher = PasswordHasher(rounds=8, processes=processes)
     try:
         digest = await hasher.hash("correct-horse")
         results = await asyncio.gather(
             *(hasher.verify("correct-horse" if n % 2 else "wrong", digest) for n in range(12))
         )
+        hashing = children() - before
     finally:
         hasher.close()
     assert results == [n % 2 == 1 for n in range(12)]
-    assert 1 <= inside.most <= threads
-    assert 1 <= len(inside.threads) <= threads
-    assert threading.get_native_id() not in inside.threads  # never on the event loop
+    # Each process hashes one at a time; twelve at once started all of them, no more.
+    assert len(idle(hashing)) == processes, hashing
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="scheduling is per thread on Linux only")
-async def test_hashes_run_only_on_cores_nothing_else_wants(inside: Inside) -> None:
-    hasher = PasswordHasher(rounds=4, threads=1)
+@pytest.mark.skipif(sys.platform != "linux", reason="SCHED_IDLE is Linux's")
+async def test_hashes_run_only_on_cores_nothing_else_wants() -> None:
+    before = children()
+    hasher = PasswordHasher(rounds=4, processes=1)
     try:
         await hasher.verify("any-password", None)
+        hashing = children() - before
+        assert len(idle(hashing)) == 1, hashing
     finally:
         hasher.close()
-    assert inside.policies == {os.SCHED_IDLE}
-    assert os.sched_getscheduler(0) != os.SCHED_IDLE  # the event loop's thread is untouched
+    assert os.sched_getscheduler(0) != os.SCHED_IDLE  # the event loop's process is untouched
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="nice is per thread on Linux only")
-async def test_where_sched_idle_is_refused_hashes_run_below_the_loops_priority(
-    inside: Inside, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _refused_then_lowered() -> tuple[int, int, int]:
+    """In a fresh process: SCHED_IDLE refused, then the initializer; (policy, nice before,
+    nice after)."""
+
     def refused(*_: object) -> None:
         raise PermissionError("SCHED_IDLE not allowed here")
 
-    monkeypatch.setattr(os, "sched_setscheduler", refused)
-    hasher = PasswordHasher(rounds=4, threads=1)
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    os.sched_setscheduler = refused  # type: ignore[assignment]
+    lower_process_priority()
+    return os.sched_getscheduler(0), before, os.getpriority(os.PRIO_PROCESS, 0)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="SCHED_IDLE is Linux's")
+def test_where_sched_idle_is_refused_hashes_run_below_the_workers_priority() -> None:
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        policy, before, after = pool.submit(_refused_then_lowered).result(timeout=30)
+    assert policy == os.SCHED_OTHER
+    assert after == min(19, before + HASH_PROCESS_NICE)
+
+
+async def test_a_hash_process_that_dies_is_replaced() -> None:
+    before = children()
+    hasher = PasswordHasher(rounds=12, processes=1)
     try:
-        await hasher.verify("any-password", None)
+        digest = await hasher.hash("correct-horse")
+        (hashing,) = idle(children() - before)
+        checking = asyncio.ensure_future(hasher.verify("correct-horse", digest))
+        os.kill(hashing, signal.SIGKILL)  # mid-hash, or just before it
+        assert await checking is True  # hashed again, in a new process
+        assert await hasher.verify("wrong", digest) is False
+        assert idle(children() - before) - {hashing}
     finally:
         hasher.close()
-    loop_nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    assert inside.policies == {os.SCHED_OTHER}
-    assert inside.nice == {min(19, loop_nice + HASH_THREAD_NICE)}
 
 
 async def test_beyond_the_queue_a_hash_is_refused_with_retry_after() -> None:
-    """One running and two waiting fill a pool of one thread and two places; the fourth,
+    """One running and two waiting fill a pool of one process and two places; the fourth,
     asked for in the same turn of the loop, is refused before it costs anything."""
-    hasher = PasswordHasher(rounds=4, threads=1, max_waiting=2)
+    hasher = PasswordHasher(rounds=4, processes=1, max_waiting=2)
     try:
         outcomes = await asyncio.gather(
             *(hasher.verify("any-password", None) for _ in range(4)), return_exceptions=True
@@ -127,12 +130,12 @@ async def test_beyond_the_queue_a_hash_is_refused_with_retry_after() -> None:
 def test_the_default_queue_holds_about_twenty_seconds_of_hashing() -> None:
     """Bounded by work, not by count: a cheap cost lets a burst of signups queue, the
     production cost keeps the wait near MAX_QUEUE_SECONDS."""
-    cheap = PasswordHasher(rounds=4, threads=1)
+    cheap = PasswordHasher(rounds=4, processes=1)
     try:
         assert cheap.max_waiting >= 200  # the suite signs up 100 users at once
     finally:
         cheap.close()
-    costly = PasswordHasher(rounds=12, threads=2)
+    costly = PasswordHasher(rounds=12, processes=2)
     try:
         per_hash = costly._seconds_per_hash
         expected = MAX_QUEUE_SECONDS * 2 / per_hash
