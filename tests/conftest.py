@@ -16,6 +16,7 @@ from app.config import Settings, load_settings
 from app.container import Container
 from app.db.migrate import run_migrations
 from app.main import create_app
+from tests.support.latency_proxy import LatencyProxy
 from tests.support.stores import StoreUrls, _plain, test_stores
 
 
@@ -135,6 +136,15 @@ async def _emptying_sql(conn: asyncpg.Connection, url: str) -> str:
 @pytest.fixture
 async def app(make_app: AppFactory) -> tuple[httpx.AsyncClient, Container]:
     return await make_app()
+
+
+@pytest.fixture
+async def pg_proxy(stores: StoreUrls) -> AsyncIterator[LatencyProxy]:
+    """A proxy in front of PostgreSQL that can slow or cut what the app sends it."""
+    proxy = LatencyProxy(stores.database_url)
+    await proxy.start()
+    yield proxy
+    await proxy.close()
 
 
 @pytest.fixture

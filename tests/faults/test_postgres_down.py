@@ -10,6 +10,7 @@ import httpx
 
 from app.services.auth import Session
 from tests.integration.engine.helpers import AppFactory, purchase, reserve, users, wait_until
+from tests.support.drop_lock import DROP_LOCK, waiting_on_lock
 from tests.support.factories import admin_token, assert_invariant, auth, create_drop
 from tests.support.faults import (
     ANSWER_SECONDS,
@@ -23,15 +24,6 @@ from tests.support.owned_stores import OwnedPostgres
 from tests.support.stores import StoreUrls, _plain
 
 BUYERS = 20
-# The drop's exclusive advisory lock, as app.db.drops.lock_for_rebuild takes it.
-DROP_LOCK = "SELECT pg_advisory_lock(hashtextextended('drop:' || $1::text, 0))"
-
-
-async def _waiting_on_lock(locker: asyncpg.Connection, count: int) -> bool:
-    waiting = await locker.fetchval(
-        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-    )
-    return int(waiting) >= count
 
 
 async def timed_purchase(
@@ -66,7 +58,7 @@ async def test_postgres_stopped_during_purchases(
             asyncio.create_task(timed_purchase(client, b, holds[b.user.id])) for b in blocked
         ]
         await wait_until(
-            lambda: _waiting_on_lock(locker, len(blocked)), within=5, what="purchases waiting"
+            lambda: waiting_on_lock(locker, len(blocked)), within=5, what="purchases waiting"
         )
         owned_postgres.begin_fast_shutdown()
         # More purchases arrive while it shuts down ("the database system is shutting down").

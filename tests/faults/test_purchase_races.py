@@ -31,7 +31,7 @@ import asyncio
 import random
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +55,7 @@ from tests.integration.engine.helpers import (
     users,
     wait_until,
 )
+from tests.support.drop_lock import DROP_LOCK, DROP_UNLOCK, waiting_on_lock
 from tests.support.factories import (
     admin_token,
     assert_holds_in_step,
@@ -228,16 +229,6 @@ CLAIM_SECONDS = 2  # the least allowed: how soon the sweeper may settle a cut-sh
 # finds it past due: released at once) to a little after (re-armed for what is left).
 DEADLINE_FROM_CUT_MS = (-150.0, 250.0)
 FIRE_BEFORE_CUT_MS = 1200  # all purchases claim before the earliest deadline
-DROP_LOCK = "SELECT pg_advisory_lock(hashtextextended('drop:' || $1::text, 0))"
-DROP_UNLOCK = "SELECT pg_advisory_unlock(hashtextextended('drop:' || $1::text, 0))"
-
-
-@pytest.fixture
-async def pg_proxy(stores: StoreUrls) -> AsyncIterator[LatencyProxy]:
-    proxy = LatencyProxy(stores.database_url)
-    await proxy.start()
-    yield proxy
-    await proxy.close()
 
 
 # One atomic read of one hold: its live entry, timer, due score, tombstone, Redis time.
@@ -304,13 +295,6 @@ class InStepWatch:
         await asyncio.gather(self.task, return_exceptions=True)
         if self.failure is not None:
             raise self.failure
-
-
-async def waiting_on_lock(locker: asyncpg.Connection, count: int) -> bool:
-    waiting = await locker.fetchval(
-        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-    )
-    return int(waiting) >= count
 
 
 async def all_purchasing(container: Container, hold_ids: list[str]) -> bool:

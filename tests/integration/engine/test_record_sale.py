@@ -24,11 +24,10 @@ from app.store import keys
 from app.store.drops import RebuildMode, RebuildOutcome
 from app.store.holds import ClaimOutcome, ClaimResult
 from tests.integration.engine.helpers import AppFactory, purchase, users, wait_until
+from tests.support.drop_lock import DROP_LOCK, waiting_on_lock
 from tests.support.factories import admin_token, assert_invariant, create_drop
 from tests.support.latency_proxy import LatencyProxy
 from tests.support.stores import StoreUrls, _plain
-
-DROP_LOCK = "SELECT pg_advisory_lock(hashtextextended('drop:' || $1::text, 0))"
 
 
 async def claimed(container: Container, drop_id: str) -> tuple[keys.HoldRef, ClaimResult, str]:
@@ -138,25 +137,10 @@ async def test_a_repair_that_did_nothing_keeps_the_epoch(make_app: AppFactory) -
 
 
 @pytest.fixture
-async def pg_proxy(stores: StoreUrls) -> AsyncIterator[LatencyProxy]:
-    proxy = LatencyProxy(stores.database_url)
-    await proxy.start()
-    yield proxy
-    await proxy.close()
-
-
-@pytest.fixture
 async def locker(stores: StoreUrls) -> AsyncIterator[asyncpg.Connection]:
     conn = await asyncpg.connect(_plain(stores.database_url))
     yield conn
     await conn.close()
-
-
-async def sales_waiting(locker: asyncpg.Connection, count: int) -> bool:
-    waiting = await locker.fetchval(
-        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-    )
-    return int(waiting) >= count
 
 
 async def test_a_statement_whose_connection_died_is_sent_again(
@@ -167,13 +151,13 @@ async def test_a_statement_whose_connection_died_is_sent_again(
     ref, claim, _ = await claimed(container, drop["id"])
     await locker.execute(DROP_LOCK, drop["id"])  # the sale waits inside its statement
     sale = asyncio.create_task(record(container.db, ref, claim, "a" * 32))
-    await wait_until(lambda: sales_waiting(locker, 1), within=5, what="the sale in flight")
+    await wait_until(lambda: waiting_on_lock(locker, 1), within=5, what="the sale in flight")
     ended = await locker.fetchval(
         "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
     )
     assert ended is True
     # Its connection ended with the statement in flight: it is sent again, and waits anew.
-    await wait_until(lambda: sales_waiting(locker, 1), within=5, what="the second send")
+    await wait_until(lambda: waiting_on_lock(locker, 1), within=5, what="the second send")
     await locker.execute("SELECT pg_advisory_unlock_all()")
 
     answered = await sale
@@ -192,7 +176,7 @@ async def test_no_answer_to_either_send_leaves_the_claim_for_a_retry(
     hold = await container.hold_service.reserve(buyer.user.id, drop["id"])
     await locker.execute(DROP_LOCK, drop["id"])
     buying = asyncio.create_task(purchase(client, hold.id, buyer.access_token))
-    await wait_until(lambda: sales_waiting(locker, 1), within=5, what="the sale in flight")
+    await wait_until(lambda: waiting_on_lock(locker, 1), within=5, what="the sale in flight")
     await pg_proxy.cut()  # connections reset, new ones refused: no second answer either
 
     refused = await buying
