@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.context import BaseContext
 from typing import TypeVar
 
 import bcrypt
@@ -72,12 +73,17 @@ def lower_process_priority() -> None:
 
 
 def _new_pool(processes: int) -> ProcessPoolExecutor:
-    """Spawned, not forked: the worker has threads (and an event loop) a fork would copy
-    mid-use. A process starts at the first hash that needs it."""
+    """Hash processes forked from a fork server (one per worker, started at the first
+    login with this module loaded; spawned where there is none): a fork of the worker
+    itself would copy its threads and event loop mid-use, and a spawn per process costs
+    an interpreter start. A process starts at the first hash that needs it."""
+    context: BaseContext = multiprocessing.get_context("spawn")
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        server = multiprocessing.get_context("forkserver")
+        server.set_forkserver_preload([__name__])
+        context = server
     return ProcessPoolExecutor(
-        max_workers=processes,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=lower_process_priority,
+        max_workers=processes, mp_context=context, initializer=lower_process_priority
     )
 
 

@@ -28,7 +28,8 @@ from app.services.passwords import (
 
 
 def children() -> set[int]:
-    return {child.pid for child in psutil.Process().children()}
+    """This process's descendants: the hash processes are its fork server's children."""
+    return {child.pid for child in psutil.Process().children(recursive=True)}
 
 
 def idle(pids: set[int]) -> set[int]:
