@@ -250,7 +250,7 @@ class HoldService:
                 await self._abort(ref, claim.claim_id)
             raise
         if sale.outcome is SaleOutcome.STALE:
-            # The drop was rebuilt since the claim (Redis was emptied or rolled back): the
+            # The drop was rebuilt from PostgreSQL since the claim (Redis had lost it): the
             # rebuild may have counted this unit as available again, so nothing was sold.
             if owns_claim:
                 await self._abort(ref, claim.claim_id)
