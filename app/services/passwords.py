@@ -24,8 +24,10 @@ import logging
 import math
 import multiprocessing
 import os
+import select
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -42,6 +44,7 @@ log = logging.getLogger(__name__)
 MIN_PASSWORD_BYTES = 8
 MAX_PASSWORD_BYTES = 72  # bcrypt's own limit; longer passwords are refused, never truncated
 HASH_PROCESS_NICE = 10  # added to the process's nice value where SCHED_IDLE is refused
+WORKER_POLL_SECONDS = 1.0  # how often a hash process looks for its worker, without pidfd
 # How much hashing one worker lets wait for a process: about as long as a shopper waits
 # for a login before giving up (~64 hashes at cost 12 in one process).
 MAX_QUEUE_SECONDS = 20.0
@@ -50,15 +53,52 @@ MIN_WAITING_HASHES = 8
 T = TypeVar("T")
 
 
+def start_hash_process(worker_pid: int) -> None:
+    """Initializer of a hash process: it ends with its worker, and runs only on a core
+    nothing else wants.
+
+    Ctrl-C is the worker's to handle. A worker killed outright (SIGKILL, out of memory)
+    cannot shut its pool down, so the process watches the worker and exits with it (else
+    it, its fork server and multiprocessing's resource tracker would outlive it, a set
+    for every worker its supervisor restarts).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(
+        target=_exit_with, args=(worker_pid,), name="worker-watch", daemon=True
+    ).start()
+    lower_process_priority()
+
+
+def _exit_with(worker_pid: int) -> None:
+    """Return only to end this process, once `worker_pid` has ended."""
+    try:
+        watched = os.pidfd_open(worker_pid)  # Linux: readable once the process ends
+    except (AttributeError, OSError):
+        while _alive(worker_pid):
+            time.sleep(WORKER_POLL_SECONDS)
+    else:
+        select.select([watched], [], [])
+    os._exit(0)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def lower_process_priority() -> None:
-    """Initializer of a hash process: it runs only on a core nothing else wants.
+    """This process runs only on a core nothing else wants.
 
     SCHED_IDLE (Linux): the scheduler gives the process a core only when no normal task
     is runnable on it, and takes it back the moment one wakes, so a login flood never
     costs a reserve a timeslice; at 70 % load the idle 30 % still hashes. Where
-    SCHED_IDLE is refused, nice +HASH_PROCESS_NICE. Ctrl-C is its worker's to handle.
+    SCHED_IDLE is refused, nice +HASH_PROCESS_NICE.
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if sys.platform != "linux":
         return
     try:
@@ -83,7 +123,10 @@ def _new_pool(processes: int) -> ProcessPoolExecutor:
         server.set_forkserver_preload([__name__])
         context = server
     return ProcessPoolExecutor(
-        max_workers=processes, mp_context=context, initializer=lower_process_priority
+        max_workers=processes,
+        mp_context=context,
+        initializer=start_hash_process,
+        initargs=(os.getpid(),),
     )
 
 

@@ -11,6 +11,7 @@ import asyncio
 import multiprocessing
 import os
 import signal
+import subprocess
 import sys
 from concurrent.futures import ProcessPoolExecutor
 
@@ -108,6 +109,36 @@ async def test_a_hash_process_that_dies_is_replaced() -> None:
         assert idle(children() - before) - {hashing}
     finally:
         hasher.close()
+
+
+# A worker: one hash, its pid on stdout, then it waits to be killed.
+WORKER = """
+import asyncio, os
+from app.services.passwords import PasswordHasher
+
+async def main() -> None:
+    hasher = PasswordHasher(rounds=4)
+    await hasher.verify("any-password", None)
+    print(os.getpid(), flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+def test_a_worker_killed_outright_takes_its_hash_processes_with_it() -> None:
+    """SIGKILL leaves the pool no chance to shut down: the hash process sees its worker
+    end and exits, and with it the fork server and the resource tracker."""
+    with subprocess.Popen([sys.executable, "-c", WORKER], stdout=subprocess.PIPE) as worker:
+        try:
+            assert worker.stdout is not None
+            assert int(worker.stdout.readline()) == worker.pid  # it has hashed
+            helpers = psutil.Process(worker.pid).children(recursive=True)
+            assert idle({helper.pid for helper in helpers}), helpers
+        finally:
+            worker.kill()
+    _, alive = psutil.wait_procs(helpers, timeout=10)
+    assert alive == [], alive
 
 
 async def test_beyond_the_queue_a_hash_is_refused_with_retry_after() -> None:
