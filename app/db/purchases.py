@@ -9,7 +9,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.models import Purchase, User
+from app.db.models import Purchase
 
 
 async def of_user(session: AsyncSession, user_id: str, limit: int = 200) -> list[Purchase]:
@@ -20,11 +20,6 @@ async def of_user(session: AsyncSession, user_id: str, limit: int = 200) -> list
         .limit(limit)
     )
     return list((await session.execute(stmt)).scalars())
-
-
-async def buyer_name(session: AsyncSession, user_id: str) -> str:
-    name = (await session.execute(select(User.display_name).where(User.id == user_id))).scalar()
-    return name or "someone"
 
 
 async def purchased_among(session: AsyncSession, hold_ids: list[str]) -> dict[str, datetime]:

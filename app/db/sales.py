@@ -160,30 +160,24 @@ class SalePool:
     async def _fetchrow(
         self, query: str, args: tuple[object, ...], sent: Callable[[], Awaitable[None]] | None
     ) -> asyncpg.Record | None:
-        try:
-            pool = await self._pool()
-            conn = await pool.acquire(timeout=5)
-        except Exception as exc:
-            if is_unavailable(exc):
-                raise ServiceUnavailable(UNAVAILABLE) from exc
-            raise
-        try:
-            if sent is None:
-                return await conn.fetchrow(query, *args)
-            prepared = await conn.prepare(query)  # so that what is sent next runs it
-            return await _with_hook(prepared.fetchrow(*args), sent)
-        except asyncpg.PostgresError as exc:
-            if _session_ended(exc):  # maybe after its commit
-                raise _Lost() from exc
-            if is_unavailable(exc):  # e.g. its statement timeout: rolled back
-                raise ServiceUnavailable(UNAVAILABLE) from exc
-            raise
-        except Exception as exc:
-            if is_unavailable(exc):
-                raise _Lost() from exc
-            raise
-        finally:
-            await pool.release(conn)
+        """One send. Without a connection (nothing sent): ServiceUnavailable, from
+        `connection`. The connection lost with the statement in flight: _Lost."""
+        async with self.connection() as conn:
+            try:
+                if sent is None:
+                    return await conn.fetchrow(query, *args)
+                prepared = await conn.prepare(query)  # so that what is sent next runs it
+                return await _with_hook(prepared.fetchrow(*args), sent)
+            except asyncpg.PostgresError as exc:
+                if _session_ended(exc):  # maybe after its commit
+                    raise _Lost() from exc
+                if is_unavailable(exc):  # e.g. its statement timeout: rolled back
+                    raise ServiceUnavailable(UNAVAILABLE) from exc
+                raise
+            except Exception as exc:
+                if is_unavailable(exc):
+                    raise _Lost() from exc
+                raise
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:

@@ -117,11 +117,13 @@ def _new_pool(processes: int) -> ProcessPoolExecutor:
     login with this module loaded; spawned where there is none): a fork of the worker
     itself would copy its threads and event loop mid-use, and a spawn per process costs
     an interpreter start. A process starts at the first hash that needs it."""
-    context: BaseContext = multiprocessing.get_context("spawn")
+    context: BaseContext
     if "forkserver" in multiprocessing.get_all_start_methods():
-        server = multiprocessing.get_context("forkserver")
-        server.set_forkserver_preload([__name__])
-        context = server
+        forkserver = multiprocessing.get_context("forkserver")
+        forkserver.set_forkserver_preload([__name__])
+        context = forkserver
+    else:
+        context = multiprocessing.get_context("spawn")
     return ProcessPoolExecutor(
         max_workers=processes,
         mp_context=context,

@@ -30,15 +30,15 @@ from tests.support.latency_proxy import LatencyProxy
 from tests.support.stores import StoreUrls, _plain
 
 
-async def claimed(container: Container, drop_id: str) -> tuple[keys.HoldRef, ClaimResult, str]:
-    """A new buyer's hold, claimed for purchase; returns it with the buyer's token."""
+async def claimed(container: Container, drop_id: str) -> tuple[keys.HoldRef, ClaimResult]:
+    """A new buyer's hold, claimed for purchase."""
     (buyer,) = await users(container, 1)
     hold = await container.hold_service.reserve(buyer.user.id, drop_id)
     ref = keys.parse_hold_id(hold.id)
     assert ref is not None
     claim = await container.hold_store.claim(ref, secrets.token_hex(8), 30_000)
     assert claim.outcome is ClaimOutcome.CLAIMED
-    return ref, claim, buyer.access_token
+    return ref, claim
 
 
 async def record(
@@ -71,7 +71,7 @@ async def rows_of(container: Container, hold_id: str) -> tuple[int, list[str]]:
 async def test_sent_twice_it_answers_what_the_first_did(make_app: AppFactory) -> None:
     client, container = await make_app()
     drop = await create_drop(client, await admin_token(client, container), totalStock=3)
-    ref, claim, _ = await claimed(container, drop["id"])
+    ref, claim = await claimed(container, drop["id"])
     purchase_id = secrets.token_hex(16)
 
     first = await record(container.db, ref, claim, purchase_id)
@@ -92,7 +92,7 @@ async def test_sent_twice_it_answers_what_the_first_did(make_app: AppFactory) ->
 async def test_a_voided_attempt_sells_nothing(make_app: AppFactory) -> None:
     client, container = await make_app()
     drop = await create_drop(client, await admin_token(client, container), totalStock=3)
-    ref, claim, _ = await claimed(container, drop["id"])
+    ref, claim = await claimed(container, drop["id"])
     async with container.db.sales.transaction() as conn:
         assert await sales.void_or_find(conn, claim.claim_id, ref.hold_id) is None
 
@@ -105,7 +105,7 @@ async def test_a_voided_attempt_sells_nothing(make_app: AppFactory) -> None:
 async def test_a_claim_read_before_a_rebuild_sells_nothing(make_app: AppFactory) -> None:
     client, container = await make_app()
     drop = await create_drop(client, await admin_token(client, container), totalStock=3)
-    ref, claim, _ = await claimed(container, drop["id"])
+    ref, claim = await claimed(container, drop["id"])
     # Redis loses the drop (the claim with it), and it is rebuilt from PostgreSQL.
     await container.redis.delete(*keys.DropKeys(drop["id"]).all_static())
     outcome = await rebuild_drop(container.db, container.drop_store, drop["id"], RebuildMode.INIT)
@@ -117,7 +117,7 @@ async def test_a_claim_read_before_a_rebuild_sells_nothing(make_app: AppFactory)
     assert (stale.outcome, stale.purchase) == (SaleOutcome.STALE, None)
     assert await rows_of(container, ref.hold_id) == (0, [])
     # The rebuilt drop sells under its new epoch.
-    fresh, fresh_claim, _ = await claimed(container, drop["id"])
+    fresh, fresh_claim = await claimed(container, drop["id"])
     assert fresh_claim.epoch > claim.epoch
     sold = await record(container.db, fresh, fresh_claim, "p" * 32)
     assert sold.created
@@ -129,7 +129,7 @@ async def test_a_claim_read_before_a_rebuild_sells_nothing(make_app: AppFactory)
 async def test_a_repair_that_did_nothing_keeps_the_epoch(make_app: AppFactory) -> None:
     client, container = await make_app()
     drop = await create_drop(client, await admin_token(client, container), totalStock=3)
-    ref, claim, _ = await claimed(container, drop["id"])
+    ref, claim = await claimed(container, drop["id"])
     # A purchase is in flight (PURCHASING): the repair defers, and the claim stays good.
     outcome = await rebuild_drop(container.db, container.drop_store, drop["id"], RebuildMode.REPAIR)
     assert outcome is RebuildOutcome.BUSY
@@ -148,7 +148,7 @@ async def test_a_statement_whose_connection_died_is_sent_again(
 ) -> None:
     client, container = await make_app()
     drop = await create_drop(client, await admin_token(client, container), totalStock=3)
-    ref, claim, _ = await claimed(container, drop["id"])
+    ref, claim = await claimed(container, drop["id"])
     await locker.execute(DROP_LOCK, drop["id"])  # the sale waits inside its statement
     sale = asyncio.create_task(record(container.db, ref, claim, "a" * 32))
     await wait_until(lambda: waiting_on_lock(locker, 1), within=5, what="the sale in flight")
