@@ -27,6 +27,7 @@ from tests.integration.engine.helpers import AppFactory, purchase, users, wait_u
 from tests.support.drop_lock import DROP_LOCK, waiting_on_lock
 from tests.support.factories import admin_token, assert_invariant, create_drop
 from tests.support.latency_proxy import LatencyProxy
+from tests.support.purchase_races import claim_outcomes, purchase_rows
 from tests.support.stores import StoreUrls, _plain
 
 
@@ -56,18 +57,6 @@ async def record(
     )
 
 
-async def rows_of(container: Container, hold_id: str) -> tuple[int, list[str]]:
-    """(purchase rows, attempt outcomes) PostgreSQL has for a hold."""
-    async with container.db.sales.connection() as conn:
-        bought = await conn.fetchval(
-            "SELECT count(*) FROM purchases WHERE reservation_id = $1", hold_id
-        )
-        attempts = await conn.fetch(
-            "SELECT outcome FROM purchase_claims WHERE reservation_id = $1", hold_id
-        )
-    return int(bought), sorted(a["outcome"] for a in attempts)
-
-
 async def test_sent_twice_it_answers_what_the_first_did(make_app: AppFactory) -> None:
     client, container = await make_app()
     drop = await create_drop(client, await admin_token(client, container), totalStock=3)
@@ -86,7 +75,8 @@ async def test_sent_twice_it_answers_what_the_first_did(make_app: AppFactory) ->
     assert other.purchase is not None
     assert again.purchase.id == other.purchase.id == purchase_id
     assert again.purchase.purchased_at == other.purchase.purchased_at == first.purchase.purchased_at
-    assert await rows_of(container, ref.hold_id) == (1, ["recorded"])
+    assert await purchase_rows(container, drop["id"]) == {ref.hold_id: purchase_id}
+    assert await claim_outcomes(container, drop["id"]) == {ref.hold_id: {"recorded": 1}}
 
 
 async def test_a_voided_attempt_sells_nothing(make_app: AppFactory) -> None:
@@ -99,7 +89,8 @@ async def test_a_voided_attempt_sells_nothing(make_app: AppFactory) -> None:
     sale = await record(container.db, ref, claim, secrets.token_hex(16))
 
     assert (sale.outcome, sale.purchase) == (SaleOutcome.VOIDED, None)
-    assert await rows_of(container, ref.hold_id) == (0, ["voided"])
+    assert await purchase_rows(container, drop["id"]) == {}
+    assert await claim_outcomes(container, drop["id"]) == {ref.hold_id: {"voided": 1}}
 
 
 async def test_a_claim_read_before_a_rebuild_sells_nothing(make_app: AppFactory) -> None:
@@ -115,7 +106,8 @@ async def test_a_claim_read_before_a_rebuild_sells_nothing(make_app: AppFactory)
     stale = await record(container.db, ref, claim, secrets.token_hex(16))
 
     assert (stale.outcome, stale.purchase) == (SaleOutcome.STALE, None)
-    assert await rows_of(container, ref.hold_id) == (0, [])
+    assert await purchase_rows(container, drop["id"]) == {}
+    assert await claim_outcomes(container, drop["id"]) == {}
     # The rebuilt drop sells under its new epoch.
     fresh, fresh_claim = await claimed(container, drop["id"])
     assert fresh_claim.epoch > claim.epoch
@@ -164,7 +156,8 @@ async def test_a_statement_whose_connection_died_is_sent_again(
     assert answered.outcome is SaleOutcome.CREATED
     assert answered.purchase is not None
     assert answered.purchase.id == "a" * 32
-    assert await rows_of(container, ref.hold_id) == (1, ["recorded"])
+    assert await purchase_rows(container, drop["id"]) == {ref.hold_id: "a" * 32}
+    assert await claim_outcomes(container, drop["id"]) == {ref.hold_id: {"recorded": 1}}
 
 
 async def test_no_answer_to_either_send_leaves_the_claim_for_a_retry(
@@ -195,5 +188,6 @@ async def test_no_answer_to_either_send_leaves_the_claim_for_a_retry(
     assert retried.status_code in (200, 201), retried.text
     again = await purchase(client, hold.id, buyer.access_token)
     assert (again.status_code, again.json()["id"]) == (200, retried.json()["id"])
-    assert await rows_of(container, hold.id) == (1, ["recorded"])
+    assert await purchase_rows(container, drop["id"]) == {hold.id: retried.json()["id"]}
+    assert await claim_outcomes(container, drop["id"]) == {hold.id: {"recorded": 1}}
     await assert_invariant(container, drop["id"])
